@@ -1,0 +1,120 @@
+"""Provider metadata read by Airflow's ProvidersManager through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from airflow_provider_worktree.__version__ import __version__
+
+
+def get_provider_info() -> dict:
+    return {
+        "package-name": "airflow-provider-worktree",
+        "name": "Git Worktree Maintenance",
+        "description": "Parallel, AI-driven maintenance of Git repositories: shards, isolated git worktrees, "
+        "Claude with tools confined to each worktree, a shard status database with leases.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Git Worktree Maintenance",
+                "external-doc-url": "https://git-scm.com/docs/git-worktree",
+                "tags": ["software"],
+            }
+        ],
+        "hooks": [
+            {
+                "integration-name": "Git Worktree Maintenance",
+                "python-modules": [
+                    "airflow_provider_worktree.hooks.git_worktree",
+                    "airflow_provider_worktree.hooks.shard_status",
+                ],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Git Worktree Maintenance",
+                "python-modules": ["airflow_provider_worktree.operators.maintenance"],
+            }
+        ],
+        "sensors": [
+            {
+                "integration-name": "Git Worktree Maintenance",
+                "python-modules": ["airflow_provider_worktree.sensors.shard_status"],
+            }
+        ],
+        "triggers": [
+            {
+                "integration-name": "Git Worktree Maintenance",
+                "python-modules": ["airflow_provider_worktree.triggers.shard_status"],
+            }
+        ],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_worktree.hooks.git_worktree.GitWorktreeHook",
+                "hook-name": "Git Worktree",
+                "connection-type": "git_worktree",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port"],
+                    "relabeling": {
+                        "host": "Repository (local path or URL)",
+                        "login": "Username (for HTTPS remotes)",
+                        "password": "Access token (for HTTPS remotes)",
+                    },
+                    "placeholders": {
+                        "host": "/srv/repos/project or https://github.com/org/project.git",
+                    },
+                },
+                "conn-fields": {
+                    "worktree_root": {
+                        "label": "Worktree root",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Directory under which shard worktrees are created. Must be outside "
+                        "the repository's work tree. Default: $AIRFLOW_HOME/worktrees.",
+                    },
+                    "cache_dir": {
+                        "label": "Clone cache directory",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Per-worker directory for clones of remote repositories. "
+                        "Default: $AIRFLOW_HOME/worktree-cache.",
+                    },
+                    "author_name": {
+                        "label": "Commit author name",
+                        "schema": {"type": ["string", "null"], "default": "airflow-worktree"},
+                    },
+                    "author_email": {
+                        "label": "Commit author email",
+                        "schema": {"type": ["string", "null"], "default": "airflow-worktree@localhost"},
+                    },
+                    "base_ref": {
+                        "label": "Default base ref",
+                        "schema": {"type": ["string", "null"], "default": "HEAD"},
+                    },
+                    "git_conn_id": {
+                        "label": "Git connection for credentials",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Optional id of an official git provider connection whose "
+                        "credentials are used for fetch and push.",
+                    },
+                },
+            }
+        ],
+        "config": {
+            "worktree": {
+                "description": "Defaults for airflow-provider-worktree.",
+                "options": {
+                    "worktree_root": {
+                        "description": "Default directory for shard worktrees.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/lib/airflow/worktrees",
+                        "default": None,
+                    },
+                    "shard_status_conn_id": {
+                        "description": "Connection id of the shard status database.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": None,
+                        "default": "shard_status_default",
+                    },
+                },
+            }
+        },
+    }

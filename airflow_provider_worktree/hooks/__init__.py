@@ -1,0 +1,1 @@
+"""Airflow hooks: thin faces over the core modules."""

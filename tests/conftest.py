@@ -1,0 +1,106 @@
+"""Shared fixtures: real git repositories, an isolated AIRFLOW_HOME, a real PostgreSQL database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+# An isolated AIRFLOW_HOME for the whole session, set before anything imports Airflow.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="wt-airflow-home-"))
+os.environ["AIRFLOW_HOME"] = str(_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(_AIRFLOW_HOME / "dags"))
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{_AIRFLOW_HOME / 'airflow.db'}")
+os.environ.setdefault("GIT_AUTHOR_NAME", "Test Author")
+os.environ.setdefault("GIT_AUTHOR_EMAIL", "test@example.com")
+os.environ.setdefault("GIT_COMMITTER_NAME", "Test Author")
+os.environ.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
+
+PG_DSN = os.environ.get("WORKTREE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
+
+
+def make_repo(path: Path, files: dict[str, str] | None = None, *, n_files: int = 0) -> Path:
+    """Create a real git repository at ``path`` with ``files`` (relative path -> text) committed on main.
+
+    ``n_files`` adds generated Python modules ``pkg/mod_<i>.py`` (one TODO each) to reach a size.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    _git(path, "init", "-q", "-b", "main")
+    _git(path, "config", "user.name", "Test Author")
+    _git(path, "config", "user.email", "test@example.com")
+    _git(path, "config", "commit.gpgsign", "false")
+    files = dict(files or {"README.md": "# demo\n"})
+    for i in range(n_files):
+        files.setdefault(f"pkg/mod_{i:04d}.py", f"def f_{i}(x):\n    # TODO: handle negative x\n    return x + {i}\n")
+    for rel, text in files.items():
+        target = path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    _git(path, "add", "-A")
+    _git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def git_repo(tmp_path: Path) -> Path:
+    """A small real repository with a few files and TODO markers, on branch main."""
+    return make_repo(
+        tmp_path / "repo",
+        {
+            "README.md": "# demo\n",
+            "src/app.py": "def add(a, b):\n    # TODO: validate inputs\n    return a + b\n",
+            "src/util.py": "def double(x):\n    return 2 * x  # FIXME: overflow?\n",
+            "docs/guide.md": "Guide\n",
+        },
+    )
+
+
+@pytest.fixture
+def repo_factory(tmp_path: Path):
+    """Build more repositories: ``repo_factory(name, files=None, n_files=0)``."""
+    def _factory(name: str = "repo2", files: dict[str, str] | None = None, n_files: int = 0) -> Path:
+        return make_repo(tmp_path / name, files, n_files=n_files)
+    return _factory
+
+
+def _pg_available() -> str | None:
+    try:
+        import psycopg2
+    except ImportError:
+        return "psycopg2 is not installed (pip install 'airflow-provider-worktree[postgres]')"
+    try:
+        psycopg2.connect(PG_DSN, connect_timeout=3).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no server here"
+        return f"no PostgreSQL server at {PG_DSN}: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty PostgreSQL database URL on the local server; dropped afterwards. Skips when absent."""
+    reason = _pg_available()
+    if reason:
+        pytest.skip(reason)
+    import psycopg2
+
+    name = f"wt_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(PG_DSN)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    base = PG_DSN.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
