@@ -1,0 +1,144 @@
+"""A run's report: per shard status, branch, commit, diffstat, tokens, cost, duration; totals; failures.
+
+Plain Python (no Airflow import); the example DAG's aggregate step and ``airflow-worktree report`` both
+build it here. :func:`merge_branches` makes the optional integration branch, listing conflicts instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_worktree.core.gitcmd import run_git
+
+_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _duration_s(row: dict) -> float | None:
+    start, end = row.get("started_at"), row.get("completed_at")
+    if not start or not end:
+        return None
+    try:
+        return round((_parse_ts(end) - _parse_ts(start)).total_seconds(), 3)
+    except ValueError:
+        return None
+
+
+def _parse_ts(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=None)
+    return datetime.fromisoformat(str(value).replace("Z", "")).replace(tzinfo=None)
+
+
+def build_report(store: Any, run_id: str) -> dict:
+    """Collect the run's shards from the store into a JSON-safe report."""
+    rows = store.list_shards(run_id=run_id)
+    shards = []
+    totals: dict[str, Any] = {k: 0 for k in _TOKEN_KEYS}
+    totals.update(cost_usd=0.0, shards=len(rows), by_status={}, files_changed=0)
+    for row in sorted(rows, key=lambda r: r["shard_id"]):
+        entry = {
+            "shard_id": row["shard_id"],
+            "status": row["status"],
+            "attempt": row.get("attempt"),
+            "worker_id": row.get("worker_id"),
+            "branch": row.get("branch"),
+            "commit_sha": row.get("commit_sha"),
+            "diffstat": row.get("diffstat") or "",
+            "files_changed": row.get("files_changed") or [],
+            "duration_s": _duration_s(row),
+            "cost_usd": float(row.get("cost_usd") or 0.0),
+            "error_message": row.get("error_message"),
+            **{k: int(row.get(k) or 0) for k in _TOKEN_KEYS},
+        }
+        shards.append(entry)
+        for k in _TOKEN_KEYS:
+            totals[k] += entry[k]
+        totals["cost_usd"] = round(totals["cost_usd"] + entry["cost_usd"], 6)
+        totals["files_changed"] += len(entry["files_changed"])
+        totals["by_status"][entry["status"]] = totals["by_status"].get(entry["status"], 0) + 1
+    durations = [s["duration_s"] for s in shards if s["duration_s"] is not None]
+    totals["max_duration_s"] = max(durations, default=None)
+    totals["avg_duration_s"] = round(sum(durations) / len(durations), 3) if durations else None
+    failed = [{"shard_id": s["shard_id"], "error": s["error_message"]} for s in shards if s["status"] == "failed"]
+    return {"run_id": run_id, "totals": totals, "failed": failed, "shards": shards, "integration": None}
+
+
+def render_markdown(report: dict) -> str:
+    """The report as a Markdown page."""
+    t = report["totals"]
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(t["by_status"].items())) or "none"
+    lines = [
+        f"# Maintenance run `{report['run_id']}`",
+        "",
+        f"- Shards: {t['shards']} ({statuses})",
+        f"- Tokens: {t['input_tokens']} in, {t['output_tokens']} out, "
+        f"{t['cache_read_tokens']} cache read, {t['cache_write_tokens']} cache write",
+        f"- Cost: ${t['cost_usd']:.4f}",
+        f"- Files changed: {t['files_changed']}",
+        "",
+        "| shard | status | branch | commit | diffstat | tokens in/out | cost | duration |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["shards"]:
+        commit = (s["commit_sha"] or "")[:10]
+        stat = (s["diffstat"].strip().splitlines() or [""])[-1].strip()
+        dur = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
+        lines.append(
+            f"| {s['shard_id']} | {s['status']} | {s['branch'] or ''} | {commit} | {stat} | "
+            f"{s['input_tokens']}/{s['output_tokens']} | ${s['cost_usd']:.4f} | {dur} |"
+        )
+    if report["failed"]:
+        lines += ["", "## Failed shards", ""]
+        lines += [f"- `{f['shard_id']}`: {f['error']}" for f in report["failed"]]
+    integ = report.get("integration")
+    if integ:
+        lines += ["", "## Integration branch", "", f"- Branch: `{integ['branch']}` at {integ.get('head') or '-'}",
+                  f"- Merged: {len(integ['merged'])}"]
+        for c in integ["conflicts"]:
+            lines.append(f"- Conflict: `{c['branch']}` in {', '.join(c['files']) or 'unknown files'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, directory: str | Path) -> dict[str, str]:
+    """Write ``<run>.md`` and ``<run>.json`` under ``directory/reports``; return their paths."""
+    out = Path(directory) / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in report["run_id"])
+    md, js = out / f"{stem}.md", out / f"{stem}.json"
+    md.write_text(render_markdown(report))
+    js.write_text(json.dumps(report, indent=2, default=str))
+    return {"markdown": str(md), "json": str(js)}
+
+
+def merge_branches(repo_path: str, branches: list[str], target: str, base_ref: str = "HEAD",
+                   work_dir: str | None = None, env: dict | None = None) -> dict:
+    """Merge ``branches`` one by one into a new ``target`` branch made from ``base_ref``.
+
+    Runs in a temporary worktree so the user's checkout is untouched. A branch that conflicts is
+    aborted and listed with its conflicting files; the others are merged.
+    """
+    import tempfile
+
+    tmp = tempfile.mkdtemp(prefix="wt-integration-", dir=work_dir)
+    path = str(Path(tmp) / "integration")
+    merged: list[str] = []
+    conflicts: list[dict] = []
+    run_git(["worktree", "add", "-q", "-B", target, "--", path, base_ref], cwd=repo_path, env=env)
+    try:
+        for branch in branches:
+            proc = run_git(["merge", "--no-ff", "--no-edit", "-q", branch], cwd=path, check=False, env=env)
+            if proc.returncode == 0:
+                merged.append(branch)
+                continue
+            files = run_git(["diff", "--name-only", "--diff-filter=U"], cwd=path, check=False).stdout.split()
+            run_git(["merge", "--abort"], cwd=path, check=False)
+            conflicts.append({"branch": branch, "files": files})
+        head = run_git(["rev-parse", "HEAD"], cwd=path).stdout.strip()
+    finally:
+        run_git(["worktree", "remove", "--force", "--", path], cwd=repo_path, check=False)
+        Path(tmp).rmdir() if Path(tmp).exists() and not any(Path(tmp).iterdir()) else None
+    return {"branch": target, "head": head, "merged": merged, "conflicts": conflicts}

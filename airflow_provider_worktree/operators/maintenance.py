@@ -1,0 +1,241 @@
+"""ClaudeMaintenanceOperator: one shard through claim, worktree, Claude, verify, commit, record, clean up.
+
+A thin face over :func:`airflow_provider_worktree.core.lifecycle.run_shard`: this module turns the
+operator's parameters and Airflow connections into the core objects and the result into XCom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+
+from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
+from airflow_provider_worktree.core.runners import Budget, PriceTable
+from airflow_provider_worktree.core.tasks import get_task
+from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
+from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+RUNNERS = ("api", "claude_code")
+
+
+class ClaudeMaintenanceOperator(BaseOperator):
+    """Have Claude perform a maintenance task on one shard of a repository, in its own git worktree.
+
+    Map it over the planner's shards with ``.partial(...).expand(shard=...)``. The task claims the shard
+    in the shard status database (skipping it when already completed, so a rerun resumes), creates a
+    worktree on the shard's branch, runs Claude with tools confined to the worktree under a hard token
+    budget, verifies the result, commits, records it and removes the worktree (uncommitted work is saved
+    on a salvage branch first). A failed shard raises, so Airflow's retries apply.
+
+    :param shard: the shard dict from ``plan_shards`` (``shard_id``, ``task``, ``files``).
+    :param task_name: maintenance task from the catalog (``todo``, ``docstrings``, ``lint``, ``tests``,
+        ``custom``); defaults to the shard's own ``task``.
+    :param prompt: instructions for the ``custom`` task (or extra instructions for any task).
+    :param repo: repository path or URL; overrides the ``git_worktree`` connection's host.
+    :param git_worktree_conn_id: connection of type ``git_worktree`` (optional when ``repo`` is given).
+    :param worktree_root: where worktrees are created; overrides the connection.
+    :param model: Claude model id; default: the Anthropic connection's ``extra.model``.
+    :param runner: ``api`` (Messages API agent loop) or ``claude_code`` (``claude -p``).
+    :param max_turns: model turns per shard.
+    :param max_tokens: max_tokens of each model call.
+    :param max_input_tokens: hard cap on input tokens for the shard (cache reads and writes included).
+    :param max_output_tokens: hard cap on output tokens for the shard.
+    :param max_cost_usd: hard cap on the shard's cost, priced with ``prices``.
+    :param prices: price table overrides, ``{model: {"input": $/MTok, "output": ..., "cache_write": ...,
+        "cache_read": ...}}``.
+    :param allow_commands: argv prefixes the model may run in the worktree (e.g. ``[["pytest"]]``);
+        ``None`` offers no command tool.
+    :param verify_command: command run in the worktree after Claude's edits; non-zero fails the shard.
+    :param verify_timeout: seconds before the verify command is killed.
+    :param base_ref: ref the shard branch starts from.
+    :param commit: commit the result to the shard branch.
+    :param push: push the shard branch to the repository's ``origin``.
+    :param sparse: sparse-checkout only the shard's files; default: only when there is no verify command.
+    :param task_options: options of the maintenance task (e.g. ``{"lint_command": ["ruff", "check"]}``).
+    :param anthropic_conn_id: the official Anthropic provider's connection.
+    :param shard_status_conn_id: shard status database connection; when it does not exist, the embedded
+        SQLite file ``$AIRFLOW_HOME/shard_status.db``; ``None`` turns tracking off.
+    :param heartbeat_interval: seconds between lease heartbeats.
+    :param claude_code_options: keyword arguments for the ``claude_code`` runner (``permission_mode``,
+        ``allowed_tools``, ``timeout``, ``executable``).
+    """
+
+    template_fields: Sequence[str] = (
+        "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
+        "max_turns", "max_input_tokens", "max_output_tokens", "max_cost_usd", "push",
+    )
+    template_fields_renderers = {"shard": "json", "prompt": "md"}
+    ui_color = "#e8d5f5"
+
+    def __init__(
+        self,
+        *,
+        shard: dict | Any,
+        task_name: str | None = None,
+        prompt: str | None = None,
+        repo: str | None = None,
+        git_worktree_conn_id: str = GitWorktreeHook.default_conn_name,
+        worktree_root: str | None = None,
+        model: str | None = None,
+        runner: str = "api",
+        max_turns: int = 20,
+        max_tokens: int = 4096,
+        max_input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        prices: dict | None = None,
+        allow_commands: list[list[str]] | None = None,
+        verify_command: str | list[str] | None = None,
+        verify_timeout: float = 900.0,
+        base_ref: str = "HEAD",
+        commit: bool = True,
+        push: bool = False,
+        sparse: bool | None = None,
+        task_options: dict | None = None,
+        anthropic_conn_id: str = "anthropic_default",
+        shard_status_conn_id: str | None = ShardStatusHook.default_conn_name,
+        heartbeat_interval: float = 30.0,
+        claude_code_options: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if heartbeat_interval <= 0:
+            raise ConfigurationError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}.")
+        self.shard = shard
+        self.task_name = task_name
+        self.prompt = prompt
+        self.repo = repo
+        self.git_worktree_conn_id = git_worktree_conn_id
+        self.worktree_root = worktree_root
+        self.model = model
+        self.runner = runner
+        self.max_turns = max_turns
+        self.max_tokens = max_tokens
+        self.max_input_tokens = max_input_tokens
+        self.max_output_tokens = max_output_tokens
+        self.max_cost_usd = max_cost_usd
+        self.prices = prices
+        self.allow_commands = allow_commands
+        self.verify_command = verify_command
+        self.verify_timeout = verify_timeout
+        self.base_ref = base_ref
+        self.commit = commit
+        self.push = push
+        self.sparse = sparse
+        self.task_options = task_options or {}
+        self.anthropic_conn_id = anthropic_conn_id
+        self.shard_status_conn_id = shard_status_conn_id
+        self.heartbeat_interval = heartbeat_interval
+        self.claude_code_options = claude_code_options or {}
+        self._active_runner: Any = None
+
+    def _check_rendered(self) -> None:
+        """Validate what templating produced (Params arrive here, not in ``__init__``)."""
+        if self.runner not in RUNNERS:
+            raise ConfigurationError(f"runner={self.runner!r} is not one of {RUNNERS}: use 'api' or 'claude_code'.")
+        for name in ("max_turns", "max_input_tokens", "max_output_tokens"):
+            value = getattr(self, name)
+            if value in ("", "None"):
+                value = None
+            if value is not None:
+                try:
+                    value = int(value)
+                except (TypeError, ValueError):
+                    raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.") from None
+                if value < 1:
+                    raise ConfigurationError(f"{name} must be a positive integer, got {value}.")
+            setattr(self, name, value)
+        if self.max_turns is None:
+            raise ConfigurationError("max_turns must be set (a positive integer).")
+        if self.max_cost_usd in ("", "None"):
+            self.max_cost_usd = None
+        if self.max_cost_usd is not None:
+            self.max_cost_usd = float(self.max_cost_usd)
+        if isinstance(self.push, str):
+            self.push = self.push.strip().lower() in ("1", "true", "yes")
+        self.model = self.model or None
+        self.verify_command = self.verify_command or None
+
+    def _validated_shard(self) -> dict:
+        shard = self.shard
+        if not isinstance(shard, dict) or not shard.get("shard_id") or not isinstance(shard.get("files"), list):
+            raise ConfigurationError(
+                f"shard must be a dict with 'shard_id' and a 'files' list (from plan_shards), got {shard!r:.200}."
+            )
+        return shard
+
+    def _build_runner(self) -> Any:
+        budget = Budget(
+            max_input_tokens=self.max_input_tokens,
+            max_output_tokens=self.max_output_tokens,
+            max_cost_usd=self.max_cost_usd,
+            prices=PriceTable(self.prices) if self.prices else PriceTable(),
+        )
+        if self.runner == "claude_code":
+            from airflow_provider_worktree.core.runners import ClaudeCodeRunner
+
+            return ClaudeCodeRunner(model=self.model, max_turns=self.max_turns, **self.claude_code_options)
+        from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+
+        from airflow_provider_worktree.core.runners import ApiRunner
+
+        hook = AnthropicHook(conn_id=self.anthropic_conn_id)
+        return ApiRunner(
+            hook.get_conn(),
+            self.model or hook.default_model,
+            max_turns=self.max_turns,
+            max_tokens=self.max_tokens,
+            budget=budget,
+            allow_commands=self.allow_commands,
+            logger=self.log,
+        )
+
+    def execute(self, context: Context) -> dict:
+        self._check_rendered()
+        shard = self._validated_shard()
+        task = get_task(self.task_name or shard.get("task") or "custom", prompt=self.prompt, **self.task_options)
+        git_hook = GitWorktreeHook(
+            git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo, worktree_root=self.worktree_root
+        )
+        store = (
+            ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
+            if self.shard_status_conn_id is not None
+            else None
+        )
+        self._active_runner = self._build_runner()
+        result = run_shard(
+            shard,
+            context["run_id"],
+            task=task,
+            manager=git_hook.get_manager(),
+            runner=self._active_runner,
+            store=store,
+            config=ShardConfig(
+                base_ref=self.base_ref,
+                verify_command=self.verify_command,
+                verify_timeout=self.verify_timeout,
+                commit=self.commit,
+                push=self.push,
+                sparse=self.sparse,
+                heartbeat_interval=self.heartbeat_interval,
+                custom_prompt=self.prompt,
+            ),
+            logger=self.log,
+        )
+        self.log.info(
+            "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
+            result.shard_id, result.status, result.branch, result.commit_sha,
+            result.input_tokens, result.output_tokens, result.cost_usd,
+        )
+        return result.to_dict()
+
+    def on_kill(self) -> None:
+        """Stop the model loop or the Claude Code process; the lifecycle's finally block cleans up."""
+        if self._active_runner is not None:
+            self._active_runner.cancel()
