@@ -1,1 +1,9 @@
-"""Airflow operators."""
+"""Airflow operators: ``from airflow_provider_worktree.operators import ClaudeMaintenanceOperator``."""
+
+from __future__ import annotations
+
+from airflow_provider_worktree._lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "ClaudeMaintenanceOperator": "airflow_provider_worktree.operators.maintenance",
+})

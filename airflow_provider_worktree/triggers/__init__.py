@@ -1,1 +1,9 @@
-"""Airflow triggers."""
+"""Airflow triggers: ``from airflow_provider_worktree.triggers import ShardStatusTrigger``."""
+
+from __future__ import annotations
+
+from airflow_provider_worktree._lazy import lazy_exports
+
+__getattr__, __all__ = lazy_exports(__name__, {
+    "ShardStatusTrigger": "airflow_provider_worktree.triggers.shard_status",
+})
