@@ -211,7 +211,7 @@ def format_value(metric: str, value: float | None) -> str:
     if unit == "percent":
         return f"{value:.1f}%"
     if unit == "bytes":
-        return f"{value / MB:.1f}MB"
+        return f"{value / MB:.1f}MB" if value >= MB / 10 else f"{value / 1024:.0f}KB"
     return f"{value:g}"
 
 
