@@ -1,0 +1,1073 @@
+"""The maintenance task catalog: tasks, shard planning, the shard prompt, success metrics, scope checks.
+
+Plain Python (no Airflow). A *task* says what Claude does to a shard's files (``instructions``), which
+files are candidates (``discover``), how success is measured (``measure`` before and after, then
+``evaluate``) and which paths it may touch (``allowed_paths``). :func:`plan_shards` turns the candidates
+into shard dicts (see docs/architecture.md, "The shard dict"); :func:`render_shard_prompt` produces the
+shard part of the user message, ending with the ``<shard>`` block that :func:`parse_shard_block` reads back.
+
+Built-in tasks: ``todo``, ``docstrings``, ``lint`` (needs ``lint_command``), ``tests``, ``custom``
+(needs ``prompt``). Add your own with a :class:`MaintenanceTask` subclass and :func:`register_task`.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
+from airflow_provider_worktree.core.gitcmd import run_git
+
+__all__ = [
+    "TASKS", "MaintenanceTask", "TodoTask", "DocstringsTask", "LintTask", "TestsTask", "CustomTask",
+    "register_task", "get_task", "plan_shards", "shard_id_for", "render_shard_prompt", "parse_shard_block",
+    "system_prompt_for", "read_conventions", "check_scope", "ScopeViolation", "PathScope", "run_verify",
+    "VerifyResult", "match_glob", "count_todo_markers",
+]
+
+TASK_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+SHARD_BLOCK_RE = re.compile(r"<shard>\s*\n(.*?)\n\s*</shard>", re.S)
+CONVENTION_FILES = ("CLAUDE.md", "AGENTS.md", "CONTRIBUTING.md", ".github/CONTRIBUTING.md")
+DEFAULT_CONVENTIONS_CAP = 8_000
+DEFAULT_VERIFY_TIMEOUT = 600.0
+_OUTPUT_CAP = 10_000_000          # bytes of command output read back (the lint metric counts lines)
+_TAIL_CHARS = 4_000
+
+# --------------------------------------------------------------------------------------------- globs
+
+
+@functools.lru_cache(maxsize=512)
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a glob to a regex. ``*`` stays in one path segment, ``**`` crosses directories,
+    ``**/`` also matches no directory; a pattern without ``/`` matches the basename at any depth."""
+    pat = pattern.strip()
+    if pat.startswith("./"):
+        pat = pat[2:]
+    anchored = "/" in pat.rstrip("/")
+    pat = pat.lstrip("/")
+    out: list[str] = []
+    i = 0
+    while i < len(pat):
+        c = pat[i]
+        if c == "*":
+            if pat.startswith("**", i):
+                if pat.startswith("**/", i):
+                    out.append("(?:.*/)?")
+                    i += 3
+                else:
+                    out.append(".*")
+                    i += 2
+                continue
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = pat.find("]", i + 2)
+            if j == -1:
+                out.append(re.escape(c))
+            else:
+                body = pat[i + 1:j]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body.replace("\\", "\\\\") + "]")
+                i = j + 1
+                continue
+        else:
+            out.append(re.escape(c))
+        i += 1
+    body = "".join(out)
+    if pat.endswith("/"):              # "docs/" means everything below docs
+        body += ".*"
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(f"^{prefix}{body}$")
+
+
+def match_glob(path: str, pattern: str) -> bool:
+    """True when the repository-relative POSIX ``path`` matches the glob ``pattern``."""
+    return bool(_glob_regex(pattern).match(path))
+
+
+def _matches_globs(path: str, globs: Sequence[str]) -> bool:
+    """Included by at least one glob and excluded by none (``!pattern`` excludes)."""
+    includes = [g for g in globs if not g.startswith("!")]
+    excludes = [g[1:] for g in globs if g.startswith("!")]
+    if includes and not any(match_glob(path, g) for g in includes):
+        return False
+    return not any(match_glob(path, g) for g in excludes)
+
+
+def _normalise_globs(globs: str | Sequence[str] | None, default: Sequence[str]) -> list[str]:
+    if globs is None:
+        return list(default)
+    if isinstance(globs, str):
+        globs = [globs]
+    globs = [g.strip() for g in globs if g and g.strip()]
+    if not globs:
+        raise ConfigurationError("globs is empty. Pass at least one glob such as '**/*.py', or None for the default.")
+    return globs
+
+
+# ------------------------------------------------------------------------------------- git helpers
+
+
+def _resolve_ref(repo_path: str | os.PathLike[str], ref: str) -> str:
+    if not Path(repo_path).exists():
+        raise ConfigurationError(f"Repository path {repo_path} does not exist. Pass the path of a git clone.")
+    try:
+        return run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo_path).stdout.strip()
+    except GitError as exc:
+        raise ConfigurationError(
+            f"Cannot resolve ref {ref!r} in {repo_path}: {exc.stderr or 'unknown revision'}. "
+            "Pass an existing branch, tag or commit of that repository as ref."
+        ) from exc
+
+
+class _Listing(dict):
+    """``{path: size}`` with ``shas`` (``{path: blob sha}``) alongside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shas: dict[str, str] = {}
+
+
+def _tree_listing(repo_path: str | os.PathLike[str], commit: str) -> _Listing:
+    """``{path: size}`` of every regular file at ``commit`` (one ``git ls-tree``); symlinks and
+    submodules are left out, since a model cannot usefully edit them."""
+    out = run_git(["ls-tree", "-r", "-l", "-z", "--full-tree", commit], cwd=repo_path).stdout
+    listing = _Listing()
+    for entry in out.split("\0"):
+        if not entry:
+            continue
+        meta, _, path = entry.partition("\t")
+        parts = meta.split()
+        if len(parts) != 4 or parts[1] != "blob" or parts[0] == "120000":
+            continue
+        listing[path] = int(parts[3]) if parts[3].isdigit() else 0
+        listing.shas[path] = parts[2]
+    return listing
+
+
+def _read_blobs(repo_path: str | os.PathLike[str], commit: str, paths: Sequence[str],
+               shas: Mapping[str, str] | None = None) -> dict[str, str | None]:
+    """Contents of ``paths`` at ``commit`` with one ``git cat-file --batch``; None for undecodable files.
+    Blob shas (from the listing) are several times faster to look up than ``commit:path`` names."""
+    if not paths:
+        return {}
+    names = [shas[p] if shas and p in shas else f"{commit}:{p}" for p in paths]
+    if any("\n" in n for n in names):      # a newline would break the batch protocol: read one by one
+        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
+    nonce = uuid.uuid4().hex
+    request = "".join(f"{n}\n" for n in names)
+    try:
+        out = run_git(["cat-file", "--buffer", f"--batch=\x01{nonce} %(objecttype)"], cwd=repo_path, input=request).stdout
+    except UnicodeDecodeError:
+        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
+    chunks = out.split(f"\x01{nonce} ")[1:]
+    result: dict[str, str | None] = {}
+    if len(chunks) != len(paths):
+        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
+    for path, chunk in zip(paths, chunks):
+        kind, _, content = chunk.partition("\n")
+        result[path] = content[:-1] if kind.strip() == "blob" and content.endswith("\n") else (
+            content if kind.strip() == "blob" else None)
+    return result
+
+
+def _read_blob_single(repo_path: str | os.PathLike[str], commit: str, path: str) -> str | None:
+    try:
+        proc = run_git(["cat-file", "blob", f"{commit}:{path}"], cwd=repo_path, check=False)
+    except UnicodeDecodeError:
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+# ------------------------------------------------------------------------------------------ metrics
+
+# A marker counts only inside a comment: after a comment leader on the same line.
+_TODO_WORDS = ("TODO", "FIXME", "XXX", "HACK")
+_TODO_LINE_RE = re.compile(
+    r"(?:#|//|/\*|<!--|--|^[ \t]*\*)(?:.*?)(?<![A-Za-z0-9_])(?:TODO|FIXME|XXX|HACK)(?![A-Za-z0-9_])", re.M
+)
+_TODO_LEADER_RE = re.compile(r"#|//|/\*|<!--|--|^[ \t]*\*")
+_TODO_WORD_RE = re.compile(r"(?<![A-Za-z0-9_])(?:TODO|FIXME|XXX|HACK)(?![A-Za-z0-9_])")
+#: The same rule as an ERE for ``git grep -E`` (discovery), kept equivalent to _TODO_LINE_RE.
+_TODO_GREP_ERE = r"(#|//|/\*|<!--|--|^[[:space:]]*\*)(.*[^A-Za-z0-9_])?(TODO|FIXME|XXX|HACK)([^A-Za-z0-9_]|$)"
+
+
+def count_todo_markers(text: str) -> int:
+    """Number of TODO/FIXME/XXX/HACK markers inside comments (after ``#``, ``//``, ``/*``, ``<!--``,
+    ``--`` or a leading ``*``) in ``text``."""
+    total = 0
+    for match in _TODO_LINE_RE.finditer(text):
+        line_start = text.rfind("\n", 0, match.start()) + 1
+        line_end = text.find("\n", match.start())
+        line = text[line_start:len(text) if line_end == -1 else line_end]
+        leader = _TODO_LEADER_RE.search(line)
+        total += len(_TODO_WORD_RE.findall(line[leader.start():])) if leader else 1
+    return total
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        data = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        return None
+    if b"\0" in data[:8192]:
+        return ""
+    return data.decode("utf-8", errors="replace")
+
+
+def _docstring_report(source: str) -> tuple[int, list[str]]:
+    """(missing count, names) of the public module/class/function docstrings missing in ``source``.
+    Raises SyntaxError. Private names (leading ``_``) and functions nested in functions are not counted;
+    an empty module is not counted."""
+    tree = ast.parse(source)
+    missing: list[str] = []
+    if tree.body and ast.get_docstring(tree) is None:
+        missing.append("<module>")
+
+    def visit(body: list[ast.stmt], prefix: str) -> None:
+        for node in body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                if node.name.startswith("_"):
+                    continue
+                qual = f"{prefix}{node.name}"
+                if ast.get_docstring(node) is None:
+                    missing.append(qual)
+                if isinstance(node, ast.ClassDef):
+                    visit(node.body, qual + ".")
+
+    visit(tree.body, "")
+    return len(missing), missing
+
+
+_SKIP_NAMES = {"skip", "skipif", "skipIf", "skipUnless", "xfail", "skipTest"}
+
+
+def _dotted(node: ast.AST) -> str:
+    if isinstance(node, ast.Call):
+        return _dotted(node.func)
+    if isinstance(node, ast.Attribute):
+        return f"{_dotted(node.value)}.{node.attr}"
+    if isinstance(node, ast.Name):
+        return node.id
+    return ""
+
+
+def _is_skip(node: ast.AST) -> bool:
+    name = _dotted(node)
+    return bool(name) and name.rsplit(".", 1)[-1] in _SKIP_NAMES
+
+
+def _test_report(source: str, rel: str) -> tuple[list[str], int]:
+    """(test ids, skip markers) of a test module: ``test*`` functions at module level or in ``Test*``
+    classes; skips are skip/skipif/xfail decorators, ``pytest.skip()``/``self.skipTest()`` calls and a
+    skipping ``pytestmark``."""
+    tree = ast.parse(source)
+    ids: list[str] = []
+    skips = 0
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            skips += sum(1 for d in node.decorator_list if _is_skip(d))
+        elif isinstance(node, ast.Call) and _is_skip(node.func) and _dotted(node.func) in {
+                "pytest.skip", "self.skipTest", "pytest.xfail", "unittest.skip"}:
+            skips += 1
+        elif isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark"
+                                                  for t in node.targets):
+            values = node.value.elts if isinstance(node.value, (ast.List, ast.Tuple)) else [node.value]
+            skips += sum(1 for v in values if _is_skip(v))
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name.startswith("test"):
+            ids.append(f"{rel}::{node.name}")
+        elif isinstance(node, ast.ClassDef) and node.name.startswith("Test"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and item.name.startswith("test"):
+                    ids.append(f"{rel}::{node.name}::{item.name}")
+    return ids, skips
+
+
+def _is_test_path(path: str) -> bool:
+    p = PurePosixPath(path)
+    return (any(part in ("tests", "test") for part in p.parts[:-1]) or p.name.startswith("test_")
+            or p.name.endswith("_test.py") or p.name == "conftest.py")
+
+
+# ------------------------------------------------------------------------------------ verification
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of a verify (or lint) command. ``returncode`` is None when the command did not run to an
+    exit status (missing executable, timeout)."""
+
+    ok: bool
+    returncode: int | None
+    output_tail: str
+    duration_s: float
+    timed_out: bool = False
+    command: tuple[str, ...] = ()
+
+
+def _argv(command: str | Sequence[str], what: str = "command") -> list[str]:
+    if isinstance(command, str):
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise ConfigurationError(f"Cannot parse the {what} {command!r}: {exc}. Fix its quoting.") from exc
+    else:
+        argv = [str(a) for a in command]
+    if not argv or not argv[0]:
+        raise ConfigurationError(f"The {what} is empty. Pass an argv list such as ['pytest', '-q'].")
+    return argv
+
+
+def _kill_group(pgid: int, grace_s: float = 2.0, proc: subprocess.Popen | None = None) -> None:
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        return
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is None:
+            time.sleep(0.05)
+            continue
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_command(argv: list[str], cwd: str | os.PathLike[str], timeout: float | None,
+                 env: Mapping[str, str] | None = None) -> tuple[VerifyResult, str]:
+    """Run ``argv`` (no shell) in its own process group; stdout and stderr go to a temporary file, so
+    grandchildren holding the output open cannot hang us. On timeout the whole group is killed."""
+    start = time.monotonic()
+    full_env = {**os.environ, **(env or {})}
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
+        except FileNotFoundError:
+            msg = (f"executable not found: {argv[0]!r}. Install it, put it on PATH, or fix the command "
+                   f"{shlex.join(argv)!r}.")
+            if not Path(cwd).is_dir():
+                msg = f"working directory {cwd} does not exist. Check the worktree path."
+            return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
+        except PermissionError as exc:
+            msg = f"cannot execute {argv[0]!r}: {exc}. Make it executable or fix the command."
+            return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
+        timed_out = False
+        try:
+            returncode: int | None = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            _kill_group(proc.pid, proc=proc)
+            proc.wait()
+            returncode = None
+        else:
+            _kill_group(proc.pid, grace_s=0.5)       # leftovers (background children) of a finished command
+        duration = time.monotonic() - start
+        size = out.seek(0, os.SEEK_END)
+        out.seek(max(0, size - _OUTPUT_CAP))
+        text = out.read().decode("utf-8", errors="replace")
+    if timed_out:
+        text += f"\n[timed out after {timeout}s; the command's process group was killed]"
+    tail = text[-_TAIL_CHARS:]
+    ok = returncode == 0 and not timed_out
+    return VerifyResult(ok, returncode, tail, duration, timed_out, tuple(argv)), text
+
+
+def run_verify(command: str | Sequence[str], cwd: str | os.PathLike[str],
+               timeout: float | None = DEFAULT_VERIFY_TIMEOUT, *,
+               env: Mapping[str, str] | None = None) -> VerifyResult:
+    """Run a verify command in ``cwd`` without a shell (a string is split with :func:`shlex.split`).
+
+    ``ok`` is True only for exit status 0. On timeout the command's whole process group (children
+    included) gets SIGTERM, then SIGKILL. A missing executable is a result (``ok=False``,
+    ``returncode=None``, the reason in ``output_tail``), not an exception. ``env`` adds to the environment.
+    """
+    if timeout is not None and timeout <= 0:
+        raise ConfigurationError(f"timeout must be positive, got {timeout}. Pass seconds, e.g. 600.")
+    result, _ = _run_command(_argv(command, "verify command"), cwd, timeout, env)
+    return result
+
+
+# -------------------------------------------------------------------------------------------- scope
+
+
+class ScopeViolation(WorktreeProviderError):
+    """The shard changed files outside its scope; the shard's result is rejected."""
+
+    def __init__(self, paths: Iterable[str], shard_id: str | None = None) -> None:
+        self.paths = sorted(paths)
+        where = f"Shard {shard_id}" if shard_id else "The shard"
+        listed = ", ".join(self.paths[:20]) + (f" (+{len(self.paths) - 20} more)" if len(self.paths) > 20 else "")
+        super().__init__(
+            f"{where} changed {len(self.paths)} file(s) outside its scope: {listed}. The result is rejected; "
+            "the model may edit only the shard's files (and what the task allows). Re-run the shard, or "
+            "widen the task's allowed_paths if these edits are intended."
+        )
+
+
+@dataclass(frozen=True)
+class PathScope:
+    """What a shard may change: its own files plus the task's extra glob patterns. Call it with a path."""
+
+    files: frozenset[str]
+    patterns: tuple[str, ...] = ()
+
+    def __call__(self, path: str) -> bool:
+        path = _clean_path(path)
+        if path is None:
+            return False
+        return path in self.files or any(match_glob(path, p) for p in self.patterns)
+
+
+def _clean_path(path: str) -> str | None:
+    """Repository-relative POSIX form of ``path``; None for absolute paths or paths leaving the repo."""
+    p = path.replace("\\", "/")
+    if p.startswith("/"):
+        return None
+    parts: list[str] = []
+    for part in p.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            return None
+        parts.append(part)
+    return "/".join(parts) or None
+
+
+def check_scope(changed_files: Iterable[str], shard: Mapping[str, Any],
+                task: MaintenanceTask | str) -> list[str]:
+    """The changed paths (sorted) that lie outside the shard's files and the task's allowed paths."""
+    scope = _as_task(task).allowed_paths(shard)
+    return sorted({f for f in changed_files if not scope(f)})
+
+
+# -------------------------------------------------------------------------------------------- tasks
+
+BASE_SYSTEM_PROMPT = """\
+You are a careful senior software engineer doing one maintenance task on a shard of a git repository.
+A shard is a fixed set of files; you work in an isolated git worktree of the repository.
+
+Rules:
+1. Edit only the files listed in the shard, plus the files the task explicitly allows you to create.
+   Do not rename, move or delete files.
+2. Keep behaviour unchanged unless the task says otherwise: no new features, no unrelated refactors,
+   no formatting churn, no changes to public names or signatures.
+3. Use repository-relative paths (for example src/app.py) with the str_replace_based_edit_tool; never
+   absolute paths and never "..". View a file before you edit it.
+4. Do not run git and do not commit; the pipeline verifies and commits your work.
+5. If a change would be unsafe or needs information you do not have, leave the code as it is and say so.
+6. Finish with a one-paragraph summary of what you changed and why, and what you left alone."""
+
+
+class MaintenanceTask:
+    """A maintenance task. Subclass it, set ``name``, ``description``, ``instructions`` and
+    ``default_globs``, override ``_file_weight`` (the discovery criterion), ``measure`` and ``evaluate``,
+    then :func:`register_task` an instance. Options go into ``__init__`` keyword arguments; ``get_task(name,
+    **options)`` builds a configured copy with ``type(task)(**options)``."""
+
+    name: str = ""
+    description: str = ""
+    instructions: str = ""
+    default_globs: tuple[str, ...] = ("**/*",)
+    #: Glob patterns (besides the shard's own files) the task may change; see :meth:`allowed_paths`.
+    extra_allowed: tuple[str, ...] = ()
+    #: Whether discovery must read file contents (``_file_weight`` receives the text).
+    needs_content: bool = False
+
+    @property
+    def system_prompt(self) -> str:
+        """The stable role and rules shared by every shard of every task (the cached prefix)."""
+        return BASE_SYSTEM_PROMPT
+
+    def validate(self) -> None:
+        """Raise ConfigurationError when a required option is missing."""
+
+    def configure(self, **options: Any) -> MaintenanceTask:
+        """A copy of this task with ``options`` (the subclass's ``__init__`` keywords)."""
+        if not options:
+            return self
+        try:
+            return type(self)(**options)
+        except TypeError as exc:
+            raise ConfigurationError(
+                f"Task {self.name!r} does not accept the options {sorted(options)}: {exc}. "
+                "Check the task's documented options (docs/tasks.md)."
+            ) from exc
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    def discover(self, repo_path: str | os.PathLike[str], globs: Sequence[str] | None = None, *,
+                 ref: str = "HEAD") -> list[str]:
+        """Sorted candidate files of ``repo_path`` at ``ref`` matching ``globs`` (default
+        ``default_globs``) and the task's own criterion."""
+        commit = _resolve_ref(repo_path, ref)
+        return sorted(self.discover_weights(repo_path, commit, _tree_listing(repo_path, commit), globs))
+
+    def discover_weights(self, repo_path: str | os.PathLike[str], commit: str, listing: Mapping[str, int],
+                         globs: Sequence[str] | None = None) -> dict[str, int]:
+        """``{path: weight}`` of the candidates; the weight orders shards (higher first)."""
+        globs = _normalise_globs(globs, self.default_globs)
+        paths = [p for p in sorted(listing) if _matches_globs(p, globs) and self._path_candidate(p)]
+        if not self.needs_content:
+            return {p: w for p in paths if (w := self._file_weight(p, listing[p], None)) > 0}
+        contents = _read_blobs(repo_path, commit, paths, getattr(listing, "shas", None))
+        return {p: w for p in paths
+                if contents.get(p) is not None and (w := self._file_weight(p, listing[p], contents[p])) > 0}
+
+    def _path_candidate(self, path: str) -> bool:
+        """Cheap path-only filter applied before any content is read."""
+        return True
+
+    def _file_weight(self, path: str, size: int, text: str | None) -> int:
+        """0 excludes the file; otherwise its weight. The default: every file, weighted by size."""
+        return max(1, size)
+
+    # -- scope ------------------------------------------------------------------------------------
+
+    def allowed_paths(self, shard: Mapping[str, Any]) -> PathScope:
+        """The shard's files plus ``extra_allowed`` patterns."""
+        return PathScope(frozenset(shard.get("files", ())), tuple(self.extra_allowed))
+
+    # -- metric -----------------------------------------------------------------------------------
+
+    def measure(self, worktree_path: str | os.PathLike[str], files: Sequence[str]) -> dict[str, Any]:
+        """The success metric on ``files`` in ``worktree_path`` (JSON-serialisable)."""
+        root = Path(worktree_path)
+        return {"missing_files": sorted(f for f in files if not (root / f).is_file())}
+
+    def evaluate(self, before: Mapping[str, Any], after: Mapping[str, Any],
+                 verify_ok: bool | None) -> tuple[bool, str]:
+        """(ok, reason) from the metric before and after and the verify result (None: no verify command)."""
+        failed = self._common_failure(before, after, verify_ok)
+        if failed:
+            return False, failed
+        return True, "verify passed" if verify_ok else "no verify command; accepted on the scope check"
+
+    @staticmethod
+    def _common_failure(before: Mapping[str, Any], after: Mapping[str, Any], verify_ok: bool | None) -> str:
+        if verify_ok is False:
+            return "the verify command failed"
+        lost = sorted(set(after.get("missing_files", ())) - set(before.get("missing_files", ())))
+        if lost:
+            return f"files of the shard were deleted: {', '.join(lost)}"
+        return ""
+
+    # -- prompt -----------------------------------------------------------------------------------
+
+    def shard_instructions(self, shard: Mapping[str, Any]) -> str:
+        """The task's directions for one shard (the shard part of the prompt, before the file list)."""
+        return f"Do the `{self.name}` task ({self.description}) on the files of this shard."
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+class TodoTask(MaintenanceTask):
+    name = "todo"
+    description = "resolve TODO/FIXME/XXX/HACK comments"
+    instructions = (
+        "Resolve the TODO, FIXME, XXX and HACK comments in the shard's files. For each marker, make the "
+        "smallest correct change that does what the comment asks and remove the comment. When a marker "
+        "cannot be resolved safely inside these files (it needs a design decision, another file, or "
+        "information you do not have), leave it in place. Keep behaviour otherwise unchanged."
+    )
+    default_globs = ("**/*",)
+
+    def discover_weights(self, repo_path, commit, listing, globs=None):
+        # One `git grep` over the tree: faster than reading every blob in Python on large repositories.
+        globs = _normalise_globs(globs, self.default_globs)
+        proc = run_git(["grep", "-c", "-z", "-I", "-E", "-e", _TODO_GREP_ERE, commit], cwd=repo_path, check=False)
+        if proc.returncode not in (0, 1):
+            raise GitError(f"git grep failed in {repo_path}: {proc.stderr.strip()}", returncode=proc.returncode,
+                           stderr=proc.stderr)
+        weights: dict[str, int] = {}
+        prefix = f"{commit}:"
+        for line in proc.stdout.splitlines():
+            name, _, count = line.partition("\0")
+            path = name[len(prefix):] if name.startswith(prefix) else name
+            if path in listing and _matches_globs(path, globs) and count.strip().isdigit():
+                weights[path] = int(count)
+        return weights
+
+    def measure(self, worktree_path, files):
+        root = Path(worktree_path)
+        per_file: dict[str, int] = {}
+        for f in files:
+            text = _read_text(root / f)
+            if text is not None:
+                per_file[f] = count_todo_markers(text)
+        return {"markers": sum(per_file.values()), "per_file": per_file,
+                "missing_files": sorted(f for f in files if f not in per_file)}
+
+    def evaluate(self, before, after, verify_ok):
+        failed = self._common_failure(before, after, verify_ok)
+        if failed:
+            return False, failed
+        b, a = before.get("markers", 0), after.get("markers", 0)
+        if a >= b:
+            return False, f"TODO markers did not decrease ({b} -> {a})"
+        return True, f"TODO markers {b} -> {a}" + ("" if verify_ok else " (no verify command)")
+
+    def shard_instructions(self, shard):
+        return ("Resolve the TODO/FIXME/XXX/HACK comments in these files; leave a marker in place when it "
+                "cannot be resolved safely here.")
+
+
+class DocstringsTask(MaintenanceTask):
+    name = "docstrings"
+    description = "add missing docstrings to Python modules, classes and functions"
+    instructions = (
+        "Add the missing docstrings to the public modules, classes, functions and methods of the shard's "
+        "Python files (names starting with '_' are private and optional). Describe what the code does, its "
+        "arguments, return value and raised errors, in the style the file already uses (default: concise "
+        "PEP 257). Do not change any code, only add docstrings; the files must still parse."
+    )
+    default_globs = ("**/*.py",)
+    needs_content = True
+
+    def _path_candidate(self, path):
+        return path.endswith(".py")
+
+    def _file_weight(self, path, size, text):
+        try:
+            return _docstring_report(text or "")[0]
+        except (SyntaxError, ValueError):
+            return 0
+
+    def measure(self, worktree_path, files):
+        root = Path(worktree_path)
+        per_file: dict[str, int] = {}
+        syntax_errors: dict[str, str] = {}
+        missing_files = []
+        for f in files:
+            text = _read_text(root / f)
+            if text is None:
+                missing_files.append(f)
+                continue
+            try:
+                per_file[f] = _docstring_report(text)[0]
+            except (SyntaxError, ValueError) as exc:
+                syntax_errors[f] = f"{type(exc).__name__}: {exc}"
+        return {"missing": sum(per_file.values()), "per_file": per_file, "syntax_errors": syntax_errors,
+                "missing_files": sorted(missing_files)}
+
+    def evaluate(self, before, after, verify_ok):
+        failed = self._common_failure(before, after, verify_ok)
+        if failed:
+            return False, failed
+        if after.get("syntax_errors"):
+            return False, f"syntax errors after the change: {', '.join(sorted(after['syntax_errors']))}"
+        b, a = before.get("missing", 0), after.get("missing", 0)
+        if a >= b:
+            return False, f"missing docstrings did not decrease ({b} -> {a})"
+        return True, f"missing docstrings {b} -> {a}"
+
+    def shard_instructions(self, shard):
+        return "Add the missing docstrings in these Python files without changing any code."
+
+
+class LintTask(MaintenanceTask):
+    """Fix a linter's findings. ``lint_command`` is an argv list (or a string, split with shlex) run in the
+    worktree without a shell; the shard's files are appended, or substituted for a ``{files}`` argument.
+    Each non-empty output line is a finding (or each line matching ``finding_pattern`` when given)."""
+
+    name = "lint"
+    description = "fix the findings of the project's linter"
+    instructions = (
+        "Fix the linter findings in the shard's files. Change only what a finding requires, keep behaviour "
+        "unchanged, and do not silence findings with disable comments unless the finding is a false positive "
+        "(then say so in your summary)."
+    )
+    default_globs = ("**/*.py",)
+
+    def __init__(self, lint_command: str | Sequence[str] | None = None, *, timeout: float = 300.0,
+                 finding_pattern: str | None = None, append_files: bool = True) -> None:
+        self.lint_command = None if lint_command is None else _argv(lint_command, "lint_command")
+        self.timeout = timeout
+        self.finding_pattern = finding_pattern
+        self.append_files = append_files
+        self._finding_re = re.compile(finding_pattern) if finding_pattern else None
+
+    def validate(self):
+        if not self.lint_command:
+            raise ConfigurationError(
+                "The lint task needs lint_command. Use get_task('lint', lint_command=['ruff', 'check', "
+                "'--output-format=concise']) or task_options={'lint_command': [...]}.")
+
+    @property
+    def instructions_with_command(self) -> str:
+        return self.instructions + (f" The linter is: {shlex.join(self.lint_command)}" if self.lint_command else "")
+
+    def _lint(self, cwd, files: Sequence[str]) -> tuple[VerifyResult, list[str]]:
+        self.validate()
+        assert self.lint_command is not None
+        if "{files}" in self.lint_command:
+            argv = []
+            for a in self.lint_command:
+                argv.extend(files if a == "{files}" else [a])
+        else:
+            argv = [*self.lint_command, *files] if self.append_files else list(self.lint_command)
+        result, output = _run_command(argv, cwd, self.timeout)
+        if result.returncode is None:
+            reason = "timed out" if result.timed_out else result.output_tail
+            raise ConfigurationError(f"The lint command {shlex.join(argv[:6])} did not run: {reason}. "
+                                     "Fix lint_command or raise its timeout.")
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        if self._finding_re is not None:
+            lines = [ln for ln in lines if self._finding_re.search(ln)]
+        return result, lines
+
+    @staticmethod
+    def _per_file(lines: Sequence[str], files: Sequence[str]) -> dict[str, int]:
+        counts = dict.fromkeys(files, 0)
+        for ln in lines:
+            head = ln[2:] if ln.startswith("./") else ln
+            path = head.split(":", 1)[0]
+            if path in counts:
+                counts[path] += 1
+        return counts
+
+    def discover_weights(self, repo_path, commit, listing, globs=None):
+        """Runs the linter once in ``repo_path``'s working tree over the files matching the globs and keeps
+        the files its output names (``path:...`` lines). Without lint_command, every matching file."""
+        candidates = MaintenanceTask.discover_weights(self, repo_path, commit, listing, globs)
+        if not self.lint_command or not candidates:
+            return candidates
+        _, lines = self._lint(repo_path, sorted(candidates))
+        return {p: n for p, n in self._per_file(lines, sorted(candidates)).items() if n > 0}
+
+    def measure(self, worktree_path, files):
+        missing = sorted(f for f in files if not (Path(worktree_path) / f).is_file())
+        present = [f for f in files if f not in missing]
+        result, lines = self._lint(worktree_path, present)
+        return {"findings": len(lines), "per_file": self._per_file(lines, present),
+                "returncode": result.returncode, "sample": lines[:20], "missing_files": missing}
+
+    def evaluate(self, before, after, verify_ok):
+        failed = self._common_failure(before, after, verify_ok)
+        if failed:
+            return False, failed
+        b, a = before.get("findings", 0), after.get("findings", 0)
+        if a >= b:
+            return False, f"lint findings did not decrease ({b} -> {a})"
+        return True, f"lint findings {b} -> {a}"
+
+    def shard_instructions(self, shard):
+        cmd = f" The linter command is `{shlex.join(self.lint_command)}`." if self.lint_command else ""
+        return "Fix the linter findings in these files." + cmd
+
+
+class TestsTask(MaintenanceTask):
+    name = "tests"
+    description = "write unit tests for Python modules"
+    instructions = (
+        "Write focused pytest unit tests for the shard's Python modules, in tests/test_<module>.py (create "
+        "tests/__init__.py or tests/conftest.py only if the project needs them). Test the public behaviour as "
+        "it is; do not change the modules under test. Never delete, weaken or skip existing tests. Tests must "
+        "be deterministic, fast, and need no network."
+    )
+    default_globs = ("**/*.py",)
+    __test__ = False  # not a pytest test class
+
+    def _path_candidate(self, path):
+        name = PurePosixPath(path).name
+        return (path.endswith(".py") and not _is_test_path(path) and name not in ("__init__.py", "setup.py",
+                                                                                   "__main__.py"))
+
+    def allowed_paths(self, shard):
+        patterns = {"tests/__init__.py", "tests/conftest.py", "conftest.py"}
+        for f in shard.get("files", ()):
+            patterns.add(f"tests/test_{PurePosixPath(f).stem}.py")
+        return PathScope(frozenset(shard.get("files", ())), tuple(sorted(patterns)))
+
+    def measure(self, worktree_path, files):
+        proc = run_git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=worktree_path)
+        root = Path(worktree_path)
+        test_ids: list[str] = []
+        skips = 0
+        syntax_errors: dict[str, str] = {}
+        for rel in sorted(set(proc.stdout.split("\0"))):
+            if not rel.endswith(".py") or not _is_test_path(rel) or PurePosixPath(rel).name == "conftest.py":
+                continue
+            text = _read_text(root / rel)
+            if text is None:
+                continue
+            try:
+                ids, n_skips = _test_report(text, rel)
+            except (SyntaxError, ValueError) as exc:
+                syntax_errors[rel] = f"{type(exc).__name__}: {exc}"
+                continue
+            test_ids.extend(ids)
+            skips += n_skips
+        return {"tests": len(test_ids), "skips": skips, "test_ids": sorted(test_ids),
+                "syntax_errors": syntax_errors,
+                "missing_files": sorted(f for f in files if not (root / f).is_file())}
+
+    def evaluate(self, before, after, verify_ok):
+        failed = self._common_failure(before, after, verify_ok)
+        if failed:
+            return False, failed
+        if after.get("syntax_errors"):
+            return False, f"test files do not parse: {', '.join(sorted(after['syntax_errors']))}"
+        removed = sorted(set(before.get("test_ids", ())) - set(after.get("test_ids", ())))
+        if removed or after.get("tests", 0) < before.get("tests", 0):
+            return False, f"tests were deleted or renamed: {', '.join(removed) or 'count dropped'}"
+        if after.get("skips", 0) > before.get("skips", 0):
+            return False, f"skip markers increased ({before.get('skips', 0)} -> {after.get('skips', 0)})"
+        added = after.get("tests", 0) - before.get("tests", 0)
+        tail = "verify passed" if verify_ok else "no verify command, tests not run"
+        return True, f"{added} test(s) added, none deleted or skipped; {tail}"
+
+    def shard_instructions(self, shard):
+        targets = ", ".join(f"tests/test_{PurePosixPath(f).stem}.py" for f in shard.get("files", ()))
+        return f"Write pytest tests for these modules, in {targets}. Do not modify the modules themselves."
+
+
+class CustomTask(MaintenanceTask):
+    """Any prompt over the files matching ``globs``; success is the verify command passing."""
+
+    name = "custom"
+    description = "a maintenance prompt given by the DAG author"
+    default_globs = ("**/*",)
+
+    def __init__(self, prompt: str | None = None, globs: str | Sequence[str] | None = None) -> None:
+        self.prompt = prompt.strip() if isinstance(prompt, str) else prompt
+        if globs is not None:
+            self.default_globs = tuple(_normalise_globs(globs, ()))
+
+    @property
+    def instructions(self) -> str:  # type: ignore[override]
+        return self.prompt or ""
+
+    def validate(self):
+        if not self.prompt:
+            raise ConfigurationError(
+                "The custom task needs a prompt. Use CustomTask(prompt='...', globs=['**/*.py']) or "
+                "get_task('custom', prompt='...', globs=[...]).")
+
+    def shard_instructions(self, shard):
+        return "Apply the task's instructions to these files."
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+TASKS: dict[str, MaintenanceTask] = {}
+
+
+def register_task(task: MaintenanceTask | type[MaintenanceTask], *, replace: bool = False) -> MaintenanceTask:
+    """Add a task (an instance, or a class instantiated without arguments) to :data:`TASKS`."""
+    if isinstance(task, type):
+        task = task()
+    if not isinstance(task, MaintenanceTask):
+        raise ConfigurationError(f"register_task expects a MaintenanceTask, got {type(task).__name__}. "
+                                 "Subclass airflow_provider_worktree.core.tasks.MaintenanceTask.")
+    if not TASK_NAME_RE.match(task.name or ""):
+        raise ConfigurationError(f"Task name {task.name!r} is invalid: use lowercase letters, digits, '_' and "
+                                 "'-', starting with a letter or digit (it prefixes shard ids).")
+    if task.name in TASKS and not replace and type(TASKS[task.name]) is not type(task):
+        raise ConfigurationError(f"A task named {task.name!r} is already registered "
+                                 f"({type(TASKS[task.name]).__name__}). Pick another name or pass replace=True.")
+    TASKS[task.name] = task
+    return task
+
+
+def get_task(name: str | MaintenanceTask, **options: Any) -> MaintenanceTask:
+    """The registered task ``name``, configured with ``options`` when given
+    (e.g. ``get_task("lint", lint_command=[...])``, ``get_task("custom", prompt=..., globs=...)``)."""
+    if isinstance(name, MaintenanceTask):
+        return name.configure(**options)
+    try:
+        task = TASKS[name]
+    except (KeyError, TypeError):
+        raise ConfigurationError(f"Unknown maintenance task {name!r}. Known tasks: {', '.join(sorted(TASKS))}. "
+                                 "Register your own with register_task().") from None
+    return task.configure(**options)
+
+
+def _as_task(task: MaintenanceTask | str, options: Mapping[str, Any] | None = None) -> MaintenanceTask:
+    return get_task(task, **dict(options or {}))
+
+
+for _cls in (TodoTask, DocstringsTask, LintTask, TestsTask, CustomTask):
+    register_task(_cls)
+
+
+# ------------------------------------------------------------------------------------------ planning
+
+
+def shard_id_for(task_name: str, files: Iterable[str]) -> str:
+    """``<task>-<10 hex>``: sha1 over the task name and the sorted files; stable across runs and orders."""
+    digest = hashlib.sha1("\0".join([task_name, *sorted(files)]).encode("utf-8")).hexdigest()
+    return f"{task_name}-{digest[:10]}"
+
+
+def _pack(paths: Sequence[str], sizes: Mapping[str, int], max_files: int, max_bytes: int) -> list[list[str]]:
+    groups: list[list[str]] = []
+    current: list[str] = []
+    current_bytes = 0
+    for p in paths:
+        size = sizes[p]
+        if size > max_bytes:
+            if current:
+                groups.append(current)
+                current, current_bytes = [], 0
+            groups.append([p])
+            continue
+        if current and (len(current) >= max_files or current_bytes + size > max_bytes):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(p)
+        current_bytes += size
+    if current:
+        groups.append(current)
+    return groups
+
+
+def plan_shards(repo_path: str | os.PathLike[str], task: MaintenanceTask | str, *, ref: str = "HEAD",
+                globs: Sequence[str] | None = None, max_files: int = 10, max_bytes: int = 200_000,
+                by: str = "size", max_shards: int | None = None,
+                task_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Split the task's candidate files at ``ref`` into disjoint shards (see "The shard dict").
+
+    ``by="size"`` packs files in sorted path order into shards of at most ``max_files`` files and
+    ``max_bytes`` bytes (a file larger than ``max_bytes`` gets a shard of its own); ``by="directory"``
+    groups files by parent directory and splits big directories by the same rule. ``priority`` is the sum
+    of the task's file weights (markers, missing docstrings, findings, or bytes). ``max_shards`` keeps the
+    highest-priority shards only. The output is deterministic, in path order.
+    """
+    t = _as_task(task, task_options)
+    t.validate()
+    if max_files < 1 or max_bytes < 1:
+        raise ConfigurationError(f"max_files and max_bytes must be >= 1 (got {max_files}, {max_bytes}).")
+    if by not in ("size", "directory"):
+        raise ConfigurationError(f"by={by!r} is not a planning mode. Use by='size' or by='directory'.")
+    if max_shards is not None and max_shards < 1:
+        raise ConfigurationError(f"max_shards must be >= 1 or None (got {max_shards}).")
+    commit = _resolve_ref(repo_path, ref)
+    listing = _tree_listing(repo_path, commit)
+    weights = t.discover_weights(repo_path, commit, listing, globs)
+    paths = sorted(weights)
+    if by == "size":
+        groups = _pack(paths, listing, max_files, max_bytes)
+    else:
+        by_dir: dict[str, list[str]] = {}
+        for p in paths:
+            by_dir.setdefault(str(PurePosixPath(p).parent), []).append(p)
+        groups = [g for d in sorted(by_dir) for g in _pack(by_dir[d], listing, max_files, max_bytes)]
+    shards = [{"shard_id": shard_id_for(t.name, g), "task": t.name, "files": sorted(g),
+               "priority": int(sum(weights[p] for p in g)), "bytes": int(sum(listing[p] for p in g))}
+              for g in groups]
+    if max_shards is not None and len(shards) > max_shards:
+        keep = sorted(range(len(shards)), key=lambda i: (-shards[i]["priority"], i))[:max_shards]
+        shards = [shards[i] for i in sorted(keep)]
+    return shards
+
+
+# -------------------------------------------------------------------------------------------- prompt
+
+
+def _task_instructions(task: MaintenanceTask) -> str:
+    if isinstance(task, LintTask):
+        return task.instructions_with_command
+    return task.instructions
+
+
+def system_prompt_for(task: MaintenanceTask | str, conventions: str = "") -> str:
+    """The stable, cacheable prefix: role and rules, the task's instructions, the repository conventions."""
+    t = _as_task(task)
+    t.validate()
+    parts = [t.system_prompt, f"## Task: {t.name}\n{_task_instructions(t)}"]
+    if conventions and conventions.strip():
+        parts.append("## Repository conventions (follow them)\n" + conventions.strip())
+    return "\n\n".join(parts) + "\n"
+
+
+def render_shard_prompt(task: MaintenanceTask | str, shard: Mapping[str, Any],
+                        custom_prompt: str | None = None) -> str:
+    """The shard-specific part of the user message: directions, the file list, extra instructions, then
+    the machine-readable ``<shard>`` block (compact JSON, sorted keys) as its last lines."""
+    t = _as_task(task)
+    files = list(shard.get("files") or [])
+    if not files or "shard_id" not in shard:
+        raise ConfigurationError("The shard needs 'shard_id' and a non-empty 'files' list (see plan_shards).")
+    if shard.get("task", t.name) != t.name:
+        raise ConfigurationError(f"Shard {shard['shard_id']} belongs to task {shard['task']!r}, not {t.name!r}. "
+                                 "Render it with its own task.")
+    lines = [f"Shard {shard['shard_id']} ({len(files)} file(s)). {t.shard_instructions(shard)}", "",
+             "Files in this shard (edit only these):"]
+    lines += [f"- {f}" for f in files]
+    if custom_prompt and custom_prompt.strip():
+        lines += ["", "Additional instructions:", custom_prompt.strip()]
+    block = json.dumps({"files": files, "shard_id": shard["shard_id"], "task": t.name},
+                       sort_keys=True, separators=(",", ":"))
+    lines += ["", "<shard>", block, "</shard>"]
+    return "\n".join(lines)
+
+
+def parse_shard_block(text: str) -> dict[str, Any] | None:
+    """The last ``<shard>`` block of ``text`` as a dict with shard_id, task, files; None if absent/invalid."""
+    if not text:
+        return None
+    matches = SHARD_BLOCK_RE.findall(text)
+    if not matches:
+        return None
+    try:
+        data = json.loads(matches[-1])
+    except ValueError:
+        return None
+    if (not isinstance(data, dict) or not isinstance(data.get("shard_id"), str)
+            or not isinstance(data.get("task"), str) or not isinstance(data.get("files"), list)
+            or not all(isinstance(f, str) for f in data["files"])):
+        return None
+    return {"shard_id": data["shard_id"], "task": data["task"], "files": list(data["files"])}
+
+
+def read_conventions(repo_path: str | os.PathLike[str], cap: int = DEFAULT_CONVENTIONS_CAP) -> str:
+    """The repository's CLAUDE.md, AGENTS.md and CONTRIBUTING.md (those present), each under a heading,
+    truncated to ``cap`` characters in total. Files that resolve outside the repository are ignored."""
+    root = Path(repo_path).resolve()
+    parts: list[str] = []
+    remaining = cap
+    for name in CONVENTION_FILES:
+        path = root / name
+        try:
+            real = path.resolve()
+            if not real.is_file() or not real.is_relative_to(root):
+                continue
+            text = real.read_bytes()[: remaining * 4].decode("utf-8", errors="replace").strip()
+        except OSError:
+            continue
+        if not text or remaining <= 0:
+            continue
+        header = f"### {name}\n"
+        body_room = remaining - len(header)
+        if body_room <= 0:
+            break
+        if len(text) > body_room:
+            text = text[: max(0, body_room - 16)].rstrip() + "\n[... truncated]"
+        parts.append(header + text)
+        remaining -= len(parts[-1]) + 2
+    return "\n\n".join(parts)
