@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from airflow_provider_worktree.__version__ import __version__
 
-__all__ = ["__version__", "MIN_AIRFLOW_VERSION"]
+__all__ = ["__version__", "MIN_AIRFLOW_VERSION", "check_airflow_version"]
 
 MIN_AIRFLOW_VERSION = "3.3.0"
 
 
-def _check_airflow_version() -> None:
+def check_airflow_version() -> None:
+    """Raise a clear RuntimeError when the installed Airflow is older than supported.
+
+    Called by the Airflow-facing subpackages (hooks, operators, sensors, triggers) so that the core
+    modules and the ``airflow-worktree --db`` command never import Airflow.
+    """
     try:
         from airflow import __version__ as airflow_version
     except ImportError:  # core and CLI work without Airflow installed
@@ -29,5 +34,3 @@ def _check_airflow_version() -> None:
             f"Upgrade with: pip install 'apache-airflow>={MIN_AIRFLOW_VERSION},<4'"
         )
 
-
-_check_airflow_version()

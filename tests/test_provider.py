@@ -75,7 +75,7 @@ def test_too_old_airflow_gives_a_clear_error(tmp_path):
     fake = tmp_path / "airflow"
     fake.mkdir()
     (fake / "__init__.py").write_text("__version__ = '2.10.5'\n")
-    code = "import airflow_provider_worktree"
+    code = "import airflow_provider_worktree.hooks"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env={"PYTHONPATH": f"{tmp_path}:{ROOT}", "PATH": "/usr/bin:/bin"})
     assert proc.returncode != 0

@@ -6,7 +6,10 @@ imported on first use so that importing one hook does not pay for the other.
 
 from __future__ import annotations
 
+from airflow_provider_worktree import check_airflow_version
 from airflow_provider_worktree._lazy import lazy_exports
+
+check_airflow_version()
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "GitWorktreeHook": "airflow_provider_worktree.hooks.git_worktree",
