@@ -409,27 +409,16 @@ def _count_worktrees_under(root: str | os.PathLike) -> int:
 
 
 def _active_worktrees_from_manager(manager: Any) -> int:
-    items = list(manager.list_worktrees())
-    main = None
-    repo = getattr(manager, "repo_path", None) or getattr(manager, "repo", None)
-    if repo is not None:
-        try:
-            main = str(Path(repo).resolve())
-        except (TypeError, OSError):
-            main = None
+    """Shard worktrees of the manager: the ones under its worktree root (``managed``), else every linked
+    worktree (all but the main one)."""
     count = 0
-    for item in items:
-        if isinstance(item, Mapping):
-            path = item.get("path") or item.get("worktree")
-            is_main = item.get("is_main") or item.get("main")
-        else:
-            path = getattr(item, "path", None)
-            is_main = getattr(item, "is_main", None) or getattr(item, "main", None)
-        if is_main:
-            continue
-        if main is not None and path is not None and str(Path(path).resolve()) == main:
-            continue
-        count += 1
+    for item in manager.list_worktrees():
+        get = item.get if isinstance(item, Mapping) else (lambda k, _i=item: getattr(_i, k, None))
+        managed = get("managed")
+        if managed is not None:
+            count += bool(managed)
+        elif not get("is_main"):
+            count += 1
     return count
 
 
