@@ -1,0 +1,36 @@
+"""Offline testing support: a loopback Messages API server. It is a TEST DOUBLE, not Claude.
+
+:class:`OfflineMessagesServer` lets the real ``anthropic`` SDK (and so the real runners and operators) talk HTTP to
+a deterministic stand-in: :class:`RuleBasedModel` for the built-in maintenance tasks, :class:`ScriptedModel` for
+canned conversations, and fault injection (rate limits, overload, server and request errors, slow replies,
+malformed tool calls, sandbox escape attempts, forbidden commands). Real maintenance needs an Anthropic API key
+and the real API.
+
+Run it from a shell: ``python -m airflow_provider_worktree.testing --port 8765``.
+"""
+
+from airflow_provider_worktree.testing.server import (
+    DEFAULT_MODEL_ID,
+    Fault,
+    OfflineMessagesServer,
+    RuleBasedModel,
+    ScriptedModel,
+    authentication_error,
+    bad_request,
+    escape_attempt,
+    forbidden_command,
+    malformed_tool_call,
+    overloaded,
+    parse_shard_block,
+    rate_limit,
+    server_error,
+    slow,
+    text_reply,
+    tool_use_reply,
+)
+
+__all__ = [
+    "DEFAULT_MODEL_ID", "Fault", "OfflineMessagesServer", "RuleBasedModel", "ScriptedModel", "authentication_error",
+    "bad_request", "escape_attempt", "forbidden_command", "malformed_tool_call", "overloaded", "parse_shard_block",
+    "rate_limit", "server_error", "slow", "text_reply", "tool_use_reply",
+]

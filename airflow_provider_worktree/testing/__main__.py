@@ -1,0 +1,56 @@
+"""``python -m airflow_provider_worktree.testing``: serve the offline Messages API test double until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from airflow_provider_worktree.testing.server import OfflineMessagesServer
+
+DESCRIPTION = (
+    "Serve an OFFLINE TEST DOUBLE of the Anthropic Messages API on loopback (POST /v1/messages, "
+    "POST /v1/messages/count_tokens). Its replies come from a deterministic rule-based stand-in, NOT from Claude: "
+    "use it for the smoke run, tests and benchmarks only. Real maintenance needs an Anthropic API key and the real "
+    "API. Point a client at it with base_url=<printed URL> and any non-empty API key."
+)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m airflow_provider_worktree.testing", description=DESCRIPTION)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
+    parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)")
+    parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each reply (default 0)")
+    parser.add_argument("--port-file", help="write the chosen port to this file once listening (for scripts)")
+    args = parser.parse_args(argv)
+
+    server = OfflineMessagesServer(latency=args.latency, host=args.host, port=args.port)
+    try:
+        server.start()
+    except OSError as exc:
+        print(f"error: cannot listen on {args.host}:{args.port}: {exc.strerror}; pick another --port (0 = any free "
+              "port).", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    if args.port_file:
+        tmp = f"{args.port_file}.tmp"
+        with open(tmp, "w") as fh:
+            fh.write(f"{server.port}\n")
+        os.replace(tmp, args.port_file)
+    print(server.base_url, flush=True)
+    print("offline Messages API TEST DOUBLE (not Claude) serving; Ctrl-C or SIGTERM stops it", file=sys.stderr,
+          flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

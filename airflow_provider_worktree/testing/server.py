@@ -1,0 +1,666 @@
+"""An offline Messages API server on loopback: a TEST DOUBLE for tests, the smoke run and benchmarks.
+
+It speaks enough of the Anthropic Messages API for the real ``anthropic`` SDK: ``POST /v1/messages``
+(non-streaming), ``POST /v1/messages/count_tokens`` and ``GET /v1/models``, with the API's error shapes and
+status codes, usage with prompt-cache accounting, thread-safe billing totals and a request log (API keys
+redacted). Its "model" is deterministic code (:class:`RuleBasedModel`, :class:`ScriptedModel`), not Claude:
+real maintenance needs an API key and the real API.
+
+Token counts are a stand-in (about 4 bytes of canonical JSON per token, per content segment) but consistent:
+``count_tokens`` returns exactly what ``/v1/messages`` bills as input for the same request.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import itertools
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import PurePosixPath
+from typing import Any
+
+from airflow_provider_worktree.core.runners import Usage
+
+EDITOR = "str_replace_based_edit_tool"
+DEFAULT_MODEL_ID = "claude-offline-test-double"
+_REDACT = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
+_ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
+                529: "overloaded_error"}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The shard block (own tiny parser: testing does not depend on core.tasks)
+# ---------------------------------------------------------------------------------------------------------------
+_SHARD_RE = re.compile(r"<shard>(.*?)</shard>", re.DOTALL)
+
+
+def parse_shard_block(text: str) -> dict[str, Any] | None:
+    """The JSON of the last ``<shard>{...}</shard>`` block in ``text``, or None."""
+    matches = _SHARD_RE.findall(text or "")
+    for raw in reversed(matches):
+        try:
+            data = json.loads(raw.strip())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(data, dict):
+            return data
+    return None
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(_text_of(b.get("text") if b.get("type") == "text" else b.get("content", ""))
+                         for b in content if isinstance(b, dict))
+    return ""
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Models
+# ---------------------------------------------------------------------------------------------------------------
+def text_reply(text: str, stop_reason: str = "end_turn") -> dict[str, Any]:
+    """A canned reply with one text block."""
+    return {"content": [{"type": "text", "text": text}], "stop_reason": stop_reason}
+
+
+def tool_use_reply(name: str, tool_input: Any, *, tool_id: str | None = None, text: str | None = None) -> dict[str, Any]:
+    """A canned reply calling one tool."""
+    content: list[dict[str, Any]] = [{"type": "text", "text": text}] if text else []
+    content.append({"type": "tool_use", "id": tool_id or f"toolu_{uuid.uuid4().hex[:20]}", "name": name,
+                    "input": tool_input})
+    return {"content": content, "stop_reason": "tool_use"}
+
+
+class ScriptedModel:
+    """Replies from a list, in order: dicts ``{"content": [...], "stop_reason": ..., "usage": {...}?}`` or callables
+    ``f(request) -> dict``. When the list is exhausted it answers ``end_turn`` "(no more scripted replies)"."""
+
+    def __init__(self, replies: Iterable[Mapping[str, Any] | Callable[[dict[str, Any]], Mapping[str, Any]]]) -> None:
+        self._replies = list(replies)
+        self._lock = threading.Lock()
+        self.calls = 0
+
+    def reply(self, request: dict[str, Any]) -> Mapping[str, Any]:
+        with self._lock:
+            self.calls += 1
+            item = self._replies.pop(0) if self._replies else None
+        if item is None:
+            return text_reply("(no more scripted replies)")
+        return item(request) if callable(item) else item
+
+
+_MARKER_RE = re.compile(r"\b(TODO|FIXME|XXX|HACK)\b(\([^)]*\))?:?[ \t]*")
+_VIEW_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
+
+
+class RuleBasedModel:
+    """A deterministic "model" for the built-in tasks, driven by the ``<shard>`` block of the first user message.
+
+    Turn 1 views the shard's files; turn 2 edits them from what the views returned (``todo``: each marker
+    comment becomes ``NOTE(resolved):``; ``docstrings``: module, class and function docstrings where missing,
+    found with ``ast``; ``tests``: creates ``tests/test_<module>.py`` that imports the module); turn 3 ends with
+    a summary. ``lint`` and ``custom`` view and end. Stateless: the phase is read from the conversation, so
+    injected faults in between do not confuse it.
+    """
+
+    def reply(self, request: dict[str, Any]) -> Mapping[str, Any]:
+        messages = request.get("messages") or []
+        first = messages[0] if messages else {}
+        shard = parse_shard_block(_text_of(first.get("content")))
+        if shard is None:
+            return text_reply("No <shard> block found in the first user message; nothing to do.")
+        files = [f for f in shard.get("files") or [] if isinstance(f, str)]
+        task = str(shard.get("task") or "custom")
+        calls, results = self._history(messages)
+        views = [c for c in calls if c["id"].startswith("toolu_rbview")]
+        edits = [c for c in calls if c["id"].startswith("toolu_rbedit")]
+        if not views and files:
+            return {"content": [{"type": "text", "text": f"Looking at {len(files)} file(s) of shard "
+                                 f"{shard.get('shard_id')}."}]
+                    + [self._call("rbview", i, {"command": "view", "path": f}) for i, f in enumerate(files)],
+                    "stop_reason": "tool_use"}
+        if not edits and task in ("todo", "docstrings", "tests"):
+            contents = {}
+            for call in views:
+                res = results.get(call["id"])
+                if res and not res["is_error"]:
+                    contents[call["input"]["path"]] = _unnumber(res["text"])
+            planned = getattr(self, f"_plan_{task}")(files, contents)
+            if planned:
+                return {"content": [{"type": "text", "text": f"Making {len(planned)} edit(s)."}]
+                        + [self._call("rbedit", i, inp) for i, inp in enumerate(planned)],
+                        "stop_reason": "tool_use"}
+        errors = [results[c["id"]]["text"] for c in edits if results.get(c["id"], {}).get("is_error")]
+        done = len(edits) - len(errors)
+        summary = (f"Task {task} on shard {shard.get('shard_id')}: {done} edit(s) applied to {len(files)} file(s)"
+                   + (f"; {len(errors)} refused: " + " | ".join(e[:200] for e in errors) if errors else "") + ".")
+        return text_reply(summary)
+
+    @staticmethod
+    def _call(kind: str, index: int, tool_input: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "tool_use", "id": f"toolu_{kind}{index}_{uuid.uuid4().hex[:12]}", "name": EDITOR,
+                "input": tool_input}
+
+    @staticmethod
+    def _history(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+        calls, results = [], {}
+        for m in messages:
+            content = m.get("content")
+            if not isinstance(content, list):
+                continue
+            for b in content:
+                if not isinstance(b, dict):
+                    continue
+                if m.get("role") == "assistant" and b.get("type") == "tool_use" and isinstance(b.get("input"), dict):
+                    calls.append(b)
+                elif m.get("role") == "user" and b.get("type") == "tool_result":
+                    results[b.get("tool_use_id")] = {"text": _text_of(b.get("content")),
+                                                     "is_error": bool(b.get("is_error"))}
+        return calls, results
+
+    # -- planners: files -> tool inputs ---------------------------------------------------------------------------
+    @staticmethod
+    def _plan_todo(files: list[str], contents: dict[str, str]) -> list[dict[str, Any]]:
+        edits = []
+        for path in files:
+            text = contents.get(path)
+            if text is None:
+                continue
+            lines = text.split("\n")
+            marked = [i for i, line in enumerate(lines) if _MARKER_RE.search(line)]
+            if not marked:
+                continue
+            old = "\n".join(lines[marked[0]: marked[-1] + 1])
+            new = "\n".join(_MARKER_RE.sub("NOTE(resolved): ", line) if i in marked else line
+                            for i, line in enumerate(lines[marked[0]: marked[-1] + 1], start=marked[0]))
+            edits.append({"command": "str_replace", "path": path, "old_str": old, "new_str": new})
+        return edits
+
+    @staticmethod
+    def _plan_docstrings(files: list[str], contents: dict[str, str]) -> list[dict[str, Any]]:
+        edits = []
+        for path in files:
+            text = contents.get(path)
+            if text is None or not path.endswith(".py"):
+                continue
+            try:
+                tree = ast.parse(text)
+            except SyntaxError:
+                continue
+            lines = text.split("\n")
+            inserts: list[tuple[int, str]] = []
+            for node in ast.walk(tree):
+                if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                    continue
+                if ast.get_docstring(node) is not None or not node.body:
+                    continue
+                first = node.body[0]
+                if first.lineno == node.lineno:  # one-line body: "def f(): return 1"
+                    continue
+                body_line = lines[first.lineno - 1]
+                indent = body_line[: len(body_line) - len(body_line.lstrip())]
+                kind = "Class" if isinstance(node, ast.ClassDef) else "Function"
+                inserts.append((first.lineno - 1, f'{indent}"""{kind} {node.name}."""'))
+            if ast.get_docstring(tree) is None:
+                top = 0
+                while top < len(lines) and top < 2 and (lines[top].startswith("#!") or
+                                                       re.match(r"^#.*coding[:=]", lines[top])):
+                    top += 1
+                name = PurePosixPath(path).stem
+                inserts.append((top, f'"""Module {name}."""'))
+            for line, doc in sorted(inserts, key=lambda x: -x[0]):  # bottom-up: earlier positions stay valid
+                edits.append({"command": "insert", "path": path, "insert_line": line, "insert_text": doc})
+        return edits
+
+    @staticmethod
+    def _plan_tests(files: list[str], contents: dict[str, str]) -> list[dict[str, Any]]:
+        edits, used = [], set()
+        for path in files:
+            p = PurePosixPath(path)
+            if p.suffix != ".py" or p.name.startswith("test_") or path not in contents:
+                continue
+            stem = p.stem if p.stem != "__init__" else (p.parent.name or "package")
+            name = stem if stem not in used else "_".join(p.with_suffix("").parts)
+            used.add(name)
+            body = (
+                f'"""Smoke test for {path} (written by the offline test double)."""\n'
+                "import importlib.util\n"
+                "import pathlib\n\n"
+                "ROOT = pathlib.Path(__file__).resolve().parents[1]\n\n\n"
+                f"def test_{re.sub(r'[^0-9A-Za-z_]', '_', name)}_imports():\n"
+                f'    spec = importlib.util.spec_from_file_location("{re.sub(r"[^0-9A-Za-z_]", "_", name)}", '
+                f'ROOT / "{path}")\n'
+                "    module = importlib.util.module_from_spec(spec)\n"
+                "    spec.loader.exec_module(module)\n"
+                "    assert module is not None\n"
+            )
+            edits.append({"command": "create", "path": f"tests/test_{name}.py", "file_text": body})
+        return edits
+
+    _plan_lint = _plan_custom = staticmethod(lambda files, contents: [])
+
+
+def _unnumber(view_text: str) -> str:
+    """File text from a ``view`` result (``     1\\tline`` per line)."""
+    out = []
+    for line in view_text.split("\n"):
+        m = _VIEW_LINE.match(line)
+        if m:
+            out.append(m.group(2))
+    return "\n".join(out) + ("\n" if out else "")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Faults
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class Fault:
+    """One injected fault, applied to the next request of ``endpoint`` (``messages`` or ``count_tokens``)."""
+
+    kind: str
+    status: int | None = None
+    error_type: str | None = None
+    message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    reply: dict[str, Any] | None = None
+    endpoint: str = "messages"
+
+
+def rate_limit(retry_after: float | None = 1, *, retry_after_ms: int | None = None) -> Fault:
+    headers = {}
+    if retry_after is not None:
+        headers["retry-after"] = f"{retry_after:g}"
+    if retry_after_ms is not None:
+        headers["retry-after-ms"] = str(retry_after_ms)
+    return Fault("rate_limit", 429, "rate_limit_error", "Number of request tokens has exceeded your per-minute rate "
+                 "limit (offline test double).", headers)
+
+
+def overloaded() -> Fault:
+    return Fault("overloaded", 529, "overloaded_error", "Overloaded")
+
+
+def server_error() -> Fault:
+    return Fault("server_error", 500, "api_error", "Internal server error")
+
+
+def bad_request(message: str = "invalid request") -> Fault:
+    return Fault("bad_request", 400, "invalid_request_error", message)
+
+
+def authentication_error(message: str = "invalid x-api-key") -> Fault:
+    return Fault("authentication_error", 401, "authentication_error", message)
+
+
+def slow(seconds: float) -> Fault:
+    return Fault("slow", delay=float(seconds))
+
+
+def malformed_tool_call() -> Fault:
+    """The model calls the editor with an input that is not an object, then the next call carries on."""
+    return Fault("malformed_tool_call", reply={"content": [{"type": "tool_use", "id": _fault_id(), "name": EDITOR,
+                                                            "input": "view everything please"}],
+                                               "stop_reason": "tool_use"})
+
+
+def escape_attempt(path: str = "../../etc/passwd", command: str = "view") -> Fault:
+    """The model tries to reach ``path`` (outside the worktree) with the editor."""
+    tool_input: dict[str, Any] = {"command": command, "path": path}
+    if command == "create":
+        tool_input["file_text"] = "escaped\n"
+    elif command == "str_replace":
+        tool_input.update(old_str="root", new_str="pwned")
+    elif command == "insert":
+        tool_input.update(insert_line=0, insert_text="pwned")
+    return Fault("escape_attempt", reply={"content": [{"type": "tool_use", "id": _fault_id(), "name": EDITOR,
+                                                       "input": tool_input}], "stop_reason": "tool_use"})
+
+
+def forbidden_command(cmd: str = "rm -rf /") -> Fault:
+    return Fault("forbidden_command", reply={"content": [{"type": "tool_use", "id": _fault_id(), "name": "run_command",
+                                                          "input": {"command": cmd}}], "stop_reason": "tool_use"})
+
+
+def _fault_id() -> str:
+    return f"toolu_fault_{uuid.uuid4().hex[:16]}"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Token accounting
+# ---------------------------------------------------------------------------------------------------------------
+def _strip_cache_control(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _strip_cache_control(v) for k, v in obj.items() if k != "cache_control"}
+    if isinstance(obj, list):
+        return [_strip_cache_control(v) for v in obj]
+    return obj
+
+
+def _tokens(obj: Any) -> int:
+    raw = json.dumps(_strip_cache_control(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return max(1, math.ceil(len(raw.encode("utf-8")) / 4))
+
+
+def _segments(body: dict[str, Any]) -> list[tuple[Any, bool]]:
+    """The prompt in cache order (tools, system, messages) as (segment, has_cache_control) pairs."""
+    segs: list[tuple[Any, bool]] = []
+    for tool in body.get("tools") or []:
+        segs.append((tool, isinstance(tool, dict) and "cache_control" in tool))
+    system = body.get("system")
+    if isinstance(system, str):
+        segs.append(({"system": system}, False))
+    elif isinstance(system, list):
+        for block in system:
+            segs.append((block, isinstance(block, dict) and "cache_control" in block))
+    for m in body.get("messages") or []:
+        content = m.get("content")
+        if isinstance(content, str):
+            segs.append(({"role": m.get("role"), "text": content}, False))
+        elif isinstance(content, list):
+            segs.append(({"role": m.get("role")}, False))
+            for block in content:
+                segs.append((block, isinstance(block, dict) and "cache_control" in block))
+    return segs
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The server
+# ---------------------------------------------------------------------------------------------------------------
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, error_type: str | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+        self.error_type = error_type or _ERROR_TYPES.get(status, "api_error")
+        self.headers = dict(headers or {})
+
+
+class OfflineMessagesServer:
+    """A loopback Messages API test double. ``with OfflineMessagesServer() as srv: srv.base_url``.
+
+    :param model: what answers ``/v1/messages``: an object with ``reply(request) -> dict`` (default
+        :class:`RuleBasedModel`).
+    :param latency: seconds to wait before each ``/v1/messages`` reply (benchmarks).
+    :param api_key: if set, requests must carry it (``x-api-key`` or ``Authorization: Bearer``); otherwise any
+        non-empty key is accepted.
+    :param min_cache_tokens: prompts shorter than this are not cached (the real API's minimum is 1024-4096).
+
+    Attributes for tests: ``billed`` (a :class:`Usage` total over successful ``/v1/messages`` replies),
+    ``requests`` (every request: ``{"path", "method", "headers" (keys redacted), "body", "status"}``),
+    ``faults`` (a list consumed first-in first-out; see :meth:`inject`).
+    """
+
+    def __init__(self, model: Any = None, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, *,
+                 api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID) -> None:
+        self.model = model if model is not None else RuleBasedModel()
+        self.latency = float(latency)
+        self.host, self.port = host, int(port)
+        self.api_key = api_key
+        self.min_cache_tokens = min_cache_tokens
+        self.model_id = model_id
+        self.billed = Usage()
+        self.requests: list[dict[str, Any]] = []
+        self.faults: list[Fault] = []
+        self._cache: set[str] = set()
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the server is not started; call start() or use it as a context manager.")
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> OfflineMessagesServer:
+        if self._httpd is not None:
+            return self
+        server = self
+
+        class Handler(_Handler):
+            owner = server
+
+        httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self.port = httpd.server_address[1]
+        self._thread = threading.Thread(target=httpd.serve_forever, name="offline-messages-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> OfflineMessagesServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test helpers -----------------------------------------------------------------------------------------------
+    def inject(self, *faults: Fault) -> None:
+        """Queue faults; each applies to the next request of its endpoint."""
+        with self._lock:
+            self.faults.extend(faults)
+
+    def message_requests(self) -> list[dict[str, Any]]:
+        """Logged ``POST /v1/messages`` requests."""
+        with self._lock:
+            return [r for r in self.requests if r["path"] == "/v1/messages"]
+
+    def reset(self) -> None:
+        with self._lock:
+            self.billed = Usage()
+            self.requests.clear()
+            self.faults.clear()
+            self._cache.clear()
+
+    def _next_fault(self, endpoint: str) -> Fault | None:
+        with self._lock:
+            for i, fault in enumerate(self.faults):
+                if fault.endpoint == endpoint:
+                    return self.faults.pop(i)
+        return None
+
+    # -- request handling (called from handler threads) -----------------------------------------------------------
+    def count_request(self, body: dict[str, Any]) -> int:
+        return sum(_tokens(s) for s, _ in _segments(body))
+
+    def _check_auth(self, headers: Mapping[str, str]) -> None:
+        key = headers.get("x-api-key") or ""
+        auth = headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            key = key or auth[7:]
+        if not key:
+            raise _ApiError(401, "x-api-key header is required")
+        if self.api_key is not None and key != self.api_key:
+            raise _ApiError(401, "invalid x-api-key")
+
+    def _validate(self, body: dict[str, Any], *, need_max_tokens: bool) -> None:
+        if not isinstance(body.get("model"), str) or not body["model"]:
+            raise _ApiError(400, "model: Field required")
+        if need_max_tokens:
+            mt = body.get("max_tokens")
+            if not isinstance(mt, int) or isinstance(mt, bool) or mt < 1:
+                raise _ApiError(400, "max_tokens: must be a positive integer")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _ApiError(400, "messages: at least one message is required")
+        expected = "user"
+        pending: set[str] = set()
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+                raise _ApiError(400, f"messages.{i}.role: must be 'user' or 'assistant'")
+            if m["role"] != expected:
+                raise _ApiError(400, f"messages.{i}: roles must alternate, starting with 'user'")
+            content = m.get("content")
+            blocks = content if isinstance(content, list) else []
+            if not isinstance(content, (str, list)) or (isinstance(content, list) and not content):
+                raise _ApiError(400, f"messages.{i}.content: must be a string or a non-empty list of blocks")
+            if m["role"] == "user":
+                results = {b.get("tool_use_id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"}
+                if pending - results:
+                    raise _ApiError(400, f"messages.{i}: tool_use ids were found without tool_result blocks "
+                                         f"immediately after: {sorted(pending - results)}")
+                if results - pending:
+                    raise _ApiError(400, f"messages.{i}: unexpected tool_use_id found in tool_result blocks: "
+                                         f"{sorted(x for x in results - pending if x)}")
+                pending = set()
+            else:
+                pending = {b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"}
+                for b in blocks:
+                    if isinstance(b, dict) and b.get("type") == "tool_use" and not isinstance(b.get("input"), dict):
+                        raise _ApiError(400, f"messages.{i}: tool_use.input must be an object")
+            expected = "assistant" if m["role"] == "user" else "user"
+        n_cache = sum(1 for _, cc in _segments(body) if cc)
+        if n_cache > 4:
+            raise _ApiError(400, f"A maximum of 4 blocks with cache_control may be provided. Found {n_cache}.")
+        for tool in body.get("tools") or []:
+            if isinstance(tool, dict) and str(tool.get("type", "")).startswith("text_editor_") \
+                    and tool.get("name") != EDITOR:
+                raise _ApiError(400, f"tools: {tool.get('type')} must be named {EDITOR}")
+
+    def _bill_input(self, body: dict[str, Any]) -> tuple[int, int, int]:
+        """(input, cache_write, cache_read) tokens, updating the prompt cache."""
+        segs = _segments(body)
+        sizes = [_tokens(s) for s, _ in segs]
+        total = sum(sizes)
+        model = str(body.get("model"))
+        breakpoints = [i for i, (_, cc) in enumerate(segs) if cc]
+        if not breakpoints or total < self.min_cache_tokens:
+            return total, 0, 0
+        # Like the real API, a cached prefix is found at any earlier block boundary (not only at this request's
+        # breakpoints), and entries are written at this request's breakpoints.
+        last = breakpoints[-1]
+        digests, h = [], hashlib.sha256(model.encode())
+        for seg, _ in segs[: last + 1]:
+            h.update(json.dumps(_strip_cache_control(seg), sort_keys=True).encode())
+            digests.append(h.hexdigest())
+        with self._lock:
+            hit = max((i for i, d in enumerate(digests) if d in self._cache), default=-1)
+            self._cache.update(digests[i] for i in breakpoints)
+        read = sum(sizes[: hit + 1])
+        write = sum(sizes[hit + 1: last + 1]) if last > hit else 0
+        return total - read - write, write, read
+
+    def handle(self, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, str], Any]:
+        entry: dict[str, Any] = {"method": method, "path": path, "time": time.time(),
+                                 "headers": {k: ("<redacted>" if k.lower() in _REDACT else v) for k, v in headers.items()}}
+        try:
+            body = json.loads(raw.decode("utf-8")) if raw else {}
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            body = None
+        entry["body"] = body
+        with self._lock:
+            self.requests.append(entry)
+        try:
+            status, extra_headers, payload = self._dispatch(method, path, headers, body)
+        except _ApiError as err:
+            status, extra_headers = err.status, err.headers
+            payload = {"type": "error", "error": {"type": err.error_type, "message": err.message}}
+        entry["status"] = status
+        return status, extra_headers, payload
+
+    def _dispatch(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
+        path = path.split("?", 1)[0].rstrip("/")
+        if method == "GET" and path == "/v1/models":
+            self._check_auth(headers)
+            return 200, {}, {"data": [{"type": "model", "id": self.model_id, "display_name": "Offline test double",
+                                       "created_at": "2025-01-01T00:00:00Z"}],
+                             "has_more": False, "first_id": self.model_id, "last_id": self.model_id}
+        if method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
+            raise _ApiError(404, f"{method} {path} is not served by the offline test double")
+        self._check_auth(headers)
+        if not isinstance(body, dict):
+            raise _ApiError(400, "the request body must be a JSON object")
+        endpoint = "messages" if path == "/v1/messages" else "count_tokens"
+        fault = self._next_fault(endpoint)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status:
+            raise _ApiError(fault.status, fault.message, fault.error_type, fault.headers)
+        if endpoint == "count_tokens":
+            self._validate(body, need_max_tokens=False)
+            return 200, {}, {"input_tokens": self.count_request(body)}
+        self._validate(body, need_max_tokens=True)
+        if body.get("stream"):
+            raise _ApiError(400, "stream: the offline test double does not stream; send stream=false")
+        reply = fault.reply if fault is not None and fault.reply is not None else self.model.reply(body)
+        if self.latency:
+            time.sleep(self.latency)
+        return 200, {}, self._message(body, reply)
+
+    def _message(self, body: dict[str, Any], reply: Mapping[str, Any]) -> dict[str, Any]:
+        content = list(reply.get("content") or [])
+        stop = reply.get("stop_reason") or ("tool_use" if any(b.get("type") == "tool_use" for b in content)
+                                            else "end_turn")
+        max_tokens = int(body["max_tokens"])
+        out_tokens = max(1, _tokens(content))
+        if out_tokens > max_tokens:  # truncate like the real API: the reply is cut, stop_reason max_tokens
+            text = " ".join(b.get("text", "") for b in content if b.get("type") == "text")
+            content = [{"type": "text", "text": text[: max(0, max_tokens * 4 - 40)]}]
+            stop, out_tokens = "max_tokens", max_tokens
+        inp, write, read = self._bill_input(body)
+        usage = {"input_tokens": inp, "output_tokens": out_tokens, "cache_creation_input_tokens": write,
+                 "cache_read_input_tokens": read}
+        if reply.get("usage"):
+            usage.update(reply["usage"])
+        with self._lock:
+            self.billed.add(Usage.from_api(usage))
+            n = next(self._ids)
+        return {"id": f"msg_offline_{n:06d}", "type": "message", "role": "assistant", "model": body["model"],
+                "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OfflineMessagesServer
+    protocol_version = "HTTP/1.1"
+    server_version = "OfflineMessagesTestDouble/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        status, extra, payload = self.owner.handle(method, self.path, headers, raw)
+        data = json.dumps(payload).encode("utf-8")
+        try:
+            self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else
+                               ("Overloaded" if status == 529 else ""))
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(data)))
+            self.send_header("request-id", f"req_offline_{uuid.uuid4().hex[:16]}")
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve("GET")
