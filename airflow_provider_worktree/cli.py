@@ -271,8 +271,8 @@ def open_store(args: argparse.Namespace):
 
     try:
         store = ShardStore.open(target)
-    except WorktreeProviderError as exc:
-        raise CliError(f"cannot open the shard database {desc}: {exc}") from None
+    except WorktreeProviderError as exc:  # the store's messages name the database and the fix
+        raise CliError(str(exc)) from None
     except Exception as exc:  # noqa: BLE001 - driver errors: name them, no traceback
         raise CliError(f"cannot open the shard database {desc}: {type(exc).__name__}: {exc}") from None
     return store, desc

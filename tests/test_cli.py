@@ -411,3 +411,66 @@ def test_console_script(tmp_path, healthy_db):
     out = run_cli(tmp_path, "status", "--db", healthy_db, "--json", script=True)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["counts"]["completed"] == 18
+
+
+# ------------------------------------------------------------------------------ connections, default
+
+
+def _sqlite_conn(path: str) -> str:
+    return json.dumps({"conn_type": "sqlite", "host": path})
+
+
+def test_conn_id(tmp_path, healthy_db):
+    env = _env(tmp_path, AIRFLOW_CONN_MY_SHARDS=_sqlite_conn(healthy_db))
+    out = run_cli(tmp_path, "status", "--conn-id", "my_shards", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["database"] == healthy_db and data["counts"]["completed"] == 18
+
+    out = run_cli(tmp_path, "status", "--conn-id", "no_such_conn", env=env)
+    assert out.returncode == 3
+    assert "connection 'no_such_conn'" in out.stderr and "does not exist" in out.stderr
+
+
+def test_default_is_the_default_connection_then_airflow_home(tmp_path, healthy_db, sick_db):
+    # The connection shard_status_default wins when it exists...
+    env = _env(tmp_path, AIRFLOW_CONN_SHARD_STATUS_DEFAULT=_sqlite_conn(sick_db))
+    out = run_cli(tmp_path, "stale", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["database"] == sick_db
+
+    # ...else $AIRFLOW_HOME/shard_status.db, which is never created by the command.
+    home = tmp_path / "airflow-home"
+    out = run_cli(tmp_path, "status")
+    assert out.returncode == 3
+    assert f"no shard database at {home / 'shard_status.db'}: run the DAG first or pass --db" in out.stderr
+    assert not (home / "shard_status.db").exists()
+    home.mkdir(exist_ok=True)
+    Path(healthy_db).rename(home / "shard_status.db")
+    out = run_cli(tmp_path, "status", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["counts"]["completed"] == 18
+
+
+@pytest.mark.postgres
+def test_postgres_connection(tmp_path, pg_url):
+    from urllib.parse import urlsplit
+
+    store = ShardStore.open(pg_url, clock=_utc(-7200))
+    store.register_shards("pg-run", _shards(4))
+    store.assign_shard("pg-run", "dead-on-pg")
+    store.close()
+    u = urlsplit(pg_url)
+    conn = {"conn_type": "postgres", "host": u.hostname, "port": u.port, "login": u.username,
+            "password": u.password or "", "schema": u.path.lstrip("/")}
+    env = _env(tmp_path, AIRFLOW_CONN_PG_SHARDS=json.dumps(conn))
+    out = run_cli(tmp_path, "stale", "--conn-id", "pg_shards", "--json", env=env)
+    assert out.returncode == 0, out.stderr
+    assert [s["worker_id"] for s in json.loads(out.stdout)["stale"]] == ["dead-on-pg"]
+    out = run_cli(tmp_path, "reset-stale", "--conn-id", "pg_shards", env=env)
+    assert out.returncode == 0 and "Reset 1 stale shard(s)" in out.stdout
+    assert ShardStore.open(pg_url).list_shards("pg-run", status="running") == []
+    bad = {**conn, "port": 1}
+    out = run_cli(tmp_path, "status", "--conn-id", "pg_bad", env=_env(tmp_path, AIRFLOW_CONN_PG_BAD=json.dumps(bad)))
+    assert out.returncode == 3 and "cannot connect to the shard status database" in out.stderr
+    assert "Traceback" not in out.stderr

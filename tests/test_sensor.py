@@ -325,3 +325,39 @@ def test_trigger_keeps_the_event_loop_free(db):
     event, ticks = asyncio.run(main())
     assert event.payload["status"] == "timeout"
     assert ticks > 20
+
+
+# ------------------------------------------------------------------------------------------ connections
+
+
+def test_sensor_and_trigger_through_a_connection(planted, monkeypatch):
+    import json
+
+    monkeypatch.setenv("AIRFLOW_CONN_SHARDS_UNDER_TEST", json.dumps({"conn_type": "sqlite", "host": planted}))
+    r = ShardStatusSensor(task_id="w", run_id=RUN, shard_status_conn_id="shards_under_test", stale_after=60,
+                          on_stale="reset").poke({})
+    assert [s["shard_id"] for s in r.xcom_value["stale_reset"]] == ["s-000"]
+    proc = start_completer(planted, delay=0.3)
+    event = asyncio.run(_first_event(ShardStatusTrigger(run_id=RUN, shard_status_conn_id="shards_under_test",
+                                                        poke_interval=0.1)))
+    assert proc.wait(timeout=60) == 0
+    assert event.payload["status"] == "success", event.payload
+
+
+def test_missing_connection_fails_clearly():
+    with pytest.raises(ConfigurationError, match="connection 'no_such_shards' .* does not exist"):
+        ShardStatusSensor(task_id="w", run_id=RUN, shard_status_conn_id="no_such_shards").poke({})
+
+
+@pytest.mark.postgres
+def test_sensor_on_postgres(pg_url):
+    old = ShardStore.open(pg_url, clock=_utc(-600))
+    old.register_shards(RUN, _shards(2))
+    old.assign_shard(RUN, "dead-worker", shard_id="s-000")
+    old.close()
+    r = ShardStatusSensor(task_id="w", run_id=RUN, db_path=pg_url, stale_after=60, on_stale="reset").poke({})
+    assert [s["shard_id"] for s in r.xcom_value["stale_reset"]] == ["s-000"]
+    proc = start_completer(pg_url, delay=0.2)
+    event = asyncio.run(_first_event(trigger(pg_url)))
+    assert proc.wait(timeout=60) == 0, proc.stderr.read()
+    assert event.payload["status"] == "success" and event.payload["summary"]["counts"]["completed"] == 2
