@@ -1,0 +1,1113 @@
+"""The shard status database: leases with fencing tokens over SQLite or PostgreSQL.
+
+Plain Python, no Airflow import. One table, ``shard_status``, keeps the runbook's columns
+(``shard_id, status, started_at, completed_at, updated_at, error_message, worker_id``) so the runbook's
+``sqlite3`` queries keep working, and adds what a real system needs.
+
+Key decisions (see also docs/architecture.md):
+
+* **Key.** The runbook schema (schema version 1) had ``shard_id TEXT PRIMARY KEY``. Several DAG runs share
+  one database, so the current schema uses the composite primary key ``(run_id, shard_id)``. Rows of a
+  version-1 database are migrated under the run id ``"legacy"`` (:data:`LEGACY_RUN_ID`).
+* **Timestamps** are UTC, written from the clock of the process doing the write. On SQLite they are stored
+  as text ``'YYYY-MM-DD HH:MM:SS.ffffff'``, which SQLite's ``datetime()`` and ``JULIANDAY()`` read, so the
+  runbook's queries work verbatim; on PostgreSQL they are ``TIMESTAMP`` (without time zone, UTC). Row dicts
+  always carry the text form. Workers on several hosts need synchronised clocks (NTP); stale thresholds
+  are minutes, so sub-second skew is harmless.
+* **Leases.** A claim sets ``status='running'``, increments ``attempt`` and takes a new fencing token
+  (``lease_token``) from a monotonic counter (a one-row table on SQLite, a sequence on PostgreSQL). Every
+  later write by the lease holder (heartbeat, complete, fail, release) is conditional on
+  ``lease_token = <its token> AND status = 'running'``; otherwise :class:`LeaseLostError`.
+* **Stale leases** are running shards whose ``heartbeat_at`` is older than a threshold. They are reset to
+  pending by :meth:`ShardStore.reset_stale`, or taken over by a claim of that very shard.
+  ``attempt`` counts claims, so an attempt that died stays counted.
+* **Concurrency.** SQLite: WAL, ``busy_timeout``, ``BEGIN IMMEDIATE`` for every write transaction and a
+  retry loop with jittered backoff on "database is locked"/"busy", so that error does not reach callers.
+  PostgreSQL: ``SELECT ... FOR UPDATE SKIP LOCKED`` for next-pending claims, ``FOR UPDATE`` row locks for
+  given-shard claims, retries on serialization failures and deadlocks. One connection per process and
+  thread; a forked child opens its own (the inherited one is never used nor closed).
+* **Schema versions.** ``schema_version`` records applied migrations. Migrations run on open inside one
+  write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a session advisory lock), so several
+  processes opening a new or old database at once apply each step exactly once.
+
+All dialect differences live in :class:`_Dialect` and its two subclasses.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import random
+import re
+import sqlite3
+import threading
+import time
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: SQLite locking and the retry loop alone
+    fcntl = None  # type: ignore[assignment]
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+from urllib.parse import unquote, urlsplit
+
+from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
+
+__all__ = [
+    "CURRENT_SCHEMA_VERSION",
+    "DEFAULT_STALE_AFTER_S",
+    "LEGACY_RUN_ID",
+    "STATUSES",
+    "Lease",
+    "LeaseLostError",
+    "ShardAlreadyCompleted",
+    "ShardBusy",
+    "ShardNotFound",
+    "ShardStore",
+    "StoreError",
+    "connection_factory",
+    "RUNBOOK_V1_SCHEMA",
+]
+
+PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed"
+STATUSES: tuple[str, ...] = (PENDING, RUNNING, COMPLETED, FAILED)
+LEGACY_RUN_ID = "legacy"
+DEFAULT_STALE_AFTER_S = 600.0
+CURRENT_SCHEMA_VERSION = 2
+SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+#: The runbook's schema, verbatim: schema version 1.
+RUNBOOK_V1_SCHEMA = """CREATE TABLE shard_status (
+    shard_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    started_at TIMESTAMP,
+    completed_at TIMESTAMP,
+    updated_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP,
+    error_message TEXT,
+    worker_id TEXT
+);"""
+
+_JSON_COLUMNS = ("files", "files_changed", "result_summary")
+_TS_COLUMNS = ("started_at", "completed_at", "updated_at", "heartbeat_at", "lease_expires_at", "created_at")
+_INT_RESULT_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+RESULT_FIELDS = ("branch", "commit_sha", "files_changed", "diffstat", *_INT_RESULT_FIELDS, "cost_usd", "summary")
+
+COLUMNS: tuple[str, ...] = (
+    "shard_id", "status", "started_at", "completed_at", "updated_at", "error_message", "worker_id", "run_id",
+    "task", "files", "priority", "attempt", "heartbeat_at", "lease_token", "lease_expires_at",
+    "branch", "commit_sha", "files_changed", "diffstat",
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+    "result_summary", "created_at",
+)
+_COLS_SQL = ", ".join(COLUMNS)
+
+
+# --------------------------------------------------------------------------------------------- errors
+class StoreError(WorktreeProviderError):
+    """The shard status database could not do what was asked (locked for too long, unreachable, ...)."""
+
+
+class ShardNotFound(StoreError, LookupError):
+    """No such (run_id, shard_id) in the database."""
+
+
+class ShardAlreadyCompleted(StoreError):
+    """A claim of a given shard found it completed; its result stands."""
+
+
+class ShardBusy(StoreError):
+    """A claim of a given shard found it running under a lease whose heartbeat is still fresh."""
+
+
+class LeaseLostError(StoreError):
+    """A lease holder wrote with a fencing token that is no longer current (or the shard is not running).
+
+    Attributes ``current_status``, ``current_worker_id`` and ``current_token`` describe the row now.
+    """
+
+    def __init__(self, message: str, *, current_status: str | None = None, current_worker_id: str | None = None,
+                 current_token: int | None = None) -> None:
+        super().__init__(message)
+        self.current_status = current_status
+        self.current_worker_id = current_worker_id
+        self.current_token = current_token
+
+
+# ---------------------------------------------------------------------------------------------- lease
+@dataclass(frozen=True)
+class Lease:
+    """A claim on one shard: whoever holds the current ``token`` may write the shard's result."""
+
+    run_id: str
+    shard_id: str
+    worker_id: str
+    token: int
+    attempt: int
+    task: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict (for XCom); :meth:`from_dict` reads it back."""
+        d = asdict(self)
+        d["files"] = list(self.files)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Lease":
+        """Rebuild a lease from :meth:`to_dict` output; unknown keys are ignored."""
+        try:
+            return cls(run_id=str(data["run_id"]), shard_id=str(data["shard_id"]), worker_id=str(data["worker_id"]),
+                       token=int(data["token"]), attempt=int(data["attempt"]), task=data.get("task"),
+                       files=list(data.get("files") or []))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"not a lease dict ({exc!r}): expected keys run_id, shard_id, worker_id, token, attempt "
+                "as produced by Lease.to_dict()") from exc
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc).replace(tzinfo=None)
+
+
+def _ts(value: _dt.datetime) -> str:
+    if value.tzinfo is not None:
+        value = value.astimezone(_dt.timezone.utc).replace(tzinfo=None)
+    return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _norm_ts(value: Any) -> Any:
+    if isinstance(value, _dt.datetime):
+        return _ts(value)
+    return value
+
+
+def _loads(value: Any, default: Any) -> Any:
+    if value is None or value == "":
+        return default
+    if isinstance(value, (list, dict)):
+        return value
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):
+        return default
+
+
+def _redact(target: str) -> str:
+    if "://" in target and "@" in target:
+        scheme, rest = target.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else f"{scheme}://{user}@{host}"
+    return target
+
+
+# ------------------------------------------------------------------------------------------ dialects
+class _Dialect:
+    """Everything that differs between SQLite and PostgreSQL."""
+
+    name = ""
+    ts_type = "TIMESTAMP"
+    big_type = "BIGINT"
+    real_type = "DOUBLE PRECISION"
+    skip_locked = ""
+    row_lock = ""
+
+    def prepare(self, conn: Any) -> None:
+        """Configure a fresh connection."""
+
+    def sql(self, text: str) -> str:
+        """Translate the store's ``?`` placeholders."""
+        return text
+
+    def begin_write(self, cur: Any) -> None:
+        """Start a write transaction."""
+
+    def begin_read(self, cur: Any) -> None:
+        """Start a read transaction (a consistent snapshot)."""
+
+    def commit(self, conn: Any) -> None:
+        conn.commit()
+
+    def rollback(self, conn: Any) -> None:
+        try:
+            conn.rollback()
+        except Exception:  # noqa: BLE001 - rollback of a broken transaction; the retry reports the error
+            pass
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return False
+
+    def next_token(self, cur: Any) -> int:
+        raise NotImplementedError
+
+    def duration_s(self, start: str, end: str) -> str:
+        raise NotImplementedError
+
+    def lock_migrations(self, conn: Any) -> None:
+        """Serialise concurrent migrations across processes (before the migration transaction starts)."""
+
+    def unlock_migrations(self, conn: Any) -> None:
+        """Undo :meth:`lock_migrations`."""
+
+    def table_exists(self, cur: Any, name: str) -> bool:
+        raise NotImplementedError
+
+    def columns(self, cur: Any, table: str) -> list[str]:
+        raise NotImplementedError
+
+    def create_token_counter(self, cur: Any) -> None:
+        raise NotImplementedError
+
+    def size_bytes(self, cur: Any) -> int:
+        raise NotImplementedError
+
+
+class _SqliteDialect(_Dialect):
+    name = "sqlite"
+    ts_type = "TIMESTAMP"  # values are UTC text 'YYYY-MM-DD HH:MM:SS.ffffff'
+    big_type = "INTEGER"
+    real_type = "REAL"
+
+    def __init__(self, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL", write_lock: bool = True) -> None:
+        self.busy_timeout_ms = busy_timeout_ms
+        self.synchronous = synchronous
+        self.write_lock = write_lock and fcntl is not None
+        self._local = threading.local()  # per process and thread: the writer-queue lock file descriptor
+
+    def prepare(self, conn: sqlite3.Connection) -> None:
+        conn.isolation_level = None  # explicit BEGIN/COMMIT only
+        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() not in ("wal", "memory"):
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        if self.write_lock:
+            path = next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "")
+            old = getattr(self._local, "fd", None)
+            if old is not None and getattr(self._local, "pid", None) == os.getpid():
+                os.close(old)
+            self._local.fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o666) if path else None
+            self._local.pid = os.getpid()
+
+    # Writers queue on a flock(2) lock file next to the database before BEGIN IMMEDIATE: the kernel wakes a
+    # waiter as soon as the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10... ms and poll.
+    # This keeps claim latency low under many processes; SQLite's own locking (busy_timeout and the retry
+    # loop) still guards against writers that do not use the lock file (the sqlite3 shell, other tools).
+    # The kernel drops the lock when a process dies, so a killed worker never leaves it held.
+    def _lock_fd(self) -> int | None:
+        if getattr(self._local, "pid", None) != os.getpid():
+            return None
+        return getattr(self._local, "fd", None)
+
+    def begin_write(self, cur: Any) -> None:
+        fd = self._lock_fd()
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            self._local.held = True
+        cur.execute("BEGIN IMMEDIATE")
+
+    def begin_read(self, cur: Any) -> None:
+        cur.execute("BEGIN")
+
+    def _unlock(self) -> None:
+        if getattr(self._local, "held", False):
+            self._local.held = False
+            fd = self._lock_fd()
+            if fd is not None:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def commit(self, conn: Any) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("COMMIT")
+        finally:
+            self._unlock()
+
+    def rollback(self, conn: Any) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
+        finally:
+            self._unlock()
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        if not isinstance(exc, sqlite3.OperationalError):
+            return False
+        msg = str(exc).lower()
+        return "locked" in msg or "busy" in msg
+
+    def next_token(self, cur: Any) -> int:
+        cur.execute("UPDATE shard_lease_counter SET value = value + 1 WHERE id = 1 RETURNING value")
+        return int(cur.fetchone()[0])
+
+    def duration_s(self, start: str, end: str) -> str:
+        return f"((JULIANDAY({end}) - JULIANDAY({start})) * 86400.0)"
+
+    def table_exists(self, cur: Any, name: str) -> bool:
+        cur.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,))
+        return cur.fetchone() is not None
+
+    def columns(self, cur: Any, table: str) -> list[str]:
+        cur.execute(f"PRAGMA table_info({table})")
+        return [r[1] for r in cur.fetchall()]
+
+    def create_token_counter(self, cur: Any) -> None:
+        cur.execute("CREATE TABLE IF NOT EXISTS shard_lease_counter ("
+                    "id INTEGER PRIMARY KEY CHECK (id = 1), value INTEGER NOT NULL)")
+        cur.execute("INSERT OR IGNORE INTO shard_lease_counter (id, value) VALUES (1, 0)")
+
+    def size_bytes(self, cur: Any) -> int:
+        cur.execute("PRAGMA database_list")
+        path = next((r[2] for r in cur.fetchall() if r[1] == "main"), "")
+        if path and os.path.exists(path):
+            return sum(os.path.getsize(p) for p in (path, path + "-wal") if os.path.exists(p))
+        cur.execute("PRAGMA page_count")
+        pages = cur.fetchone()[0]
+        cur.execute("PRAGMA page_size")
+        return int(pages) * int(cur.fetchone()[0])
+
+
+class _PostgresDialect(_Dialect):
+    name = "postgresql"
+    skip_locked = " FOR UPDATE SKIP LOCKED"
+    row_lock = " FOR UPDATE"
+    _RETRY_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
+    _ADVISORY_KEY = 0x5348415244  # "SHARD"
+
+    def prepare(self, conn: Any) -> None:
+        conn.autocommit = False
+
+    def sql(self, text: str) -> str:
+        return text.replace("%", "%%").replace("?", "%s")
+
+    def is_retryable(self, exc: BaseException) -> bool:
+        return getattr(exc, "pgcode", None) in self._RETRY_CODES
+
+    def next_token(self, cur: Any) -> int:
+        cur.execute("SELECT nextval('shard_lease_token_seq')")
+        return int(cur.fetchone()[0])
+
+    def duration_s(self, start: str, end: str) -> str:
+        return f"EXTRACT(EPOCH FROM ({end} - {start}))"
+
+    # A session-level advisory lock taken *before* the migration transaction begins: a transaction that began
+    # earlier could keep stale catalog cache entries (to_regclass would miss tables created meanwhile).
+    def lock_migrations(self, conn: Any) -> None:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s)", (self._ADVISORY_KEY,))
+        conn.commit()
+
+    def unlock_migrations(self, conn: Any) -> None:
+        try:
+            conn.rollback()
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s)", (self._ADVISORY_KEY,))
+            conn.commit()
+        except Exception:  # noqa: BLE001 - the session lock dies with the connection anyway
+            pass
+
+    def table_exists(self, cur: Any, name: str) -> bool:
+        cur.execute("SELECT to_regclass(%s)", (name,))
+        return cur.fetchone()[0] is not None
+
+    def columns(self, cur: Any, table: str) -> list[str]:
+        cur.execute("SELECT column_name FROM information_schema.columns WHERE table_name = %s "
+                    "AND table_schema = current_schema() ORDER BY ordinal_position", (table,))
+        return [r[0] for r in cur.fetchall()]
+
+    def create_token_counter(self, cur: Any) -> None:
+        cur.execute("CREATE SEQUENCE IF NOT EXISTS shard_lease_token_seq")
+
+    def size_bytes(self, cur: Any) -> int:
+        cur.execute("SELECT COALESCE(pg_total_relation_size(to_regclass('shard_status')), 0) "
+                    "+ COALESCE(pg_total_relation_size(to_regclass('schema_version')), 0)")
+        return int(cur.fetchone()[0])
+
+
+def _dialect_for(name: str, **kw: Any) -> _Dialect:
+    name = (name or "").lower()
+    if name in ("sqlite", "sqlite3"):
+        return _SqliteDialect(busy_timeout_ms=kw.get("busy_timeout_ms", 5000),
+                              synchronous=kw.get("synchronous", "NORMAL"), write_lock=kw.get("write_lock", True))
+    if name in ("postgresql", "postgres", "psycopg2", "pg"):
+        return _PostgresDialect()
+    raise ConfigurationError(f"unknown shard store dialect {name!r}: use 'sqlite' or 'postgresql'")
+
+
+def connection_factory(target: str, *, connect_timeout_s: float = 10.0) -> tuple[Callable[[], Any], str, str]:
+    """Parse ``target`` and return ``(connect, dialect_name, description)``.
+
+    ``target`` is a SQLite file path, ``sqlite:///abs/path`` or ``postgresql://user:pw@host:port/db``
+    (``postgres://`` and ``postgresql+psycopg2://`` are accepted too). ``connect()`` returns a new
+    DB-API connection each call.
+    """
+    if not isinstance(target, (str, os.PathLike)) or not str(target).strip():
+        raise ConfigurationError(
+            f"shard store target {target!r} is empty: pass a SQLite file path, sqlite:///abs/path or "
+            "postgresql://user:password@host:port/database")
+    target = os.fspath(target).strip()
+    scheme = target.split("://", 1)[0].lower() if "://" in target else ""
+    if scheme in ("postgresql", "postgres", "postgresql+psycopg2"):
+        try:
+            import psycopg2  # noqa: F401 - lazy: only PostgreSQL users need it
+        except ImportError as exc:
+            raise ConfigurationError(
+                "the shard store target is PostgreSQL but psycopg2 is not installed: "
+                "pip install 'airflow-provider-worktree[postgres]' (or psycopg2-binary)") from exc
+        dsn = "postgresql://" + target.split("://", 1)[1]
+
+        def _connect_pg() -> Any:
+            import psycopg2
+            try:
+                return psycopg2.connect(dsn, connect_timeout=max(1, int(connect_timeout_s)))
+            except psycopg2.OperationalError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                raise StoreError(f"cannot connect to the shard status database {_redact(dsn)}: {first}. "
+                                 "Check host, port, credentials and that the database exists.") from exc
+
+        return _connect_pg, "postgresql", _redact(dsn)
+    if scheme == "sqlite":
+        path = unquote(urlsplit(target).path)
+        if target.startswith("sqlite:////"):
+            path = "/" + path.lstrip("/")
+        if not path or path == "/":
+            raise ConfigurationError(f"SQLite URL {target!r} has no path: write sqlite:////abs/path/shard_status.db")
+    elif scheme:
+        raise ConfigurationError(
+            f"unsupported shard store URL scheme {scheme!r} in {_redact(target)!r}: use a SQLite path, "
+            "sqlite:///abs/path or postgresql://...")
+    else:
+        path = os.path.expanduser(target)
+    if path != ":memory:":
+        path = os.path.abspath(path)
+        parent = os.path.dirname(path)
+        if not os.path.isdir(parent):
+            raise ConfigurationError(
+                f"directory {parent!r} for the shard status database does not exist: create it or choose "
+                "another path")
+
+    def _connect_sqlite() -> sqlite3.Connection:
+        return sqlite3.connect(path, timeout=connect_timeout_s, isolation_level=None)
+
+    return _connect_sqlite, "sqlite", path
+
+
+# ------------------------------------------------------------------------------------------ migrations
+def _v2_table_sql(d: _Dialect, table: str) -> str:
+    ts, big, real = d.ts_type, d.big_type, d.real_type
+    now_default = "CURRENT_TIMESTAMP" if d.name == "sqlite" else "(now() AT TIME ZONE 'utc')"
+    # The runbook's seven columns first, in its order, so `SELECT *` output keeps its positions.
+    return f"""CREATE TABLE {table} (
+    shard_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    started_at {ts},
+    completed_at {ts},
+    updated_at {ts} DEFAULT {now_default},
+    error_message TEXT,
+    worker_id TEXT,
+    run_id TEXT NOT NULL,
+    task TEXT,
+    files TEXT NOT NULL DEFAULT '[]',
+    priority INTEGER NOT NULL DEFAULT 0,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    heartbeat_at {ts},
+    lease_token {big},
+    lease_expires_at {ts},
+    branch TEXT,
+    commit_sha TEXT,
+    files_changed TEXT,
+    diffstat TEXT,
+    input_tokens {big} NOT NULL DEFAULT 0,
+    output_tokens {big} NOT NULL DEFAULT 0,
+    cache_read_tokens {big} NOT NULL DEFAULT 0,
+    cache_write_tokens {big} NOT NULL DEFAULT 0,
+    cost_usd {real} NOT NULL DEFAULT 0,
+    result_summary TEXT,
+    created_at {ts} DEFAULT {now_default},
+    PRIMARY KEY (run_id, shard_id)
+)"""
+
+
+_V2_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS ix_shard_status_status ON shard_status (status)",
+    "CREATE INDEX IF NOT EXISTS ix_shard_status_started_at ON shard_status (started_at)",
+    "CREATE INDEX IF NOT EXISTS ix_shard_status_updated_at ON shard_status (updated_at)",
+    "CREATE INDEX IF NOT EXISTS ix_shard_status_claim ON shard_status (run_id, status, priority DESC, shard_id)",
+    "CREATE INDEX IF NOT EXISTS ix_shard_status_heartbeat ON shard_status (status, heartbeat_at)",
+)
+
+
+def _migrate_0_to_1(d: _Dialect, cur: Any) -> None:
+    """Version 1: the runbook's schema, verbatim."""
+    cur.execute(RUNBOOK_V1_SCHEMA.rstrip(";"))
+
+
+def _migrate_1_to_2(d: _Dialect, cur: Any) -> None:
+    """Version 2: composite key (run_id, shard_id), lease, result and accounting columns, indexes, token counter.
+
+    The table is rebuilt (SQLite cannot change a primary key in place); rows keep their runbook columns
+    under run id ``legacy``; legacy running rows get no heartbeat, so their staleness is judged
+    by ``started_at`` exactly like the runbook's stale-lock query.
+    """
+    cur.execute(_v2_table_sql(d, "shard_status_v2"))
+    cur.execute(
+        "INSERT INTO shard_status_v2 (run_id, shard_id, status, started_at, completed_at, updated_at, "
+        "error_message, worker_id, attempt, heartbeat_at, created_at) "
+        f"SELECT '{LEGACY_RUN_ID}', shard_id, status, started_at, completed_at, updated_at, error_message, "
+        "worker_id, CASE WHEN started_at IS NULL THEN 0 ELSE 1 END, "
+        "NULL, "  # no heartbeat in v1: staleness falls back to started_at, as in the runbook's query
+        "COALESCE(started_at, updated_at) FROM shard_status")
+    cur.execute("DROP TABLE shard_status")
+    cur.execute("ALTER TABLE shard_status_v2 RENAME TO shard_status")
+    for stmt in _V2_INDEXES:
+        cur.execute(stmt)
+    d.create_token_counter(cur)
+
+
+MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2}
+
+
+# ------------------------------------------------------------------------------------------- the store
+_ABANDONED: list[Any] = []  # connections inherited across fork: never used nor closed in the child
+
+
+class ShardStore:
+    """The shard status database (seed component *ShardCoordinator*, with ``core.tasks`` planning).
+
+    Build it with :meth:`open` from a target string, or directly from a DB-API connection factory::
+
+        ShardStore(hook.get_conn, dialect="postgresql")
+
+    Thread- and process-safe: each process (and thread) uses its own connection.
+    """
+
+    def __init__(self, connect: Callable[[], Any], dialect: str = "sqlite", *, description: str = "",
+                 stale_after_s: float = DEFAULT_STALE_AFTER_S, lock_timeout_s: float = 120.0,
+                 busy_timeout_ms: int = 5000, synchronous: str = "NORMAL", write_lock: bool = True,
+                 clock: Callable[[], _dt.datetime] | None = None, migrate: bool = True) -> None:
+        """Wrap ``connect`` (returns a new DB-API connection per call) of ``dialect`` 'sqlite' or 'postgresql'.
+
+        ``stale_after_s``: a running shard whose heartbeat is older is *stale* (given-shard claims may take it
+        over; ``lease_expires_at`` = heartbeat + this). ``lock_timeout_s``: how long a write keeps retrying on
+        a locked database before :class:`StoreError`. ``clock``: returns the current UTC time (tests).
+        ``migrate``: apply schema migrations now.
+        """
+        if not callable(connect):
+            raise ConfigurationError("ShardStore(connect=...) needs a callable returning a DB-API connection")
+        self._connect = connect
+        self.dialect = _dialect_for(dialect, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous,
+                                    write_lock=write_lock)
+        self.description = description or self.dialect.name
+        self.stale_after_s = float(stale_after_s)
+        self.lock_timeout_s = float(lock_timeout_s)
+        self._clock = clock or _utcnow
+        self._local = threading.local()
+        self.retries = 0  # lock retries done by this process (diagnostics, benchmarks)
+        if migrate:
+            self.migrate()
+
+    @classmethod
+    def open(cls, target: str, **kw: Any) -> "ShardStore":
+        """Open (and create or migrate) the store at ``target``: a SQLite path, ``sqlite:///abs/path`` or
+        ``postgresql://user:password@host:port/database``. Keyword arguments go to the constructor."""
+        connect, dialect, description = connection_factory(target, connect_timeout_s=kw.pop("connect_timeout_s", 10.0))
+        return cls(connect, dialect, description=description, **kw)
+
+    def __repr__(self) -> str:
+        return f"ShardStore({self.description!r}, dialect={self.dialect.name!r})"
+
+    # --------------------------------------------------------------------------------- connections
+    def _conn(self) -> Any:
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and getattr(local, "pid", None) == os.getpid():
+            return conn
+        if conn is not None:  # inherited across fork: leave the parent's connection alone
+            _ABANDONED.append(conn)
+        conn = self._connect()
+        self.dialect.prepare(conn)
+        local.conn, local.pid = conn, os.getpid()
+        return conn
+
+    def close(self) -> None:
+        """Close this process's (and thread's) connection; the next call opens a new one."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and getattr(self._local, "pid", None) == os.getpid():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+        self._local.conn = None
+
+    def _tx(self, fn: Callable[[Any], Any], *, write: bool = True) -> Any:
+        """Run ``fn(cursor)`` in one transaction, retrying on lock contention with jittered backoff."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.0005
+        while True:
+            try:
+                conn = self._conn()
+            except sqlite3.OperationalError as exc:
+                if self.dialect.is_retryable(exc) and time.monotonic() < deadline:
+                    self.retries += 1
+                    time.sleep(delay * (0.5 + random.random()))
+                    delay = min(delay * 2, 0.05)
+                    continue
+                raise StoreError(f"cannot open the shard status database {self.description}: {exc}") from exc
+            cur = conn.cursor()
+            try:
+                (self.dialect.begin_write if write else self.dialect.begin_read)(cur)
+                result = fn(cur)
+                self.dialect.commit(conn)
+                return result
+            except BaseException as exc:
+                self.dialect.rollback(conn)
+                if isinstance(exc, Exception) and self.dialect.is_retryable(exc):
+                    if time.monotonic() < deadline:
+                        self.retries += 1
+                        time.sleep(delay * (0.5 + random.random()))
+                        delay = min(delay * 2, 0.05)
+                        continue
+                    raise StoreError(
+                        f"the shard status database {self.description} stayed locked for more than "
+                        f"{self.lock_timeout_s:.0f}s ({exc}); look for a process holding a long write "
+                        "transaction, or move the shard database to PostgreSQL") from exc
+                raise
+            finally:
+                try:
+                    cur.close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def _q(self, cur: Any, sql: str, params: Sequence[Any] = ()) -> Any:
+        cur.execute(self.dialect.sql(sql), tuple(params))
+        return cur
+
+    def _row(self, cur: Any, row: Sequence[Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        names = [c[0] for c in cur.description]
+        d = {n: _norm_ts(v) for n, v in zip(names, row)}
+        for col in _JSON_COLUMNS:
+            if col in d:
+                d[col] = _loads(d[col], [] if col != "result_summary" else None)
+        if "cost_usd" in d and d["cost_usd"] is not None:
+            d["cost_usd"] = float(d["cost_usd"])
+        return d
+
+    def _rows(self, cur: Any) -> list[dict[str, Any]]:
+        return [self._row(cur, r) for r in cur.fetchall()]  # type: ignore[misc]
+
+    def _now(self) -> _dt.datetime:
+        return self._clock()
+
+    # ---------------------------------------------------------------------------------- migrations
+    def schema_version(self) -> int:
+        """The schema version of the database (0: empty, 1: the runbook's table, 2: current)."""
+        return self._tx(self._read_version, write=False)
+
+    def _read_version(self, cur: Any, strict: bool = True) -> int:
+        """Read the schema version. ``strict=False`` (the unlocked fast path) never raises: on PostgreSQL its
+        statements may straddle another process's migration commit, so anything odd means "take the lock"."""
+        d = self.dialect
+        if d.table_exists(cur, "schema_version"):
+            self._q(cur, "SELECT MAX(version) FROM schema_version")
+            v = cur.fetchone()[0]
+            if v is not None:
+                return int(v)
+        if d.table_exists(cur, "shard_status"):
+            cols = d.columns(cur, "shard_status")
+            if "run_id" in cols:
+                if not strict:
+                    return -1
+                raise StoreError(
+                    f"table shard_status in {self.description} has a run_id column but no schema_version "
+                    "row: it was not created by this package; rename it or use another database")
+            return 1
+        return 0
+
+    def migrate(self) -> int:
+        """Apply pending forward migrations; idempotent and safe when several processes open at once.
+
+        Returns the schema version reached."""
+        if self._tx(lambda cur: self._read_version(cur, strict=False), write=False) == CURRENT_SCHEMA_VERSION:
+            return CURRENT_SCHEMA_VERSION
+
+        def _apply(cur: Any) -> int:
+            version = self._read_version(cur)
+            if version > CURRENT_SCHEMA_VERSION:
+                raise StoreError(
+                    f"the shard status database {self.description} has schema version {version}, newer than "
+                    f"this package understands ({CURRENT_SCHEMA_VERSION}): upgrade airflow-provider-worktree")
+            if version < CURRENT_SCHEMA_VERSION:
+                self._q(cur, "CREATE TABLE IF NOT EXISTS schema_version ("
+                             f"version INTEGER PRIMARY KEY, applied_at {self.dialect.ts_type} NOT NULL)")
+                if version == 1:
+                    self._q(cur, "INSERT INTO schema_version (version, applied_at) VALUES (1, ?)", (_ts(self._now()),))
+                for step in range(version + 1, CURRENT_SCHEMA_VERSION + 1):
+                    MIGRATIONS[step](self.dialect, cur)
+                    self._q(cur, "INSERT INTO schema_version (version, applied_at) VALUES (?, ?)",
+                            (step, _ts(self._now())))
+            return max(version, CURRENT_SCHEMA_VERSION)
+
+        conn = self._conn()
+        self.dialect.lock_migrations(conn)
+        try:
+            return self._tx(_apply)
+        finally:
+            self.dialect.unlock_migrations(conn)
+
+    # -------------------------------------------------------------------------------- registration
+    def register_shards(self, run_id: str, shards: Iterable[dict[str, Any] | str]) -> int:
+        """Insert the run's shards as pending; idempotent. Existing rows (of any status) are left unchanged.
+
+        ``shards``: shard dicts (``shard_id``, ``task``, ``files``, ``priority``; see docs/architecture.md) or
+        bare shard ids. Returns how many rows were new."""
+        self._check_run_id(run_id)
+        rows = []
+        seen: set[str] = set()
+        now = _ts(self._now())
+        for s in shards:
+            if isinstance(s, str):
+                s = {"shard_id": s}
+            if not isinstance(s, dict) or "shard_id" not in s:
+                raise ConfigurationError(f"shard {s!r} is not a shard dict with a 'shard_id' key: "
+                                         "pass dicts from core.tasks.plan_shards (or bare shard ids)")
+            sid = str(s["shard_id"])
+            self._check_shard_id(sid)
+            if sid in seen:
+                continue
+            seen.add(sid)
+            files = s.get("files") or []
+            if isinstance(files, str) or not all(isinstance(f, str) for f in files):
+                raise ConfigurationError(f"shard {sid}: 'files' must be a list of path strings, got {files!r}")
+            try:
+                priority = int(s.get("priority") or 0)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"shard {sid}: 'priority' must be an integer, got {s.get('priority')!r}")
+            rows.append((run_id, sid, PENDING, s.get("task"), json.dumps(list(files)), priority, now, now))
+
+        def _insert(cur: Any) -> int:
+            new = 0
+            for i in range(0, len(rows), 100):
+                chunk = rows[i:i + 100]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
+                self._q(cur, "INSERT INTO shard_status (run_id, shard_id, status, task, files, priority, "
+                             f"created_at, updated_at) VALUES {values} ON CONFLICT (run_id, shard_id) DO NOTHING",
+                        [v for r in chunk for v in r])
+                new += max(cur.rowcount, 0)
+            return new
+
+        return self._tx(_insert) if rows else 0
+
+    # ------------------------------------------------------------------------------------- claiming
+    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None) -> Lease | None:
+        """Claim a shard atomically and return its :class:`Lease`.
+
+        Without ``shard_id``: the next pending shard of the run (highest priority, then shard id), or ``None``
+        when nothing is pending. With ``shard_id``: that shard, if pending or failed, or running with a
+        stale heartbeat (taken over; the old holder's token stops working). Raises
+        :class:`ShardAlreadyCompleted` if completed, :class:`ShardBusy` if running with a fresh heartbeat,
+        :class:`ShardNotFound` if not registered. A claim sets status running, attempt+1, a new fencing
+        token, ``started_at`` and ``heartbeat_at`` to now."""
+        self._check_run_id(run_id)
+        if not worker_id or not isinstance(worker_id, str):
+            raise ConfigurationError("assign_shard needs a non-empty worker_id (e.g. host:pid:task-instance)")
+        d = self.dialect
+
+        def _claim(cur: Any) -> Lease | None:
+            now = self._now()
+            note = None
+            if shard_id is None:
+                self._q(cur, "SELECT shard_id FROM shard_status WHERE run_id = ? AND status = 'pending' "
+                             f"ORDER BY priority DESC, shard_id LIMIT 1{d.skip_locked}", (run_id,))
+                found = cur.fetchone()
+                if found is None:
+                    return None
+                sid = found[0]
+            else:
+                sid = shard_id
+                self._q(cur, "SELECT status, worker_id, heartbeat_at, started_at, lease_token FROM shard_status "
+                             f"WHERE run_id = ? AND shard_id = ?{d.row_lock}", (run_id, sid))
+                found = cur.fetchone()
+                if found is None:
+                    raise ShardNotFound(f"shard {sid!r} of run {run_id!r} is not registered: call "
+                                        "register_shards first (or check the run id)")
+                status, holder, hb, started, token = found
+                if status == COMPLETED:
+                    raise ShardAlreadyCompleted(
+                        f"shard {sid!r} of run {run_id!r} is already completed (by {holder}); its result "
+                        "stands. Register a new run to redo it.")
+                if status == RUNNING:
+                    last = _norm_ts(hb or started)
+                    cutoff = _ts(now - _dt.timedelta(seconds=self.stale_after_s))
+                    if last is not None and last >= cutoff:
+                        raise ShardBusy(
+                            f"shard {sid!r} of run {run_id!r} is running under worker {holder} (token {token}, "
+                            f"last heartbeat {last} UTC, fresher than {self.stale_after_s:.0f}s): wait for it, "
+                            "or reclaim it once stale (reset_stale / airflow-worktree reset-stale)")
+                    note = (f"lease taken over from worker {holder} (token {token}, last heartbeat {last} UTC, "
+                            f"stale after {self.stale_after_s:.0f}s)")
+            token = d.next_token(cur)
+            nowt = _ts(now)
+            exp = _ts(now + _dt.timedelta(seconds=self.stale_after_s))
+            sets = ("status = 'running', worker_id = ?, attempt = attempt + 1, lease_token = ?, started_at = ?, "
+                    "heartbeat_at = ?, lease_expires_at = ?, updated_at = ?, completed_at = NULL")
+            params: list[Any] = [worker_id, token, nowt, nowt, exp, nowt]
+            if note:
+                sets += ", error_message = ?"
+                params.append(note)
+            self._q(cur, f"UPDATE shard_status SET {sets} WHERE run_id = ? AND shard_id = ? "
+                         "RETURNING attempt, task, files", [*params, run_id, sid])
+            attempt, task, files = cur.fetchone()
+            return Lease(run_id=run_id, shard_id=sid, worker_id=worker_id, token=int(token), attempt=int(attempt),
+                         task=task, files=list(_loads(files, [])))
+
+        return self._tx(_claim)
+
+    # ------------------------------------------------------------------------------- fenced writes
+    def _fenced(self, lease: Lease, action: str, sets: str, params: Sequence[Any]) -> dict[str, Any]:
+        if not isinstance(lease, Lease):
+            raise ConfigurationError(f"{action} needs a Lease from assign_shard (or Lease.from_dict), got {lease!r}")
+
+        def _write(cur: Any) -> dict[str, Any]:
+            self._q(cur, f"UPDATE shard_status SET {sets} WHERE run_id = ? AND shard_id = ? AND lease_token = ? "
+                         f"AND status = 'running' RETURNING {_COLS_SQL}",
+                    [*params, lease.run_id, lease.shard_id, lease.token])
+            row = self._row(cur, cur.fetchone())
+            if row is not None:
+                return row
+            self._q(cur, "SELECT status, worker_id, lease_token, attempt FROM shard_status "
+                         "WHERE run_id = ? AND shard_id = ?", (lease.run_id, lease.shard_id))
+            now_row = cur.fetchone()
+            raise self._lease_lost(lease, action, now_row)
+
+        return self._tx(_write)
+
+    @staticmethod
+    def _lease_lost(lease: Lease, action: str, now_row: Sequence[Any] | None) -> LeaseLostError:
+        head = (f"{action} refused: the lease of worker {lease.worker_id} on shard {lease.shard_id!r} of run "
+                f"{lease.run_id!r} (token {lease.token}, attempt {lease.attempt}) is no longer valid; ")
+        if now_row is None:
+            return LeaseLostError(head + "the shard no longer exists in the database. Discard this work.")
+        status, holder, token, attempt = now_row
+        if status == RUNNING:
+            why = f"it is now held by worker {holder} (token {token}, attempt {attempt}), reclaimed after a stale heartbeat"
+        elif status == PENDING:
+            why = f"it was reset to pending (stale-lock reclaim or release); last worker {holder}"
+        else:
+            why = f"it is already {status} by worker {holder} (token {token}, attempt {attempt})"
+        return LeaseLostError(head + why + ". Stop working on this shard; its result will not be recorded.",
+                              current_status=status, current_worker_id=holder,
+                              current_token=None if token is None else int(token))
+
+    def heartbeat(self, lease: Lease) -> dict[str, Any]:
+        """Refresh the lease's heartbeat (and ``lease_expires_at``). Raises :class:`LeaseLostError` if fenced out.
+
+        Returns the updated row."""
+        now = self._now()
+        return self._fenced(lease, "heartbeat", "heartbeat_at = ?, lease_expires_at = ?, updated_at = ?",
+                            [_ts(now), _ts(now + _dt.timedelta(seconds=self.stale_after_s)), _ts(now)])
+
+    def _result_sets(self, result: dict[str, Any]) -> tuple[list[str], list[Any]]:
+        unknown = set(result) - set(RESULT_FIELDS) - {"result_summary"}
+        if unknown:
+            raise ConfigurationError(f"unknown result field(s) {sorted(unknown)}: allowed are {', '.join(RESULT_FIELDS)}")
+        sets, params = [], []
+        for key, value in result.items():
+            if value is None:
+                continue
+            if key in ("summary", "result_summary"):
+                sets.append("result_summary = ?")
+                params.append(json.dumps(value, default=str))
+            elif key == "files_changed":
+                sets.append("files_changed = ?")
+                params.append(json.dumps(list(value)))
+            elif key in _INT_RESULT_FIELDS:
+                sets.append(f"{key} = ?")
+                params.append(int(value))
+            elif key == "cost_usd":
+                sets.append("cost_usd = ?")
+                params.append(float(value))
+            else:
+                sets.append(f"{key} = ?")
+                params.append(str(value))
+        return sets, params
+
+    def complete(self, lease: Lease, **result: Any) -> dict[str, Any]:
+        """Mark the shard completed with its result fields (``branch, commit_sha, files_changed, diffstat,
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, summary``).
+
+        Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
+        sets, params = self._result_sets(result)
+        nowt = _ts(self._now())
+        sets = ["status = 'completed'", "completed_at = ?", "updated_at = ?", "error_message = NULL",
+                "lease_expires_at = NULL", *sets]
+        return self._fenced(lease, "complete", ", ".join(sets), [nowt, nowt, *params])
+
+    def fail(self, lease: Lease, error_message: str, **result: Any) -> dict[str, Any]:
+        """Mark the shard failed with ``error_message`` (and any result fields known so far, e.g. tokens spent).
+
+        Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
+        sets, params = self._result_sets(result)
+        nowt = _ts(self._now())
+        sets = ["status = 'failed'", "completed_at = ?", "updated_at = ?", "error_message = ?",
+                "lease_expires_at = NULL", *sets]
+        return self._fenced(lease, "fail", ", ".join(sets), [nowt, nowt, str(error_message), *params])
+
+    def release(self, lease: Lease) -> dict[str, Any]:
+        """Give the shard back: status pending, ready for another claim (the attempt stays counted).
+
+        Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
+        nowt = _ts(self._now())
+        return self._fenced(lease, "release", "status = 'pending', started_at = NULL, heartbeat_at = NULL, "
+                            "lease_expires_at = NULL, completed_at = NULL, updated_at = ?", [nowt])
+
+    # ---------------------------------------------------------------------------------------- reads
+    def get_shard(self, run_id: str, shard_id: str) -> dict[str, Any]:
+        """The shard's row as a dict (column name -> value; JSON columns decoded). Raises :class:`ShardNotFound`."""
+        def _get(cur: Any) -> dict[str, Any] | None:
+            self._q(cur, f"SELECT {_COLS_SQL} FROM shard_status WHERE run_id = ? AND shard_id = ?", (run_id, shard_id))
+            return self._row(cur, cur.fetchone())
+
+        row = self._tx(_get, write=False)
+        if row is None:
+            raise ShardNotFound(f"shard {shard_id!r} of run {run_id!r} is not in {self.description}: check the "
+                                "run id and shard id (list_shards / airflow-worktree status)")
+        return row
+
+    def list_shards(self, run_id: str | None = None, status: str | Sequence[str] | None = None,
+                    limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows (dicts) filtered by run and status (one status or several), ordered by run, priority desc,
+        shard id; at most ``limit``."""
+        where, params = self._filters(run_id, status)
+        sql = f"SELECT {_COLS_SQL} FROM shard_status{where} ORDER BY run_id, priority DESC, shard_id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return self._tx(lambda cur: self._rows(self._q(cur, sql, params)), write=False)
+
+    def _filters(self, run_id: str | None, status: str | Sequence[str] | None,
+                 ) -> tuple[str, list[Any]]:
+        clauses, params = [], []
+        if run_id is not None:
+            clauses.append("run_id = ?")
+            params.append(run_id)
+        if status is not None:
+            wanted = [status] if isinstance(status, str) else list(status)
+            bad = [s for s in wanted if s not in STATUSES]
+            if bad:
+                raise ConfigurationError(f"unknown status {bad}: use one of {', '.join(STATUSES)}")
+            clauses.append(f"status IN ({', '.join('?' * len(wanted))})")
+            params.extend(wanted)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+    def stale_leases(self, older_than_s: float, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Running shards whose heartbeat (or, if none, start) is older than ``older_than_s`` seconds."""
+        cutoff = _ts(self._now() - _dt.timedelta(seconds=float(older_than_s)))
+        sql = (f"SELECT {_COLS_SQL} FROM shard_status WHERE status = 'running' "
+               "AND COALESCE(heartbeat_at, started_at, updated_at) < ?")
+        params: list[Any] = [cutoff]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += " ORDER BY heartbeat_at, run_id, shard_id"
+        return self._tx(lambda cur: self._rows(self._q(cur, sql, params)), write=False)
+
+    def reset_stale(self, older_than_s: float, run_id: str | None = None) -> list[dict[str, Any]]:
+        """Reset stale leases (see :meth:`stale_leases`) to pending; returns the reset rows (after the reset).
+
+        ``error_message`` notes the reclaim; ``worker_id`` keeps the last holder; ``attempt`` keeps the dead
+        attempt counted. The dead holder's token stops working (its writes raise :class:`LeaseLostError`)."""
+        now = self._now()
+        nowt = _ts(now)
+        cutoff = _ts(now - _dt.timedelta(seconds=float(older_than_s)))
+        note_sql = ("'reclaimed stale lease of worker ' || COALESCE(worker_id, 'unknown') || ' (token ' || "
+                    "COALESCE(CAST(lease_token AS TEXT), '-') || ', attempt ' || CAST(attempt AS TEXT) || "
+                    "', last heartbeat ' || COALESCE(CAST(heartbeat_at AS TEXT), 'never') || ' UTC) at ' || ?")
+        sql = (f"UPDATE shard_status SET status = 'pending', error_message = {note_sql}, started_at = NULL, "
+               "heartbeat_at = NULL, lease_expires_at = NULL, updated_at = ? "
+               "WHERE status = 'running' AND COALESCE(heartbeat_at, started_at, updated_at) < ?")
+        params: list[Any] = [nowt, nowt, cutoff]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        sql += f" RETURNING {_COLS_SQL}"
+        rows = self._tx(lambda cur: self._rows(self._q(cur, sql, params)))
+        return sorted(rows, key=lambda r: (r["run_id"], r["shard_id"]))
+
+    def summary(self, run_id: str | None = None) -> dict[str, Any]:
+        """Per-status counts and durations (the runbook's statistics query), token and cost totals.
+
+        Returns ``{"run_id", "total", "counts": {status: n} (all four statuses), "by_status": [{"status",
+        "count", "avg_duration_minutes", "max_duration_minutes"}], "avg_duration_s", "max_duration_s"
+        (finished shards), "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
+        "cost_usd", "attempts"}``."""
+        where, params = self._filters(run_id, None)
+        dur = self.dialect.duration_s("started_at", "completed_at")
+
+        def _sum(cur: Any) -> dict[str, Any]:
+            self._q(cur, f"SELECT status, COUNT(*), AVG({dur}), MAX({dur}) FROM shard_status{where} "
+                         "GROUP BY status ORDER BY status", params)
+            by = cur.fetchall()
+            self._q(cur, f"SELECT COUNT(*), AVG({dur}), MAX({dur}), COALESCE(SUM(input_tokens), 0), "
+                         "COALESCE(SUM(output_tokens), 0), COALESCE(SUM(cache_read_tokens), 0), "
+                         "COALESCE(SUM(cache_write_tokens), 0), COALESCE(SUM(cost_usd), 0), "
+                         f"COALESCE(SUM(attempt), 0) FROM shard_status{where}", params)
+            return {"by": by, "tot": cur.fetchone()}
+
+        res = self._tx(_sum, write=False)
+
+        def _f(v: Any) -> float | None:
+            return None if v is None else float(v)
+
+        counts = {s: 0 for s in STATUSES}
+        by_status = []
+        for status, n, avg, mx in res["by"]:
+            counts[status] = int(n)
+            by_status.append({"status": status, "count": int(n),
+                              "avg_duration_minutes": None if avg is None else float(avg) / 60.0,
+                              "max_duration_minutes": None if mx is None else float(mx) / 60.0})
+        total, avg, mx, i_t, o_t, cr_t, cw_t, cost, attempts = res["tot"]
+        return {"run_id": run_id, "total": int(total), "counts": counts, "by_status": by_status,
+                "avg_duration_s": _f(avg), "max_duration_s": _f(mx),
+                "input_tokens": int(i_t), "output_tokens": int(o_t), "cache_read_tokens": int(cr_t),
+                "cache_write_tokens": int(cw_t), "cost_usd": float(cost), "attempts": int(attempts)}
+
+    def runs(self) -> list[dict[str, Any]]:
+        """One dict per run: ``run_id, total, pending, running, completed, failed, created_at, updated_at,
+        cost_usd``; newest run first."""
+        sql = ("SELECT run_id, COUNT(*), "
+               + ", ".join(f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in STATUSES)
+               + ", MIN(created_at), MAX(updated_at), COALESCE(SUM(cost_usd), 0) FROM shard_status "
+               "GROUP BY run_id ORDER BY MIN(created_at) DESC, run_id")
+
+        def _runs(cur: Any) -> list[dict[str, Any]]:
+            out = []
+            for r in self._q(cur, sql).fetchall():
+                d = {"run_id": r[0], "total": int(r[1])}
+                d.update({s: int(r[2 + i] or 0) for i, s in enumerate(STATUSES)})
+                d.update({"created_at": _norm_ts(r[6]), "updated_at": _norm_ts(r[7]), "cost_usd": float(r[8])})
+                out.append(d)
+            return out
+
+        return self._tx(_runs, write=False)
+
+    def db_size_bytes(self) -> int:
+        """Size of the database on disk: SQLite file plus WAL; on PostgreSQL, the store's tables with indexes."""
+        return self._tx(self.dialect.size_bytes, write=False)
+
+    # ---------------------------------------------------------------------------------- validation
+    @staticmethod
+    def _check_run_id(run_id: str) -> None:
+        if not isinstance(run_id, str) or not run_id.strip():
+            raise ConfigurationError(f"run_id must be a non-empty string, got {run_id!r} (use the Airflow run id)")
+
+    @staticmethod
+    def _check_shard_id(shard_id: str) -> None:
+        if not SHARD_ID_RE.match(shard_id):
+            raise ConfigurationError(
+                f"shard id {shard_id!r} is invalid: use letters, digits, '.', '_' and '-', starting with a "
+                "letter or digit (core.tasks.plan_shards produces valid ids)")
