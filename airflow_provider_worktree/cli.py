@@ -23,7 +23,7 @@ import sqlite3
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
 from airflow_provider_worktree.core.thresholds import (

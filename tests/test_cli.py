@@ -269,11 +269,13 @@ def _worktree_made_by_a_dead_process(repo: Path, root: Path, shard_id: str) -> s
     return out.stdout.strip().splitlines()[-1]
 
 
-def test_prune(tmp_path, git_repo):
+def test_prune(tmp_path, git_repo, healthy_db):
     root = tmp_path / "worktrees"
     path = _worktree_made_by_a_dead_process(git_repo, root, "shard-a")
     assert os.path.isdir(path)
     base = ["--repo", str(git_repo), "--worktree-root", str(root)]
+    before = run_json(tmp_path, "check", "--db", healthy_db, *base)
+    assert before["metrics"]["active_worktrees"] == 1
 
     young = run_json(tmp_path, "prune", *base)  # default --older-than 24h: too young
     assert young["removed"] == [] and [s["path"] for s in young["skipped"]] == [path]
@@ -288,6 +290,7 @@ def test_prune(tmp_path, git_repo):
     assert not os.path.exists(path)
     listed = subprocess.run(["git", "worktree", "list"], cwd=git_repo, capture_output=True, text=True).stdout
     assert path not in listed
+    assert run_json(tmp_path, "check", "--db", healthy_db, *base)["metrics"]["active_worktrees"] == 0
 
 
 def test_prune_bad_repo(tmp_path):

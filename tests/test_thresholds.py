@@ -274,3 +274,20 @@ def test_thresholds_module_needs_no_airflow():
                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "warning"
+
+
+def test_active_worktrees_from_a_real_worktree_manager(tmp_path, git_repo):
+    from airflow_provider_worktree.core.worktree import WorktreeManager
+
+    root = tmp_path / "worktrees"
+    manager = WorktreeManager(git_repo, worktree_root=root)
+    assert collect_metrics(manager=manager)["active_worktrees"] == 0
+    manager.create_worktree("run-1", "shard-a")
+    manager.create_worktree("run-1", "shard-b")
+    # A worktree the user made by hand, outside the root, is not a shard worktree.
+    subprocess.run(["git", "worktree", "add", "-q", str(tmp_path / "mine"), "-b", "mine"], cwd=git_repo,
+                   check=True)
+    m = collect_metrics(manager=manager)
+    assert m["active_worktrees"] == 2
+    assert 0 < m["disk_free_pct"] <= 100  # measured on the manager's worktree root
+    assert evaluate(m, {"active_worktrees_warning": 1, "active_worktrees_critical": 5})[0].level == WARNING
