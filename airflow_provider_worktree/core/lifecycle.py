@@ -254,6 +254,9 @@ def run_shard(
     except BaseException as exc:
         res.status = "failed"
         res.error = str(exc) or type(exc).__name__
+        partial = getattr(exc, "result", None)  # a runner error carries the spend so far
+        if partial is not None and hasattr(partial, "usage"):
+            _copy_usage(res, partial)
         raise_as: BaseException = exc if isinstance(exc, ShardFailed) else ShardFailed(res.error, res)
         if isinstance(raise_as, ShardFailed):
             raise_as.result = res

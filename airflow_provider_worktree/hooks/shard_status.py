@@ -154,6 +154,13 @@ class ShardStatusHook(DbApiHook):
             self._store = ShardStore(self.get_conn, dialect, **kw)
         return self._store
 
+    def report_dir(self) -> str:
+        """Where run reports are written: beside the SQLite file, or ``$AIRFLOW_HOME`` for PostgreSQL."""
+        target = self.target
+        if "://" in target and not target.startswith("sqlite:"):
+            return _airflow_home()
+        return os.path.dirname(os.path.abspath(target.replace("sqlite:///", "/", 1)))
+
     def test_connection(self) -> tuple[bool, str]:
         """Open the store (applying migrations) and report its schema version."""
         try:

@@ -46,6 +46,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param max_tokens: max_tokens of each model call.
     :param max_input_tokens: hard cap on input tokens for the shard (cache reads and writes included).
     :param max_output_tokens: hard cap on output tokens for the shard.
+    :param max_total_tokens: hard cap on input plus output tokens for the shard.
     :param max_cost_usd: hard cap on the shard's cost, priced with ``prices``.
     :param prices: price table overrides, ``{model: {"input": $/MTok, "output": ..., "cache_write": ...,
         "cache_read": ...}}``.
@@ -68,7 +69,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
 
     template_fields: Sequence[str] = (
         "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
-        "max_turns", "max_input_tokens", "max_output_tokens", "max_cost_usd", "push",
+        "max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "push",
     )
     template_fields_renderers = {"shard": "json", "prompt": "md"}
     ui_color = "#e8d5f5"
@@ -88,6 +89,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         max_tokens: int = 4096,
         max_input_tokens: int | None = None,
         max_output_tokens: int | None = None,
+        max_total_tokens: int | None = None,
         max_cost_usd: float | None = None,
         prices: dict | None = None,
         allow_commands: list[list[str]] | None = None,
@@ -119,6 +121,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.max_tokens = max_tokens
         self.max_input_tokens = max_input_tokens
         self.max_output_tokens = max_output_tokens
+        self.max_total_tokens = max_total_tokens
         self.max_cost_usd = max_cost_usd
         self.prices = prices
         self.allow_commands = allow_commands
@@ -139,7 +142,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         """Validate what templating produced (Params arrive here, not in ``__init__``)."""
         if self.runner not in RUNNERS:
             raise ConfigurationError(f"runner={self.runner!r} is not one of {RUNNERS}: use 'api' or 'claude_code'.")
-        for name in ("max_turns", "max_input_tokens", "max_output_tokens"):
+        for name in ("max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
             value = getattr(self, name)
             if value in ("", "None"):
                 value = None
@@ -170,22 +173,27 @@ class ClaudeMaintenanceOperator(BaseOperator):
             )
         return shard
 
-    def _build_runner(self) -> Any:
+    def _build_runner(self, allowed_write: Any = None) -> Any:
+        """The runner, with the Anthropic connection's key and base URL (never on a command line)."""
+        from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
+
+        from airflow_provider_worktree.core.runners import ApiRunner, ClaudeCodeRunner
+
+        prices = PriceTable(self.prices) if self.prices else None
+        hook = AnthropicHook(conn_id=self.anthropic_conn_id)
+        if self.runner == "claude_code":
+            conn = hook.get_connection(self.anthropic_conn_id)
+            return ClaudeCodeRunner(
+                model=self.model, max_turns=self.max_turns, api_key=conn.password or None,
+                base_url=conn.host or None, prices=prices, logger=self.log, **self.claude_code_options,
+            )
         budget = Budget(
             max_input_tokens=self.max_input_tokens,
             max_output_tokens=self.max_output_tokens,
+            max_total_tokens=self.max_total_tokens,
             max_cost_usd=self.max_cost_usd,
-            prices=PriceTable(self.prices) if self.prices else PriceTable(),
+            prices=prices,
         )
-        if self.runner == "claude_code":
-            from airflow_provider_worktree.core.runners import ClaudeCodeRunner
-
-            return ClaudeCodeRunner(model=self.model, max_turns=self.max_turns, **self.claude_code_options)
-        from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
-
-        from airflow_provider_worktree.core.runners import ApiRunner
-
-        hook = AnthropicHook(conn_id=self.anthropic_conn_id)
         return ApiRunner(
             hook.get_conn(),
             self.model or hook.default_model,
@@ -193,13 +201,19 @@ class ClaudeMaintenanceOperator(BaseOperator):
             max_tokens=self.max_tokens,
             budget=budget,
             allow_commands=self.allow_commands,
+            allowed_write=allowed_write,
             logger=self.log,
         )
 
     def execute(self, context: Context) -> dict:
         self._check_rendered()
         shard = self._validated_shard()
-        task = get_task(self.task_name or shard.get("task") or "custom", prompt=self.prompt, **self.task_options)
+        name = self.task_name or shard.get("task") or "custom"
+        options = dict(self.task_options)
+        if name == "custom":  # the custom task's prompt is its instructions; other tasks get it as extra
+            options.setdefault("prompt", self.prompt)
+        task = get_task(name, **options)
+        extra_prompt = None if name == "custom" else self.prompt
         git_hook = GitWorktreeHook(
             git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo, worktree_root=self.worktree_root
         )
@@ -208,7 +222,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
             if self.shard_status_conn_id is not None
             else None
         )
-        self._active_runner = self._build_runner()
+        self._active_runner = self._build_runner(allowed_write=task.allowed_paths(shard))
         result = run_shard(
             shard,
             context["run_id"],
@@ -224,7 +238,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 push=self.push,
                 sparse=self.sparse,
                 heartbeat_interval=self.heartbeat_interval,
-                custom_prompt=self.prompt,
+                custom_prompt=extra_prompt,
             ),
             logger=self.log,
         )
