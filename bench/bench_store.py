@@ -107,9 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--shards", type=int, default=2000)
     ap.add_argument("--procs", default="1,4,16")
-    ap.add_argument("--dialects", default="sqlite,sqlite-busy,postgresql",
-                    help="sqlite: default store (writers queue on a flock lock file); sqlite-busy: write_lock=False, "
-                    "SQLite's busy handler alone (for comparison); postgresql")
+    ap.add_argument("--dialects", default="sqlite,postgresql")
     args = ap.parse_args(argv)
     procs = [int(p) for p in args.procs.split(",")]
     print(f"# shard store bench: {args.shards} shards, processes {procs}, {os.cpu_count()} CPUs, "
@@ -120,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     print(header, flush=True)
     for dialect in args.dialects.split(","):
         drop = None
-        opts = {"write_lock": False} if dialect == "sqlite-busy" else {}
-        if dialect.startswith("sqlite"):
+        opts = {}
+        if dialect == "sqlite":
             tmp = tempfile.mkdtemp(prefix="wt-bench-")
             targets = {n: os.path.join(tmp, f"bench_{n}.db") for n in procs}
         else:
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             baseline = None
             for i, n in enumerate(procs):
-                if not dialect.startswith("sqlite") and i:  # one database, emptied between cases
+                if dialect != "sqlite" and i:  # one database, emptied between cases
                     import psycopg2
                     c = psycopg2.connect(url)
                     with c, c.cursor() as cur:

@@ -43,11 +43,6 @@ import re
 import sqlite3
 import threading
 import time
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: SQLite locking and the retry loop alone
-    fcntl = None  # type: ignore[assignment]
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import unquote, urlsplit
@@ -270,11 +265,9 @@ class _SqliteDialect(_Dialect):
     big_type = "INTEGER"
     real_type = "REAL"
 
-    def __init__(self, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL", write_lock: bool = True) -> None:
+    def __init__(self, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL") -> None:
         self.busy_timeout_ms = busy_timeout_ms
         self.synchronous = synchronous
-        self.write_lock = write_lock and fcntl is not None
-        self._local = threading.local()  # per process and thread: the writer-queue lock file descriptor
 
     def prepare(self, conn: sqlite3.Connection) -> None:
         conn.isolation_level = None  # explicit BEGIN/COMMIT only
@@ -283,47 +276,16 @@ class _SqliteDialect(_Dialect):
         if str(mode).lower() not in ("wal", "memory"):
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
-        if self.write_lock:
-            path = next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "")
-            old = getattr(self._local, "fd", None)
-            if old is not None and getattr(self._local, "pid", None) == os.getpid():
-                os.close(old)
-            self._local.fd = os.open(path + ".writer-lock", os.O_RDWR | os.O_CREAT, 0o666) if path else None
-            self._local.pid = os.getpid()
-
-    # Writers queue on a flock(2) lock file next to the database before BEGIN IMMEDIATE: the kernel wakes a
-    # waiter as soon as the lock is free, where SQLite's busy handler would sleep 1, 2, 5, 10... ms and poll.
-    # This keeps claim latency low under many processes; SQLite's own locking (busy_timeout and the retry
-    # loop) still guards against writers that do not use the lock file (the sqlite3 shell, other tools).
-    # The kernel drops the lock when a process dies, so a killed worker never leaves it held.
-    def _lock_fd(self) -> int | None:
-        if getattr(self._local, "pid", None) != os.getpid():
-            return None
-        return getattr(self._local, "fd", None)
 
     def begin_write(self, cur: Any) -> None:
-        fd = self._lock_fd()
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._local.held = True
         cur.execute("BEGIN IMMEDIATE")
 
     def begin_read(self, cur: Any) -> None:
         cur.execute("BEGIN")
 
-    def _unlock(self) -> None:
-        if getattr(self._local, "held", False):
-            self._local.held = False
-            fd = self._lock_fd()
-            if fd is not None:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-
     def commit(self, conn: Any) -> None:
-        try:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
-        finally:
-            self._unlock()
+        if conn.in_transaction:
+            conn.execute("COMMIT")
 
     def rollback(self, conn: Any) -> None:
         try:
@@ -331,8 +293,6 @@ class _SqliteDialect(_Dialect):
                 conn.execute("ROLLBACK")
         except sqlite3.Error:
             pass
-        finally:
-            self._unlock()
 
     def is_retryable(self, exc: BaseException) -> bool:
         if not isinstance(exc, sqlite3.OperationalError):
@@ -432,7 +392,7 @@ def _dialect_for(name: str, **kw: Any) -> _Dialect:
     name = (name or "").lower()
     if name in ("sqlite", "sqlite3"):
         return _SqliteDialect(busy_timeout_ms=kw.get("busy_timeout_ms", 5000),
-                              synchronous=kw.get("synchronous", "NORMAL"), write_lock=kw.get("write_lock", True))
+                              synchronous=kw.get("synchronous", "NORMAL"))
     if name in ("postgresql", "postgres", "psycopg2", "pg"):
         return _PostgresDialect()
     raise ConfigurationError(f"unknown shard store dialect {name!r}: use 'sqlite' or 'postgresql'")
@@ -587,7 +547,7 @@ class ShardStore:
 
     def __init__(self, connect: Callable[[], Any], dialect: str = "sqlite", *, description: str = "",
                  stale_after_s: float = DEFAULT_STALE_AFTER_S, lock_timeout_s: float = 120.0,
-                 busy_timeout_ms: int = 5000, synchronous: str = "NORMAL", write_lock: bool = True,
+                 busy_timeout_ms: int = 5000, synchronous: str = "NORMAL",
                  clock: Callable[[], _dt.datetime] | None = None, migrate: bool = True) -> None:
         """Wrap ``connect`` (returns a new DB-API connection per call) of ``dialect`` 'sqlite' or 'postgresql'.
 
@@ -599,13 +559,13 @@ class ShardStore:
         if not callable(connect):
             raise ConfigurationError("ShardStore(connect=...) needs a callable returning a DB-API connection")
         self._connect = connect
-        self.dialect = _dialect_for(dialect, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous,
-                                    write_lock=write_lock)
+        self.dialect = _dialect_for(dialect, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous)
         self.description = description or self.dialect.name
         self.stale_after_s = float(stale_after_s)
         self.lock_timeout_s = float(lock_timeout_s)
         self._clock = clock or _utcnow
         self._local = threading.local()
+        self._retry_start_s, self._retry_cap_s = 0.0005, 0.05  # backoff of the retry loop (jittered, doubling)
         self.retries = 0  # lock retries done by this process (diagnostics, benchmarks)
         if migrate:
             self.migrate()
@@ -646,7 +606,7 @@ class ShardStore:
     def _tx(self, fn: Callable[[Any], Any], *, write: bool = True) -> Any:
         """Run ``fn(cursor)`` in one transaction, retrying on lock contention with jittered backoff."""
         deadline = time.monotonic() + self.lock_timeout_s
-        delay = 0.0005
+        delay = self._retry_start_s
         while True:
             try:
                 conn = self._conn()
@@ -654,7 +614,7 @@ class ShardStore:
                 if self.dialect.is_retryable(exc) and time.monotonic() < deadline:
                     self.retries += 1
                     time.sleep(delay * (0.5 + random.random()))
-                    delay = min(delay * 2, 0.05)
+                    delay = min(delay * 2, self._retry_cap_s)
                     continue
                 raise StoreError(f"cannot open the shard status database {self.description}: {exc}") from exc
             cur = conn.cursor()
@@ -669,7 +629,7 @@ class ShardStore:
                     if time.monotonic() < deadline:
                         self.retries += 1
                         time.sleep(delay * (0.5 + random.random()))
-                        delay = min(delay * 2, 0.05)
+                        delay = min(delay * 2, self._retry_cap_s)
                         continue
                     raise StoreError(
                         f"the shard status database {self.description} stayed locked for more than "
