@@ -363,6 +363,9 @@ def test_runbook_queries_verbatim_sqlite3_module(runbook_db):
     path, _ = runbook_db
     conn = sqlite3.connect(path)
     results = {k: conn.execute(q).fetchall() for k, q in RUNBOOK_QUERIES.items()}
+    star = conn.execute(RUNBOOK_QUERIES[1])
+    assert [c[0] for c in star.description][:7] == ["shard_id", "status", "started_at", "completed_at",
+                                                      "updated_at", "error_message", "worker_id"]
     conn.close()
     _check_runbook_results(results)
     # query 1 orders by updated_at, most recent first: the fail (10 min ago) precedes the completion
