@@ -1,0 +1,92 @@
+"""worktree_health: the runbook's monitoring and janitor work, on a schedule.
+
+prune_worktrees (leftover worktrees older than a day whose owner is gone; uncommitted work saved on a
+salvage branch first) -> check_health (stale locks reclaimed, the runbook's alert metrics logged and sent
+through Airflow's metrics as ``worktree.<metric>``; fails when a critical threshold is crossed).
+
+Parsing does no git or database work. ``WORKTREE_HEALTH_SCHEDULE`` (default ``@hourly``) and
+``WORKTREE_REPO`` (the repository to prune; empty skips pruning unless the ``git_worktree_default``
+connection exists) are read at parse time.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+with DAG(
+    dag_id="worktree_health",
+    description="Stale shard locks, leftover worktrees and the runbook's alert thresholds",
+    schedule=os.environ.get("WORKTREE_HEALTH_SCHEDULE", "@hourly"),
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["worktree", "health"],
+    params={
+        "repo": Param(os.environ.get("WORKTREE_REPO", ""), type="string",
+                      description="Repository whose worktrees to prune; empty: the git_worktree_default connection"),
+        "worktree_root": Param(None, type=["null", "string"]),
+        "prune_older_than_hours": Param(24, type="number", minimum=0),
+        "dry_run": Param(False, type="boolean"),
+        "stale_after_s": Param(3600, type="number", minimum=1),
+        "on_stale": Param("reset", enum=["reset", "warn", "fail"]),
+        "thresholds": Param({}, type="object", description="Overrides, e.g. {\"stale_locks_warning\": 2}"),
+    },
+    doc_md=__doc__,
+) as dag:
+
+    def _manager(params: dict):
+        """The repository's WorktreeManager, or None when no repository is configured."""
+        from airflow_provider_worktree.core.errors import ConfigurationError
+        from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
+
+        hook = GitWorktreeHook(repo=params["repo"] or None, worktree_root=params["worktree_root"])
+        try:
+            return hook.get_manager()
+        except ConfigurationError as exc:
+            if params["repo"]:
+                raise
+            print(f"No repository configured, worktrees not checked: {exc}")
+            return None
+
+    @task
+    def prune_worktrees(params: dict | None = None) -> dict:
+        """The runbook's "Safe Cleanup Procedures" in one call (dry run lists without changing anything)."""
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        manager = _manager(params)
+        if manager is None:
+            raise AirflowSkipException("no repository configured (Param repo or connection git_worktree_default)")
+        report = manager.prune(older_than=params["prune_older_than_hours"] * 3600, dry_run=params["dry_run"])
+        for action in report.actions:
+            print(action)
+        return {k: v for k, v in report.to_dict().items() if k != "actions"}
+
+    @task(trigger_rule="all_done")
+    def check_health(params: dict | None = None) -> dict:
+        """Reclaim stale locks, evaluate the runbook's thresholds, emit metrics, fail on critical."""
+        from airflow.sdk.observability.stats import Stats
+
+        from airflow_provider_worktree.core.thresholds import CRITICAL, METRICS, check_health
+        from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+
+        manager = _manager(params)
+        hc = check_health(
+            ShardStatusHook().get_store(), None, stale_after_s=params["stale_after_s"],
+            on_stale=params["on_stale"], thresholds=params["thresholds"] or None, manager=manager,
+            worktree_root=params["worktree_root"],
+        )
+        for name, value in hc.metrics.items():
+            if name in METRICS and isinstance(value, (int, float)):
+                Stats.gauge(f"worktree.{name}", value)
+        for alert in hc.alerts:
+            print(f"[{alert.level.upper()}] {alert.message}")
+        result = hc.to_dict()
+        if hc.level == CRITICAL or (params["on_stale"] == "fail" and hc.stale):
+            raise RuntimeError(hc.critical_message() if hc.level == CRITICAL else
+                               f"{len(hc.stale)} stale lock(s) and on_stale=fail: {hc.stale[:5]}")
+        return result
+
+    prune_worktrees() >> check_health()

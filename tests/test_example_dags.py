@@ -1,0 +1,169 @@
+"""The example DAGs under real Airflow: they parse fast with no import errors, and they run.
+
+Runs go through ``airflow dags test`` in a subprocess, with the DAG files in that Airflow's dags folder
+(``dag.test()`` only works for DAGs in files under the dags folder), the real SDK talking over HTTP to the
+offline Messages API server, and real git repositories and SQLite shard databases.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.testing import OfflineMessagesServer
+from conftest import make_repo
+
+ROOT = Path(__file__).resolve().parents[1]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def airflow_home(tmp_path_factory):
+    """An Airflow home with the example DAGs in its dags folder and a migrated metadata database."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    dags = home / "dags"
+    dags.mkdir()
+    for dag_file in (ROOT / "example_dags").glob("*.py"):
+        shutil.copy(dag_file, dags / dag_file.name)
+    env = _env(home)
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+    return home
+
+
+def _env(home: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        **extra,
+    )
+    return env
+
+
+def _dags_test(home: Path, dag_id: str, conf: dict, **extra: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run([AIRFLOW, "dags", "test", dag_id, "-c", json.dumps(conf)], env=_env(home, **extra),
+                          capture_output=True, text=True, timeout=600)
+    return proc
+
+
+def test_dags_parse_fast_without_import_errors_or_side_effects(airflow_home):
+    env = _env(airflow_home)
+    proc = subprocess.run([AIRFLOW, "dags", "list-import-errors", "--local", "-o", "json"], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0 and "parallel_maintenance_poc" not in proc.stdout, proc.stdout + proc.stderr
+    # parse time: both files import in well under a second, and touch no database or repository
+    code = (
+        "import time, runpy, sys\n"
+        "t = time.perf_counter()\n"
+        "for f in sys.argv[1:]: runpy.run_path(f)\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    files = [str(p) for p in sorted((airflow_home / "dags").glob("*.py"))]
+    out = subprocess.run([sys.executable, "-c", code, *files], env=env, capture_output=True, text=True,
+                         check=True, timeout=120)
+    assert float(out.stdout.strip().splitlines()[-1]) < 5.0
+    assert not (airflow_home / "shard_status.db").exists(), "parsing must not create the shard database"
+    listed = subprocess.run([AIRFLOW, "dags", "list", "--local", "-o", "json"], env=env, capture_output=True, text=True,
+                            check=True, timeout=300).stdout
+    assert "parallel_maintenance_poc" in listed and "worktree_health" in listed
+
+
+def test_parallel_maintenance_poc_runs_end_to_end(airflow_home, tmp_path):
+    repo = make_repo(tmp_path / "demo", n_files=9)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+    with OfflineMessagesServer() as srv:
+        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
+        proc = _dags_test(airflow_home, "parallel_maintenance_poc",
+                          {"repo": str(repo), "max_files_per_shard": 3, "model": "claude-sonnet-4-6",
+                           "integration_branch": "maintenance/integration"},
+                          AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
+    assert "state=success" in proc.stdout + proc.stderr, (proc.stdout + proc.stderr)[-5000:]
+    store = ShardStore.open(str(airflow_home / "shard_status.db"))
+    rows = [r for r in store.list_shards() if r["run_id"].startswith("manual__")]
+    run_id = rows[0]["run_id"]
+    rows = store.list_shards(run_id=run_id)
+    assert len(rows) == 3 and {r["status"] for r in rows} == {"completed"}
+    for row in rows:
+        subprocess.run(["git", "rev-parse", "--verify", row["commit_sha"]], cwd=repo, check=True,
+                       capture_output=True)
+    # the integration branch merges every shard branch: no TODO is left anywhere in it
+    grep = subprocess.run(["git", "grep", "-c", "TODO", "maintenance/integration", "--", "pkg"], cwd=repo,
+                          capture_output=True, text=True)
+    assert grep.returncode == 1, grep.stdout
+    # the report lies beside the shard database; the user's checkout did not move
+    reports = list((airflow_home / "reports").glob("*.json"))
+    report = json.loads(reports[-1].read_text())
+    assert report["totals"]["by_status"] == {"completed": 3} and report["integration"]["conflicts"] == []
+    assert subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout == head
+    assert subprocess.run(["git", "worktree", "list"], cwd=repo, capture_output=True,
+                          text=True).stdout.count("\n") == 1
+
+
+def _plant_dead_owner_worktree(repo: Path, root: Path) -> str:
+    """A worktree made (and left locked, dirty) by a process that has since exited."""
+    code = (
+        "import sys, pathlib\n"
+        "from airflow_provider_worktree.core.worktree import WorktreeManager\n"
+        "m = WorktreeManager(sys.argv[1], worktree_root=sys.argv[2])\n"
+        "wt = m.create_worktree('old_run', 'orphan-shard')\n"
+        "pathlib.Path(wt.path, 'README.md').write_text('unsaved work\\n')\n"
+        "print(wt.path)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(repo), str(root)], capture_output=True, text=True,
+                         check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_health_dag_reclaims_stale_lock_and_prunes_orphan_worktree(airflow_home, tmp_path):
+    repo = make_repo(tmp_path / "repo")
+    root = tmp_path / "worktrees"
+    orphan = _plant_dead_owner_worktree(repo, root)
+    db = tmp_path / "shard_status.db"
+    store = ShardStore.open(str(db))
+    store.register_shards("run_h", [{"shard_id": "s1", "task": "todo", "files": ["a.py"]},
+                                    {"shard_id": "s2", "task": "todo", "files": ["b.py"]}])
+    store.assign_shard("run_h", "dead-worker:1", shard_id="s1")
+    time.sleep(2.2)  # the lease's heartbeat is now older than stale_after_s below
+    conn = json.dumps({"conn_type": "sqlite", "host": str(db)})
+    proc = _dags_test(airflow_home, "worktree_health",
+                      {"repo": str(repo), "worktree_root": str(root), "prune_older_than_hours": 0,
+                       "stale_after_s": 2},
+                      AIRFLOW_CONN_SHARD_STATUS_DEFAULT=conn)
+    out = proc.stdout + proc.stderr
+    assert "state=success" in out, out[-5000:]
+    assert store.get_shard("run_h", "s1")["status"] == "pending", "the stale lock was reclaimed"
+    assert not Path(orphan).exists(), "the dead owner's worktree was pruned"
+    salvage = subprocess.run(["git", "branch", "--list", "worktree-salvage/*"], cwd=repo, capture_output=True,
+                             text=True).stdout.split()
+    assert salvage, "its uncommitted work was saved first"
+    saved = subprocess.run(["git", "show", f"{salvage[0]}:README.md"], cwd=repo, capture_output=True,
+                           text=True).stdout
+    assert saved == "unsaved work\n"
+    assert len(WorktreeManager(str(repo), worktree_root=str(root)).list_worktrees()) == 1
+
+
+def test_health_dag_fails_on_critical_threshold(airflow_home, tmp_path):
+    db = tmp_path / "shard_status.db"
+    store = ShardStore.open(str(db))
+    store.register_shards("run_c", [{"shard_id": f"s{i}", "task": "todo", "files": [f"f{i}.py"]}
+                                    for i in range(10)])
+    for i in range(2):  # 2 failed of 10: 20% > the runbook's 10% critical
+        lease = store.assign_shard("run_c", "w:1", shard_id=f"s{i}")
+        store.fail(lease, "boom")
+    conn = json.dumps({"conn_type": "sqlite", "host": str(db)})
+    proc = _dags_test(airflow_home, "worktree_health", {"repo": ""},
+                      AIRFLOW_CONN_SHARD_STATUS_DEFAULT=conn)
+    out = proc.stdout + proc.stderr
+    assert "state=failed" in out and "critical threshold crossed" in out, out[-5000:]
