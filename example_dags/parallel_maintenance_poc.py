@@ -128,8 +128,8 @@ with DAG(
         branches = [s["branch"] for s in result["shards"] if s["status"] == "completed" and s["commit_sha"]]
         if params["integration_branch"] and branches:
             manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
-            result["integration"] = merge_branches(manager.repo_path, branches, params["integration_branch"],
-                                                   base_ref=params["base_ref"])
+            result["integration"] = merge_branches(manager, branches, params["integration_branch"],
+                                                   run_id=run_id, base_ref=params["base_ref"])
         paths = write_report(result, hook.report_dir())
         print(open(paths["markdown"]).read())
         t = result["totals"]

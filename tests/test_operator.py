@@ -175,3 +175,46 @@ def test_api_key_never_in_xcom_logs_or_database(git_repo, env, server, caplog):
     assert API_KEY not in caplog.text
     assert API_KEY.encode() not in env["db"].read_bytes()
     assert all(API_KEY not in json.dumps(r, default=str) for r in server.requests)
+
+
+def test_retry_after_sigkill_reclaims_at_once_and_salvages(git_repo, env, server):
+    """A try killed mid-shard leaves a running lease and a locked worktree; the next try (same host) sees
+    the holder is dead, releases its lease with its own token, and completes; nothing is lost."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from airflow_provider_worktree.testing.server import slow
+
+    shard = _todo_shards(git_repo)[0]
+    server.inject(slow(20))
+    code = (
+        "import json, sys\n"
+        "from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator\n"
+        "op = ClaudeMaintenanceOperator(task_id='t', shard=json.loads(sys.argv[1]), repo=sys.argv[2],\n"
+        "    worktree_root=sys.argv[3], model='claude-sonnet-4-6', anthropic_conn_id='anthropic_test',\n"
+        "    shard_status_conn_id='shard_test', heartbeat_interval=0.5)\n"
+        "op.execute({'run_id': sys.argv[4]})\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code, json.dumps(shard), str(git_repo), str(env["root"]),
+                              RUN_ID], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not server.message_requests():
+        time.sleep(0.1)
+    assert server.message_requests(), "the first try reached the model"
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    store = ShardStore.open(str(env["db"]))
+    row = store.get_shard(RUN_ID, shard["shard_id"])
+    assert row["status"] == "running" and row["worker_id"].endswith(f":{child.pid}")
+    dead_worktrees = [p for p in env["root"].rglob("*-a1") if p.is_dir()]
+    assert dead_worktrees, "the killed try left its worktree behind"
+    (dead_worktrees[0] / "scratch.txt").write_text("work in progress\n")  # uncommitted work of the dead try
+
+    result = _operator(git_repo, shard, env).execute({"run_id": RUN_ID})
+    assert result["status"] == "completed" and result["attempt"] == 2
+    assert not dead_worktrees[0].exists(), "the dead try's worktree was cleaned up"
+    salvaged = _git(git_repo, "branch", "--list", "worktree-salvage/*").split()
+    assert any("work in progress" in _git(git_repo, "show", f"{b}:scratch.txt") for b in salvaged
+               if subprocess.run(["git", "cat-file", "-e", f"{b}:scratch.txt"], cwd=git_repo).returncode == 0)

@@ -18,7 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.store import LeaseLostError, ShardAlreadyCompleted, ShardStore
+from airflow_provider_worktree.core.store import (
+    Lease,
+    LeaseLostError,
+    ShardAlreadyCompleted,
+    ShardBusy,
+    ShardStore,
+)
 from airflow_provider_worktree.core.tasks import (
     MaintenanceTask,
     check_scope,
@@ -27,7 +33,7 @@ from airflow_provider_worktree.core.tasks import (
     run_verify,
     system_prompt_for,
 )
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktree import WorktreeManager, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +187,7 @@ def run_shard(
     if store is not None:
         store.register_shards(run_id, [shard])
         try:
-            lease = store.assign_shard(run_id, worker, shard_id=shard_id)
+            lease = _claim(store, run_id, worker, shard_id, lg)
         except ShardAlreadyCompleted:
             row = store.get_shard(run_id, shard_id) or {}
             lg.info("shard %s of run %s is already completed: skipping (a rerun resumes)", shard_id, run_id)
@@ -268,6 +274,32 @@ def run_shard(
     if res.status != "completed":
         raise ShardFailed(res.error or "shard failed", res)
     return res
+
+
+def _owner_dead_here(worker_id: str | None) -> bool:
+    """True when ``worker_id`` (``host:pid``) names a process of this host that no longer exists."""
+    host, _, pid = (worker_id or "").rpartition(":")
+    return host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+
+
+def _claim(store: ShardStore, run_id: str, worker: str, shard_id: str, lg: logging.Logger) -> Lease:
+    """Claim the shard. A lease still held by a dead process of this host (the previous try of this task,
+    killed) is released with its own fencing token and claimed again at once, instead of waiting for the
+    heartbeat to go stale; a live holder, or one on another host, is left alone."""
+    try:
+        return store.assign_shard(run_id, worker, shard_id=shard_id)
+    except ShardBusy as busy:
+        row = store.get_shard(run_id, shard_id)
+        if not _owner_dead_here(row.get("worker_id")):
+            raise ShardFailed(
+                f"{busy} Another live worker ({row.get('worker_id')}) holds shard {shard_id}; this try stops. "
+                "If that worker is gone, the ShardStatusSensor or `airflow-worktree reset-stale` reclaims it."
+            ) from busy
+        lg.warning("shard %s: previous holder %s is dead; releasing its lease and claiming again",
+                   shard_id, row.get("worker_id"))
+        store.release(Lease(run_id=run_id, shard_id=shard_id, worker_id=row["worker_id"],
+                            token=int(row["lease_token"]), attempt=int(row.get("attempt") or 0)))
+        return store.assign_shard(run_id, worker, shard_id=shard_id)
 
 
 def _copy_usage(res: ShardResult, run: Any) -> None:

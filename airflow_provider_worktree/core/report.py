@@ -114,31 +114,37 @@ def write_report(report: dict, directory: str | Path) -> dict[str, str]:
     return {"markdown": str(md), "json": str(js)}
 
 
-def merge_branches(repo_path: str, branches: list[str], target: str, base_ref: str = "HEAD",
-                   work_dir: str | None = None, env: dict | None = None) -> dict:
-    """Merge ``branches`` one by one into a new ``target`` branch made from ``base_ref``.
+def merge_branches(manager: Any, branches: list[str], target: str, *, run_id: str, base_ref: str = "HEAD",
+                   push: bool | None = None) -> dict:
+    """Merge ``branches`` one by one into ``target``, made fresh from ``base_ref``.
 
-    Runs in a temporary worktree so the user's checkout is untouched. A branch that conflicts is
-    aborted and listed with its conflicting files; the others are merged.
+    Works in a worktree of the manager's repository (the user's checkout is untouched; for a remote, the
+    worker's clone cache, fetched first, with the shard branches read from ``origin``). A branch that
+    conflicts is aborted and listed with its conflicting files; the others are merged. ``push`` (default:
+    when the repository is remote) pushes ``target`` to ``origin``.
     """
-    import tempfile
-
-    tmp = tempfile.mkdtemp(prefix="wt-integration-", dir=work_dir)
-    path = str(Path(tmp) / "integration")
+    remote = manager.remote_url is not None
+    if remote:
+        manager.fetch()
+    wt = manager.create_worktree(run_id, "integration", base_ref=base_ref, branch=target)
     merged: list[str] = []
     conflicts: list[dict] = []
-    run_git(["worktree", "add", "-q", "-B", target, "--", path, base_ref], cwd=repo_path, env=env)
     try:
         for branch in branches:
-            proc = run_git(["merge", "--no-ff", "--no-edit", "-q", branch], cwd=path, check=False, env=env)
+            ref = f"refs/remotes/origin/{branch}" if remote else f"refs/heads/{branch}"
+            proc = run_git(["merge", "--no-ff", "--no-edit", "-q", ref], cwd=wt.path, check=False,
+                           env=manager.author_env())
             if proc.returncode == 0:
                 merged.append(branch)
                 continue
-            files = run_git(["diff", "--name-only", "--diff-filter=U"], cwd=path, check=False).stdout.split()
-            run_git(["merge", "--abort"], cwd=path, check=False)
-            conflicts.append({"branch": branch, "files": files})
-        head = run_git(["rev-parse", "HEAD"], cwd=path).stdout.strip()
+            files = run_git(["diff", "--name-only", "--diff-filter=U"], cwd=wt.path, check=False).stdout.split()
+            run_git(["merge", "--abort"], cwd=wt.path, check=False)
+            conflicts.append({"branch": branch, "files": files,
+                              "error": "" if files else (proc.stderr or proc.stdout).strip()[-500:]})
+        head = run_git(["rev-parse", "HEAD"], cwd=wt.path).stdout.strip()
     finally:
-        run_git(["worktree", "remove", "--force", "--", path], cwd=repo_path, check=False)
-        Path(tmp).rmdir() if Path(tmp).exists() and not any(Path(tmp).iterdir()) else None
-    return {"branch": target, "head": head, "merged": merged, "conflicts": conflicts}
+        manager.remove_worktree(wt.path, force=True, keep_branch=True)
+    pushed = bool(push if push is not None else remote) and bool(merged)
+    if pushed:
+        manager.push(target)
+    return {"branch": target, "head": head, "merged": merged, "conflicts": conflicts, "pushed": pushed}

@@ -473,7 +473,8 @@ class WorktreeManager:
                 raise
         raise AssertionError("unreachable")
 
-    def _author_env(self) -> dict[str, str]:
+    def author_env(self) -> dict[str, str]:
+        """Environment that makes git commit as the configured author and committer."""
         return {"GIT_AUTHOR_NAME": self.author_name, "GIT_AUTHOR_EMAIL": self.author_email,
                 "GIT_COMMITTER_NAME": self.author_name, "GIT_COMMITTER_EMAIL": self.author_email}
 
@@ -735,7 +736,7 @@ class WorktreeManager:
                 for line in trailer_lines:
                     targs += ["--trailer", line]
                 msg = self._git(targs, cwd=p, input=msg).stdout
-        self._git(args, cwd=p, input=msg, env=self._author_env())
+        self._git(args, cwd=p, input=msg, env=self.author_env())
         out = self._git(["log", "-1", "--format=%H", "--stat=200", "--no-renames"], cwd=p).stdout
         sha, _, stat = out.partition("\n")
         return CommitResult(sha=sha.strip(), diffstat=stat.strip("\n"), files=files)
@@ -870,7 +871,7 @@ class WorktreeManager:
         msg = (f"airflow-worktree: salvage uncommitted work from {path}\n\n"
                f"Salvaged-From-Branch: {branch or '(none)'}\nSalvaged-At: {ts}\n")
         sha = self._git(["commit-tree", tree, *parents, "-F", "-"], cwd=path if not snapshot else self.repo_path,
-                        input=msg, env=self._author_env()).stdout.strip()
+                        input=msg, env=self.author_env()).stdout.strip()
         name = f"{SALVAGE_PREFIX}/{label}-{ts}-{sha[:8]}"
         with self.lock.held("salvage branch"):
             self._git(["update-ref", "-m", "airflow-worktree salvage", "refs/heads/" + name, sha, ""])
