@@ -94,17 +94,44 @@ def get_provider_info() -> dict:
                         "credentials are used for fetch and push.",
                     },
                 },
-            }
+            },
+            {
+                "hook-class-name": "airflow_provider_worktree.hooks.shard_status.ShardStatusHook",
+                "hook-name": "Shard Status",
+                "connection-type": "shard_status",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["port", "login", "password", "schema"],
+                    "relabeling": {"host": "SQLite file path"},
+                    "placeholders": {"host": "/var/lib/airflow/shard_status.db"},
+                },
+                "conn-fields": {
+                    "url": {
+                        "label": "Database URL",
+                        "schema": {"type": ["string", "null"]},
+                        "description": "Instead of a file path: sqlite:////abs/path or postgresql://... "
+                        "(a connection of type sqlite or postgres works too).",
+                    },
+                },
+            },
         ],
         "config": {
             "worktree": {
                 "description": "Defaults for airflow-provider-worktree.",
                 "options": {
                     "worktree_root": {
-                        "description": "Default directory for shard worktrees.",
+                        "description": "Default directory for shard worktrees when the git_worktree "
+                        "connection sets none (per worker: AIRFLOW__WORKTREE__WORKTREE_ROOT).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": "/var/lib/airflow/worktrees",
+                        "default": None,
+                    },
+                    "cache_dir": {
+                        "description": "Default per-worker directory for clones of remote repositories "
+                        "(set it per Celery worker or Kubernetes pod with AIRFLOW__WORKTREE__CACHE_DIR).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/var/cache/airflow/worktree-cache",
                         "default": None,
                     },
                     "shard_status_conn_id": {

@@ -79,6 +79,7 @@ class ShardResult:
     metric_after: dict = field(default_factory=dict)
     verify: dict | None = None
     salvage_branch: str | None = None
+    worktree_path: str | None = None
     error: str | None = None
     durations: dict = field(default_factory=dict)
 
@@ -104,6 +105,7 @@ class ShardResult:
                 "metric_after": self.metric_after,
                 "verify": self.verify,
                 "salvage_branch": self.salvage_branch,
+                "worktree_path": self.worktree_path,
                 "durations": self.durations,
             },
         }
@@ -206,7 +208,7 @@ def run_shard(
             run_id, shard_id, attempt=max(res.attempt, 1), base_ref=cfg.base_ref,
             sparse_paths=files if sparse else None,
         )
-        res.branch = wt.branch
+        res.branch, res.worktree_path = wt.branch, wt.path
         res.durations["worktree_s"] = round(time.monotonic() - t, 3)
         lg.info("shard %s: worktree %s on branch %s (%s)", shard_id, wt.path, wt.branch,
                 "sparse" if sparse else "full")

@@ -42,6 +42,13 @@ from airflow_provider_worktree.core.worktree import (
 EXTRA_FIELDS = ("worktree_root", "cache_dir", "author_name", "author_email", "base_ref", "git_conn_id")
 
 
+def _conf_option(key: str) -> str | None:
+    """``[worktree] <key>`` from Airflow's config (env ``AIRFLOW__WORKTREE__<KEY>``), or None."""
+    from airflow.sdk.configuration import conf
+
+    return conf.get("worktree", key, fallback=None) or None
+
+
 class GitWorktreeHook(BaseHook):
     """Create, commit in, push, list, remove and prune shard worktrees of the connection's repository."""
 
@@ -96,6 +103,9 @@ class GitWorktreeHook(BaseHook):
             for key, value in self._overrides.items():
                 if value is not None:
                     s[key] = value
+            for key in ("worktree_root", "cache_dir"):  # per-worker defaults: AIRFLOW__WORKTREE__<KEY>
+                if not s.get(key):
+                    s[key] = _conf_option(key)
             login = conn.login if conn is not None else None
             password = conn.password if conn is not None else None
             self._git_env = self._build_git_env(s, login, password)
