@@ -203,6 +203,9 @@ def run_shard(
     wt = None
     heartbeat: _Heartbeat | None = None
     try:
+        if store is not None and lease is not None:  # from the claim on, so a slow checkout keeps the lease
+            heartbeat = _Heartbeat(store, lease, cfg.heartbeat_interval, lambda _msg: runner.cancel())
+            heartbeat.__enter__()
         t = time.monotonic()
         wt = manager.create_worktree(
             run_id, shard_id, attempt=max(res.attempt, 1), base_ref=cfg.base_ref,
@@ -212,10 +215,6 @@ def run_shard(
         res.durations["worktree_s"] = round(time.monotonic() - t, 3)
         lg.info("shard %s: worktree %s on branch %s (%s)", shard_id, wt.path, wt.branch,
                 "sparse" if sparse else "full")
-
-        if store is not None and lease is not None:
-            heartbeat = _Heartbeat(store, lease, cfg.heartbeat_interval, lambda _msg: runner.cancel())
-            heartbeat.__enter__()
 
         res.metric_before = task.measure(wt.path, files)
         t = time.monotonic()
