@@ -23,8 +23,6 @@ import math
 import os
 import random
 import shutil
-import signal
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
+from airflow_provider_worktree.core.proc import ProcessHandle, run_process
 from airflow_provider_worktree.core.sandbox import CommandTool, TextEditorTool, ToolResult
 
 STOP_REASONS = ("end_turn", "max_turns", "budget", "error", "cancelled")
@@ -677,9 +676,8 @@ class ClaudeCodeRunner:
         self._base_url = base_url
         self.prices = prices or PriceTable()
         self.log = logger or logging.getLogger(__name__)
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._cancelled = False
+        # SIGTERM first: claude gets 5 s to stop its tools before the SIGKILL.
+        self._handle = ProcessHandle(grace_s=5.0)
 
     def __repr__(self) -> str:  # never shows the key
         return f"ClaudeCodeRunner(model={self.model!r}, executable={self.executable!r}, max_turns={self.max_turns})"
@@ -707,11 +705,7 @@ class ClaudeCodeRunner:
 
     def cancel(self) -> None:
         """Kill the running ``claude`` process group. Thread-safe."""
-        with self._lock:
-            self._cancelled = True
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _terminate_group(proc)
+        self._handle.cancel()
 
     def run(self, worktree_path: str | os.PathLike[str], shard_prompt: str,
             system_prompt: str | None = None) -> RunResult:
@@ -729,42 +723,29 @@ class ClaudeCodeRunner:
             kw.setdefault("model", self.model)
             return RunResult(stop_reason=stop, duration_s=round(time.monotonic() - started, 3), **kw)
 
-        with self._lock:
-            if self._cancelled:
-                return result("cancelled", error="the run was cancelled")
-            try:
-                proc = subprocess.Popen(argv, cwd=worktree_path, env=env, stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-            except FileNotFoundError:
-                raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
-            self._proc = proc
-        timed_out = False
         try:
-            try:
-                out, err = proc.communicate(input=shard_prompt.encode("utf-8"), timeout=self.timeout)
-            except subprocess.TimeoutExpired:
-                timed_out = True
-                _terminate_group(proc)
-                out, err = proc.communicate()
-        finally:
-            with self._lock:
-                self._proc = None
-        stderr_tail = err.decode("utf-8", errors="replace").strip()[-2000:]
+            done = run_process(argv, worktree_path, timeout=self.timeout, env=env, input=shard_prompt,
+                               grace_s=self._handle.grace_s, handle=self._handle)
+        except FileNotFoundError:
+            raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
+        if not done.started:
+            return result("cancelled", error="the run was cancelled")
+        stderr_tail = done.stderr.strip()[-2000:]
         files = _git_changed_files(worktree_path)
-        if timed_out:
+        if done.timed_out:
             return result("error", error=f"claude did not finish within timeout={self.timeout:g}s and was killed",
                           files_written=files)
-        if self._cancelled:
+        if done.cancelled:
             return result("cancelled", error="the run was cancelled", files_written=files)
-        data = _parse_json_result(out.decode("utf-8", errors="replace"))
+        data = _parse_json_result(done.stdout)
         if data is None:
             return result("error", files_written=files, error=(
-                f"claude exited with code {proc.returncode} without a JSON result"
+                f"claude exited with code {done.returncode} without a JSON result"
                 + (f": {stderr_tail}" if stderr_tail else "")))
         u = data.get("usage") or {}
         usage = Usage.from_api(u)
         subtype = str(data.get("subtype") or "")
-        is_error = bool(data.get("is_error")) or proc.returncode != 0
+        is_error = bool(data.get("is_error")) or done.returncode != 0
         if subtype == "error_max_turns":
             stop = "max_turns"
         elif "budget" in subtype:
@@ -777,7 +758,7 @@ class ClaudeCodeRunner:
         cost_usd = float(cost) if isinstance(cost, (int, float)) else self.prices.cost(usage, self.model)
         error = None
         if stop != "end_turn":
-            error = f"claude ended with subtype={subtype or '?'} (exit code {proc.returncode})"
+            error = f"claude ended with subtype={subtype or '?'} (exit code {done.returncode})"
             if stop == "error" and isinstance(data.get("result"), str) and data["result"]:
                 error += f": {data['result'][:500]}"
         return result(stop, turns=int(data.get("num_turns") or 0), usage=usage, cost_usd=round(cost_usd, 6),
@@ -828,24 +809,3 @@ def _git_changed_files(worktree: str | os.PathLike[str]) -> list[str]:
             i += 1  # the rename source follows
         files.append(path)
     return sorted(set(files))
-
-
-def _terminate_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group, then SIGKILL it if it is still there after ``grace`` seconds."""
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, None)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return
-        if wait is None:
-            return
-        try:
-            proc.wait(timeout=wait)
-        except subprocess.TimeoutExpired:
-            continue
-        # the leader exited; kill any children left in the group
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        return

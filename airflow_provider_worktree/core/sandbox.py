@@ -23,9 +23,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
-import signal
 import stat
-import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,6 +32,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
+from airflow_provider_worktree.core.proc import ProcessHandle, run_process
 
 TEXT_EDITOR_TYPE = "text_editor_20250728"
 TEXT_EDITOR_NAME = "str_replace_based_edit_tool"
@@ -437,9 +436,8 @@ class CommandTool:
         self.max_output_chars = max_output_chars
         self.env = dict(env) if env is not None else _scrubbed_env(os.environ)
         self.confine_args = confine_args
-        self._proc: subprocess.Popen | None = None
-        self._lock = threading.Lock()
-        self._cancelled = False
+        # Timeout and cancel SIGKILL the command's group at once (no SIGTERM grace).
+        self._handle = ProcessHandle(grace_s=0)
 
     def definition(self) -> dict[str, Any]:
         """The custom tool definition to send in ``tools``."""
@@ -462,11 +460,7 @@ class CommandTool:
 
     def cancel(self) -> None:
         """Kill the running command's process group, if any, and refuse further commands."""
-        with self._lock:
-            self._cancelled = True
-            proc = self._proc
-        if proc is not None and proc.poll() is None:
-            _kill_group(proc)
+        self._handle.cancel()
 
     def parse(self, tool_input: object) -> list[str]:
         """The argv of a tool call, or :class:`SandboxViolation` saying why it may not run."""
@@ -506,50 +500,19 @@ class CommandTool:
             argv = self.parse(tool_input)
         except SandboxViolation as exc:
             return ToolResult(f"Error: {exc}", is_error=True)
-        with self._lock:
-            if self._cancelled:
-                return ToolResult("Error: the run was cancelled; no more commands.", is_error=True)
-            try:
-                proc = subprocess.Popen(argv, cwd=self.root, env=self.env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-            except FileNotFoundError:
-                return ToolResult(f"Error: program {argv[0]!r} is not installed on this worker.", is_error=True)
-            except OSError as exc:
-                return ToolResult(f"Error: could not start {argv[0]!r}: {exc.strerror}", is_error=True)
-            self._proc = proc
         try:
-            try:
-                out, _ = proc.communicate(timeout=self.timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                _kill_group(proc)
-                out, _ = proc.communicate()
-                timed_out = True
-        finally:
-            with self._lock:
-                self._proc = None
-        text = self._truncate(out.decode("utf-8", errors="replace"))
-        if timed_out:
+            done = run_process(argv, self.root, timeout=self.timeout, env=self.env, merge_stderr=True,
+                               max_output_chars=self.max_output_chars, grace_s=0, handle=self._handle)
+        except FileNotFoundError:
+            return ToolResult(f"Error: program {argv[0]!r} is not installed on this worker.", is_error=True)
+        except OSError as exc:
+            return ToolResult(f"Error: could not start {argv[0]!r}: {exc.strerror}", is_error=True)
+        if not done.started:
+            return ToolResult("Error: the run was cancelled; no more commands.", is_error=True)
+        text = done.stdout
+        if done.timed_out:
             return ToolResult(f"Error: command timed out after {self.timeout:g}s and was killed.\n{text}",
                               is_error=True)
-        if self._cancelled:
+        if done.cancelled:
             return ToolResult(f"Error: command killed because the run was cancelled.\n{text}", is_error=True)
-        return ToolResult(f"exit code: {proc.returncode}\n{text}")
-
-    def _truncate(self, text: str) -> str:
-        limit = self.max_output_chars
-        if len(text) <= limit:
-            return text
-        head, tail = text[: limit // 2], text[-limit // 2:]
-        return f"{head}\n<... {len(text) - len(head) - len(tail)} characters cut ...>\n{tail}"
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    """SIGKILL the process group started with ``start_new_session=True``."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        try:
-            proc.kill()
-        except ProcessLookupError:
-            pass
+        return ToolResult(f"exit code: {done.returncode}\n{text}")

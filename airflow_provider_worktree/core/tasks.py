@@ -19,9 +19,6 @@ import json
 import os
 import re
 import shlex
-import signal
-import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -31,6 +28,7 @@ from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
 from airflow_provider_worktree.core.gitcmd import run_git
+from airflow_provider_worktree.core.proc import run_process
 
 __all__ = [
     "TASKS", "MaintenanceTask", "TodoTask", "DocstringsTask", "LintTask", "TestsTask", "CustomTask",
@@ -44,7 +42,7 @@ SHARD_BLOCK_RE = re.compile(r"<shard>\s*\n(.*?)\n\s*</shard>", re.S)
 CONVENTION_FILES = ("CLAUDE.md", "AGENTS.md", "CONTRIBUTING.md", ".github/CONTRIBUTING.md")
 DEFAULT_CONVENTIONS_CAP = 8_000
 DEFAULT_VERIFY_TIMEOUT = 600.0
-_OUTPUT_CAP = 10_000_000          # bytes of command output read back (the lint metric counts lines)
+_OUTPUT_CAP = 10_000_000          # characters of command output read back (the lint metric counts lines)
 _TAIL_CHARS = 4_000
 
 # --------------------------------------------------------------------------------------------- globs
@@ -335,65 +333,30 @@ def _argv(command: str | Sequence[str], what: str = "command") -> list[str]:
     return argv
 
 
-def _kill_group(pgid: int, grace_s: float = 2.0, proc: subprocess.Popen | None = None) -> None:
-    try:
-        os.killpg(pgid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is None:
-            time.sleep(0.05)
-            continue
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return
-        time.sleep(0.05)
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def _run_command(argv: list[str], cwd: str | os.PathLike[str], timeout: float | None,
                  env: Mapping[str, str] | None = None) -> tuple[VerifyResult, str]:
-    """Run ``argv`` (no shell) in its own process group; stdout and stderr go to a temporary file, so
-    grandchildren holding the output open cannot hang us. On timeout the whole group is killed."""
+    """Run ``argv`` (no shell) with :func:`~airflow_provider_worktree.core.proc.run_process`: its own process
+    group, stdout and stderr interleaved; on timeout the whole group gets SIGTERM, then SIGKILL.
+    Returns the result and the (last ``_OUTPUT_CAP`` characters of the) output."""
     start = time.monotonic()
-    full_env = {**os.environ, **(env or {})}
-    with tempfile.TemporaryFile() as out:
-        try:
-            proc = subprocess.Popen(argv, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=full_env, start_new_session=True)
-        except FileNotFoundError:
-            msg = (f"executable not found: {argv[0]!r}. Install it, put it on PATH, or fix the command "
-                   f"{shlex.join(argv)!r}.")
-            if not Path(cwd).is_dir():
-                msg = f"working directory {cwd} does not exist. Check the worktree path."
-            return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
-        except PermissionError as exc:
-            msg = f"cannot execute {argv[0]!r}: {exc}. Make it executable or fix the command."
-            return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
-        timed_out = False
-        try:
-            returncode: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            _kill_group(proc.pid, proc=proc)
-            proc.wait()
-            returncode = None
-        else:
-            _kill_group(proc.pid, grace_s=0.5)       # leftovers (background children) of a finished command
-        duration = time.monotonic() - start
-        size = out.seek(0, os.SEEK_END)
-        out.seek(max(0, size - _OUTPUT_CAP))
-        text = out.read().decode("utf-8", errors="replace")
-    if timed_out:
+    try:
+        done = run_process(argv, cwd, timeout=timeout, env={**os.environ, **(env or {})}, merge_stderr=True,
+                           max_output_chars=_OUTPUT_CAP, keep="tail", grace_s=2.0)
+    except FileNotFoundError:
+        msg = (f"executable not found: {argv[0]!r}. Install it, put it on PATH, or fix the command "
+               f"{shlex.join(argv)!r}.")
+        if not Path(cwd).is_dir():
+            msg = f"working directory {cwd} does not exist. Check the worktree path."
+        return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
+    except PermissionError as exc:
+        msg = f"cannot execute {argv[0]!r}: {exc}. Make it executable or fix the command."
+        return VerifyResult(False, None, msg, time.monotonic() - start, False, tuple(argv)), msg
+    text = done.stdout
+    if done.timed_out:
         text += f"\n[timed out after {timeout}s; the command's process group was killed]"
     tail = text[-_TAIL_CHARS:]
-    ok = returncode == 0 and not timed_out
-    return VerifyResult(ok, returncode, tail, duration, timed_out, tuple(argv)), text
+    ok = done.returncode == 0 and not done.timed_out
+    return VerifyResult(ok, done.returncode, tail, done.duration_s, done.timed_out, tuple(argv)), text
 
 
 def run_verify(command: str | Sequence[str], cwd: str | os.PathLike[str],
