@@ -18,7 +18,9 @@ from airflow_provider_worktree.core.thresholds import (
     OK,
     WARNING,
     Alert,
+    HealthCheck,
     Thresholds,
+    Verdict,
     check_health,
     collect_metrics,
     evaluate,
@@ -262,6 +264,69 @@ def test_check_health_all_terminal_and_critical(db):
 def test_check_health_rejects_bad_on_stale(db):
     with pytest.raises(ConfigurationError, match="on_stale='ignore' is not supported"):
         check_health(ShardStore.open(db), "run", on_stale="ignore")
+
+
+# ------------------------------------------------------------------------------------------- verdict
+
+
+def _check(counts: dict[str, int], *, stale=(), stale_reset=(), alerts=(), run_id="run") -> HealthCheck:
+    return HealthCheck(run_id=run_id, summary={}, status_counts=dict(counts), total=sum(counts.values()),
+                       stale=[{"shard_id": s} for s in stale], stale_reset=[{"shard_id": s} for s in stale_reset],
+                       alerts=list(alerts), stale_after_s=3600)
+
+
+def _alert(metric: str, value: float) -> Alert:
+    return {a.metric: a for a in evaluate({metric: value})}[metric]
+
+
+def test_verdict_waiting_and_success():
+    assert _check({}).verdict("reset") == Verdict("waiting", "No shards registered for run run yet.")
+    v = _check({"completed": 1, "running": 2}).verdict("reset")
+    assert v == Verdict("waiting", "Run run: 1 completed, 2 running")
+    v = _check({"completed": 3, "failed": 1}).verdict("reset", fail_on_critical=False)
+    assert v.status == "success" and v.message == "all 4 shard(s) of run run are terminal: 3 completed, 1 failed"
+
+
+def test_verdict_stale_fail_is_an_error_naming_the_shards_and_the_fix():
+    v = _check({"running": 2}, stale=["s-000", "s-001"]).verdict("fail")
+    assert v.status == "error"
+    assert v.message == ("2 stale lease(s) in run run (no heartbeat for 3600s): s-000, s-001. Reset them with "
+                         "`airflow-worktree reset-stale --run-id run` or use on_stale='reset'.")
+    # even when every shard is otherwise terminal, the stale lease decides first
+    assert _check({"completed": 1}, stale=["s-000"]).verdict("fail").status == "error"
+
+
+def test_verdict_stale_warn_and_reset_only_warn():
+    v = _check({"running": 1}, stale=["s-000"]).verdict("warn")
+    assert v.status == "waiting" and v.warnings == ("1 stale lease(s) in run run: s-000",)
+    v = _check({"pending": 1}, stale=["s-000"], stale_reset=["s-000"]).verdict("reset")
+    assert v.status == "waiting" and v.warnings == ("Reset 1 stale shard(s) of run run to pending: s-000",)
+
+
+def test_verdict_critical_fails_only_with_fail_on_critical_and_alerts_are_warnings():
+    crit, warn, ok = _alert("failed_ratio", 0.5), _alert("stale_locks", 6), _alert("db_size_bytes", 1)
+    check = _check({"completed": 1, "failed": 1}, alerts=[crit, warn, ok])
+    v = check.verdict("reset", fail_on_critical=True)
+    assert v.status == "error" and v.message == check.critical_message()
+    assert "Failed Tasks critical: 50.0% > 10.0%" in v.message
+    assert v.warnings == (crit.message, warn.message)  # ok alerts are not warnings
+    assert check.verdict("reset", fail_on_critical=False).status == "success"
+    # a warning level never fails
+    assert _check({"running": 1}, alerts=[warn]).verdict("fail").status == "waiting"
+
+
+def test_verdict_rejects_bad_on_stale():
+    with pytest.raises(ConfigurationError, match="on_stale='ignore' is not supported"):
+        _check({}).verdict("ignore")
+
+
+def test_verdict_from_a_real_store(db):
+    store = _planted(db)
+    check = check_health(store, "run", stale_after_s=60, on_stale="fail")
+    v = check.verdict("fail")
+    assert v.status == "error" and "(no heartbeat for 60s): s-000" in v.message
+    check = check_health(store, "run", stale_after_s=60, on_stale="reset")
+    assert check.verdict("reset").warnings[0] == "Reset 1 stale shard(s) of run run to pending: s-000"
 
 
 def test_thresholds_module_needs_no_airflow():

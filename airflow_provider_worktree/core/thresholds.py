@@ -50,6 +50,8 @@ __all__ = [
     "Thresholds",
     "Alert",
     "HealthCheck",
+    "Verdict",
+    "VERDICT_STATUSES",
     "evaluate",
     "worst_level",
     "collect_metrics",
@@ -470,6 +472,24 @@ def collect_metrics(
     return metrics
 
 
+#: The outcomes of :meth:`HealthCheck.verdict`.
+VERDICT_STATUSES = ("error", "success", "waiting")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What a waiter (the sensor, its trigger) makes of one :class:`HealthCheck`.
+
+    ``status``: ``error`` (stop and fail, ``message`` says why), ``success`` (every shard is terminal) or
+    ``waiting`` (look again later). ``warnings``: lines to log at warning level, in order, whatever the status
+    (stale shards reset or only reported, thresholds crossed).
+    """
+
+    status: str
+    message: str
+    warnings: tuple[str, ...] = ()
+
+
 @dataclass
 class HealthCheck:
     """One look at a run: its shards, stale leases (and what was done with them), metrics and alerts."""
@@ -482,6 +502,8 @@ class HealthCheck:
     stale_reset: list[dict[str, Any]] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     alerts: list[Alert] = field(default_factory=list)
+    #: The ``stale_after_s`` the stale leases were found with (for messages); None when unknown.
+    stale_after_s: float | None = None
 
     @property
     def all_terminal(self) -> bool:
@@ -499,6 +521,46 @@ class HealthCheck:
     def critical_message(self) -> str:
         crit = [a.message for a in self.alerts if a.level == CRITICAL]
         return f"critical threshold crossed for run {self.run_id or '(all runs)'}: " + "; ".join(crit)
+
+    def status_text(self) -> str:
+        """The shard counts by status, e.g. ``"2 completed, 1 running"``."""
+        return ", ".join(f"{n} {s}" for s, n in sorted(self.status_counts.items()))
+
+    def verdict(self, on_stale: str, fail_on_critical: bool = True) -> Verdict:
+        """Decide what a waiter does after this look, in this order:
+
+        1. stale leases and ``on_stale == "fail"``: ``error`` (naming them and how to reclaim them);
+        2. a critical threshold crossed and ``fail_on_critical``: ``error`` (:meth:`critical_message`);
+        3. every shard completed or failed: ``success``;
+        4. else ``waiting``.
+
+        ``warnings`` holds, whatever the status: the stale shards that were reset (``on_stale="reset"``) or
+        only reported (``"warn"``), then each alert above ``ok``.
+        """
+        validate_on_stale(on_stale)
+        run = self.run_id or "(all runs)"
+        warnings: list[str] = []
+        if self.stale_reset:
+            warnings.append(f"Reset {len(self.stale_reset)} stale shard(s) of run {run} to pending: "
+                            + ", ".join(s["shard_id"] for s in self.stale_reset))
+        stale_ids = ", ".join(s["shard_id"] for s in self.stale)
+        if self.stale and on_stale == "warn":
+            warnings.append(f"{len(self.stale)} stale lease(s) in run {run}: {stale_ids}")
+        warnings.extend(alert.message for alert in self.problems)
+        if self.stale and on_stale == "fail":
+            heartbeat = f" (no heartbeat for {self.stale_after_s:g}s)" if self.stale_after_s is not None else ""
+            hint = f" --run-id {self.run_id}" if self.run_id else ""
+            return Verdict("error", f"{len(self.stale)} stale lease(s) in run {run}{heartbeat}: {stale_ids}. "
+                                    f"Reset them with `airflow-worktree reset-stale{hint}` or use on_stale='reset'.",
+                           tuple(warnings))
+        if fail_on_critical and self.level == CRITICAL:
+            return Verdict("error", self.critical_message(), tuple(warnings))
+        if self.all_terminal:
+            return Verdict("success", f"all {self.total} shard(s) of run {run} are terminal: {self.status_text()}",
+                           tuple(warnings))
+        if self.total == 0:
+            return Verdict("waiting", f"No shards registered for run {run} yet.", tuple(warnings))
+        return Verdict("waiting", f"Run {run}: {self.status_text()}", tuple(warnings))
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable({
@@ -550,4 +612,5 @@ def check_health(
         stale_reset=stale_reset,
         metrics=metrics,
         alerts=evaluate(metrics, th),
+        stale_after_s=float(stale_after_s),
     )

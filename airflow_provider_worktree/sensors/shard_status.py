@@ -11,12 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.thresholds import (
-    CRITICAL,
-    ON_STALE_CHOICES,
-    Thresholds,
-    check_health,
-)
+from airflow_provider_worktree.core.thresholds import ON_STALE_CHOICES, Thresholds, check_health
 from airflow_provider_worktree.triggers.shard_status import ShardStatusTrigger, open_shard_store
 
 if TYPE_CHECKING:
@@ -108,37 +103,16 @@ class ShardStatusSensor(BaseSensorOperator):
         finally:
             if hasattr(store, "close"):
                 store.close()
-        if check.stale_reset:
-            self._stale_reset.extend(check.stale_reset)
-            self.log.warning(
-                "Reset %d stale shard(s) of run %s to pending: %s", len(check.stale_reset), self.run_id,
-                ", ".join(s["shard_id"] for s in check.stale_reset),
-            )
-        if check.stale and self.on_stale == "fail":
-            raise AirflowException(
-                f"{len(check.stale)} stale lease(s) in run {self.run_id} (no heartbeat for "
-                f"{self.stale_after:g}s): {', '.join(s['shard_id'] for s in check.stale)}. Reset them with "
-                f"`airflow-worktree reset-stale --run-id {self.run_id}` or use on_stale='reset'."
-            )
-        if check.stale and self.on_stale == "warn":
-            self.log.warning(
-                "%d stale lease(s) in run %s: %s", len(check.stale), self.run_id,
-                ", ".join(s["shard_id"] for s in check.stale),
-            )
-        for alert in check.problems:
-            self.log.warning("%s", alert.message)
-        if self.fail_on_critical and check.level == CRITICAL:
-            raise AirflowException(check.critical_message())
+        verdict = check.verdict(self.on_stale, self.fail_on_critical)
+        self._stale_reset.extend(check.stale_reset)
+        for warning in verdict.warnings:
+            self.log.warning("%s", warning)
+        if verdict.status == "error":
+            raise AirflowException(verdict.message)
+        self.log.info("%s", verdict.message)
         data = check.to_dict()
-        if check.total == 0:
-            self.log.info("No shards registered for run %s yet.", self.run_id)
-        else:
-            self.log.info(
-                "Run %s: %s", self.run_id,
-                ", ".join(f"{n} {s}" for s, n in sorted(check.status_counts.items())),
-            )
         return PokeReturnValue(
-            is_done=check.all_terminal,
+            is_done=verdict.status == "success",
             xcom_value={"summary": data["summary"], "alerts": data["alerts"],
                         "stale_reset": list(self._stale_reset)},
         )

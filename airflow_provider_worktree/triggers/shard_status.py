@@ -22,12 +22,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_worktree.core.thresholds import (
-    CRITICAL,
-    Thresholds,
-    check_health,
-    validate_on_stale,
-)
+from airflow_provider_worktree.core.thresholds import Thresholds, check_health, validate_on_stale
 
 #: Consecutive failed polls (database unreachable, locked...) tolerated before an error event.
 MAX_CONSECUTIVE_POLL_FAILURES = 5
@@ -145,46 +140,19 @@ class ShardStatusTrigger(BaseTrigger):
                     await asyncio.sleep(self.poke_interval)
                     continue
                 failures = 0
-                if check.stale_reset:
-                    stale_reset.extend(check.stale_reset)
-                    self.log.warning(
-                        "Reset %d stale shard(s) of run %s to pending: %s", len(check.stale_reset),
-                        self.run_id, ", ".join(s["shard_id"] for s in check.stale_reset),
-                    )
+                verdict = check.verdict(self.on_stale, self.fail_on_critical)
+                stale_reset.extend(check.stale_reset)
                 check.stale_reset = stale_reset
-                if check.stale and self.on_stale == "fail":
-                    ids = ", ".join(s["shard_id"] for s in check.stale)
-                    yield self._event(
-                        "error",
-                        f"{len(check.stale)} stale lease(s) in run {self.run_id} (no heartbeat for "
-                        f"{self.stale_after:g}s): {ids}. Reset them with `airflow-worktree reset-stale` or "
-                        f"use on_stale='reset'.",
-                        check,
-                    )
-                    return
-                if check.stale and self.on_stale == "warn":
-                    self.log.warning(
-                        "%d stale lease(s) in run %s: %s", len(check.stale), self.run_id,
-                        ", ".join(s["shard_id"] for s in check.stale),
-                    )
-                for alert in check.problems:
-                    self.log.warning("%s", alert.message)
-                if self.fail_on_critical and check.level == CRITICAL:
-                    yield self._event("error", check.critical_message(), check)
-                    return
-                if check.all_terminal:
-                    yield self._event(
-                        "success",
-                        f"all {check.total} shard(s) of run {self.run_id} are terminal: "
-                        + ", ".join(f"{n} {s}" for s, n in sorted(check.status_counts.items())),
-                        check,
-                    )
+                for warning in verdict.warnings:
+                    self.log.warning("%s", warning)
+                if verdict.status != "waiting":
+                    yield self._event(verdict.status, verdict.message, check)
                     return
                 if self._past_deadline():
                     yield self._event(
                         "timeout",
                         f"shards of run {self.run_id} were not all terminal before the timeout: "
-                        + ", ".join(f"{n} {s}" for s, n in sorted(check.status_counts.items())),
+                        + check.status_text(),
                         check,
                     )
                     return
