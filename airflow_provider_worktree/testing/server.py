@@ -29,6 +29,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from airflow_provider_worktree.core.runners import Usage
+from airflow_provider_worktree.core.tasks import parse_shard_block  # re-exported: testing.parse_shard_block
 
 EDITOR = "str_replace_based_edit_tool"
 DEFAULT_MODEL_ID = "claude-offline-test-double"
@@ -36,25 +37,6 @@ _REDACT = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
                 529: "overloaded_error"}
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The shard block (own tiny parser: testing does not depend on core.tasks)
-# ---------------------------------------------------------------------------------------------------------------
-_SHARD_RE = re.compile(r"<shard>(.*?)</shard>", re.DOTALL)
-
-
-def parse_shard_block(text: str) -> dict[str, Any] | None:
-    """The JSON of the last ``<shard>{...}</shard>`` block in ``text``, or None."""
-    matches = _SHARD_RE.findall(text or "")
-    for raw in reversed(matches):
-        try:
-            data = json.loads(raw.strip())
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return None
 
 
 def _text_of(content: Any) -> str:
