@@ -24,6 +24,18 @@ os.environ.setdefault("GIT_COMMITTER_EMAIL", "test@example.com")
 PG_DSN = os.environ.get("WORKTREE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
+def pid_alive(pid: int) -> bool:
+    """True when ``pid`` runs (a zombie nobody reaped counts as dead: PID 1 here may not reap orphans)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 

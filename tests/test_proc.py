@@ -11,23 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import pid_alive as _alive
 
 from airflow_provider_worktree.core import proc as P
 from airflow_provider_worktree.core.proc import ProcessHandle, kill_process_group, run_process
 
 PY = sys.executable
-
-
-def _alive(pid: int) -> bool:
-    """True when ``pid`` runs (a zombie nobody reaped counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 def _wait_dead(pid: int, within: float = 5.0) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -11,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import pid_alive as _alive
 
 from airflow_provider_worktree.core import tasks as T
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
@@ -19,18 +19,6 @@ from airflow_provider_worktree.core.errors import ConfigurationError, WorktreePr
 def _commit(repo: Path, message: str = "change") -> None:
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "commit", "-q", "-m", message], cwd=repo, check=True)
-
-
-def _alive(pid: int) -> bool:
-    """True when ``pid`` runs (a zombie nobody reaped counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 DOC_FILES = {
