@@ -154,34 +154,32 @@ descendants() {  # all descendants of PID (by parent pid), deepest last
     echo "$child"; descendants "$child"
   done
 }
-stop_pid_tree() {  # stop_pid_tree PID NAME: TERM the group and stray descendants, wait, then KILL
-  local pid="$1" name="$2" deadline pids p
-  kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-  pids="$pid $(descendants "$pid" | tr '\n' ' ')"
-  kill -TERM -- "-$pid" 2>/dev/null || true
+# stop_all: TERM every started process group and its stray descendants at once, wait up to 20 s for them
+# all, then KILL whatever is left, and reap.
+STOPPED_NAMES=()
+stop_all() {
+  local pid p pids="" deadline alive
+  for pid in "${BG_PIDS[@]}"; do
+    kill -0 "$pid" 2>/dev/null || continue
+    pids="$pids $pid $(descendants "$pid" | tr '\n' ' ')"
+    kill -TERM -- "-$pid" 2>/dev/null || true
+  done
   for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
   deadline=$(( $(date +%s) + 20 ))
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    local alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && alive=1; done
+  while [ -n "$pids" ] && [ "$(date +%s)" -lt "$deadline" ]; do
+    alive=0
+    for p in $pids; do kill -0 "$p" 2>/dev/null && { alive=1; break; }; done
     [ "$alive" -eq 0 ] && break
     sleep 0.3
   done
   for p in $pids; do
-    if kill -0 "$p" 2>/dev/null; then
-      kill -KILL -- "-$p" 2>/dev/null || true; kill -KILL "$p" 2>/dev/null || true
-    fi
+    kill -0 "$p" 2>/dev/null && { kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }
   done
-  kill -KILL -- "-$pid" 2>/dev/null || true
-  wait "$pid" 2>/dev/null || true
-  STOPPED_NAMES+=("$name")
-}
-STOPPED_NAMES=()
-stop_all() {
-  local i
-  for (( i=${#BG_PIDS[@]}-1; i>=0; i-- )); do
-    stop_pid_tree "${BG_PIDS[$i]}" "${BG_NAMES[$i]}"
+  for pid in "${BG_PIDS[@]}"; do
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
   done
+  STOPPED_NAMES+=("${BG_NAMES[@]}")
   BG_PIDS=() BG_NAMES=()
 }
 
@@ -209,13 +207,14 @@ cleanup() {
   summary "$rc"
 }
 on_signal() {
-  printf '\n%s[WARNING]%s interrupted by %s: stopping everything this run started\n' "$C_YELLOW" "$C_OFF" "$1"
+  printf '\n%s[WARNING]%s interrupted by %s during "%s": stopping everything this run started\n' \
+    "$C_YELLOW" "$C_OFF" "$1" "${CUR_PHASE:-start-up}"
   FAILURES=$((FAILURES + 1))
-  exit 130
+  exit "$2"
 }
 trap cleanup EXIT
-trap 'on_signal SIGINT' INT
-trap 'on_signal SIGTERM' TERM
+trap 'on_signal SIGINT 130' INT
+trap 'on_signal SIGTERM 143' TERM
 
 summary() {
   local rc="$1" i total

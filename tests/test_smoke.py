@@ -1,0 +1,192 @@
+"""The smoke run, for real: ./scripts/smoke_run.sh against this venv in a temporary --home.
+
+The full run starts an api-server, a scheduler and a dag-processor with the LocalExecutor, runs the example
+DAG on a generated demo repository against the offline Messages API server, and checks everything the
+runbook's smoke run promises (about 1-2 minutes on 2 cores). The other tests cover the script's
+argument handling, its refusal to wipe a directory it did not make, the demo repository generator, and
+that an interrupted run stops every process it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+PROJECT = Path(__file__).resolve().parent.parent
+SCRIPT = PROJECT / "scripts" / "smoke_run.sh"
+DEMO = PROJECT / "scripts" / "demo_repo.py"
+
+
+def _missing_tools() -> str | None:
+    for tool in ("bash", "git", "setsid", "ps"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed; smoke_run.sh needs it"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing_tools() is not None, reason=_missing_tools() or "")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["NO_COLOR"] = "1"
+    env.pop("ANTHROPIC_API_KEY", None)
+    return env
+
+
+def _processes_with_home(home: Path) -> list[str]:
+    """Processes whose environment has AIRFLOW_HOME=home (everything the smoke run started has it)."""
+    needle = f"AIRFLOW_HOME={home}\0".encode()
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            if needle in Path(f"/proc/{pid}/environ").read_bytes():
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{pid}: {cmdline[:200]}")
+        except OSError:
+            continue
+    return found
+
+
+def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([str(SCRIPT), *args], cwd=PROJECT, env=_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+# ------------------------------------------------------------------------------------------ quick paths
+def test_help_and_bad_arguments():
+    out = _run(["--help"])
+    assert out.returncode == 0
+    for flag in ("--repo", "--home", "--real-api", "--sequential", "--keep-going", "--mode"):
+        assert flag in out.stdout
+    bad = _run(["--mode", "bogus"])
+    assert bad.returncode == 2 and "--mode must be" in bad.stderr
+    assert _run(["--parallel", "0"]).returncode == 2
+    assert _run(["--no-such-flag"]).returncode == 2
+
+
+def test_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path):
+    foreign = tmp_path / "precious"
+    foreign.mkdir()
+    (foreign / "keep.txt").write_text("mine\n")
+    out = _run(["--home", str(foreign), "--python", sys.executable], timeout=120)
+    assert out.returncode == 1, out.stdout
+    assert "[ERROR]" in out.stdout and "was not made by smoke_run.sh" in out.stdout
+    assert (foreign / "keep.txt").read_text() == "mine\n"
+    assert "\033[" not in out.stdout  # NO_COLOR
+    assert "Pre-flight checks" in out.stdout and "[SUCCESS] git" in out.stdout
+
+
+def test_demo_repo_is_deterministic_and_its_tests_pass(tmp_path: Path):
+    paths = []
+    for name in ("a", "b"):
+        out = subprocess.run([sys.executable, str(DEMO), "--dest", str(tmp_path / name), "--modules", "12"],
+                             capture_output=True, text=True, check=True)
+        paths.append(Path(out.stdout.strip()))
+    heads = [subprocess.run(["git", "-C", str(p), "rev-parse", "HEAD"], capture_output=True, text=True,
+                            check=True).stdout for p in paths]
+    assert heads[0] == heads[1]
+    modules = sorted(paths[0].glob("demo/*/mod_*.py"))
+    assert len(modules) == 12
+    assert all(re.search(r"# (TODO|FIXME)", m.read_text()) for m in modules)
+    pytest_run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=paths[0],
+                                capture_output=True, text=True, env={**_env(), "PYTHONDONTWRITEBYTECODE": "1"})
+    assert pytest_run.returncode == 0, pytest_run.stdout + pytest_run.stderr
+    assert "12 passed" in pytest_run.stdout
+    again = subprocess.run([sys.executable, str(DEMO), "--dest", str(paths[0])], capture_output=True, text=True)
+    assert again.returncode != 0 and "--force" in again.stderr
+
+
+# ------------------------------------------------------------------------------------------ the real run
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_smoke_run_passes(tmp_path: Path):
+    home = tmp_path / "smoke"
+    user_repo = Path(subprocess.run([sys.executable, str(DEMO), "--dest", str(tmp_path / "user-repo"),
+                                     "--modules", "24"], capture_output=True, text=True, check=True).stdout.strip())
+    subprocess.run(["git", "-C", str(user_repo), "branch", "feature"], check=True)
+    (user_repo / "notes.txt").write_text("uncommitted\n")  # the user's work in progress must survive
+    started = time.monotonic()
+    out = _run(["--home", str(home), "--python", sys.executable, "--repo", str(user_repo)], timeout=840)
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log[-6000:]
+    for line in (
+        "[SUCCESS] no DAG import errors",
+        "[SUCCESS] DAG parallel_maintenance_poc is registered",
+        "[SUCCESS] all 12 shards completed",
+        "[SUCCESS] every recorded branch and commit exists in the clone",
+        "[SUCCESS] shards ran in parallel: up to",
+        "[SUCCESS] the source repository is untouched",
+        "[SUCCESS] no worktree left",
+        "[SUCCESS] airflow-worktree status",
+        "[SUCCESS] the DAG's report",
+        "[SUCCESS] smoke run passed",
+    ):
+        assert line in log, f"missing {line!r} in:\n{log[-6000:]}"
+    assert "[ERROR]" not in log
+    assert "\033[" not in log
+    for phase in ("Pre-flight checks", "Isolated AIRFLOW_HOME", "DAG registration", "DAG run", "Post-run verification"):
+        assert re.search(rf"{re.escape(phase)}.* took [0-9.]+s", log), phase
+
+    # The home is kept: the runbook's queries work on its shard database.
+    db = sqlite3.connect(home / "shard_status.db")
+    rows = db.execute("SELECT shard_id, status, started_at, completed_at, branch, commit_sha FROM shard_status").fetchall()
+    assert len(rows) == 12 and {r[1] for r in rows} == {"completed"}
+    overlap = db.execute(
+        "SELECT MAX((SELECT COUNT(*) FROM shard_status b WHERE b.started_at <= a.started_at "
+        "AND b.completed_at > a.started_at)) FROM shard_status a").fetchone()[0]
+    assert 2 <= overlap <= 10
+    db.close()
+    assert list((home / "reports").glob("*.md"))
+
+    # The user's repository: still dirty, still on main, the feature branch and no shard branch.
+    status = subprocess.run(["git", "-C", str(user_repo), "status", "--porcelain"], capture_output=True, text=True,
+                            check=True).stdout
+    assert "notes.txt" in status
+    branches = subprocess.run(["git", "-C", str(user_repo), "branch", "--format=%(refname:short)"],
+                              capture_output=True, text=True, check=True).stdout.split()
+    assert sorted(branches) == ["feature", "main"]
+    assert _processes_with_home(home) == []
+    print(f"smoke run took {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_interrupted_smoke_run_stops_everything(tmp_path: Path):
+    home = tmp_path / "smoke"
+    logfile = tmp_path / "out.txt"
+    with open(logfile, "w") as fh:
+        proc = subprocess.Popen([str(SCRIPT), "--home", str(home), "--python", sys.executable, "--modules", "40",
+                                 "--latency", "1"], cwd=PROJECT, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 300
+        while "[SUCCESS] triggered run" not in logfile.read_text():
+            assert proc.poll() is None, logfile.read_text()[-4000:]
+            assert time.monotonic() < deadline, logfile.read_text()[-4000:]
+            time.sleep(0.5)
+        time.sleep(4)  # tasks are running now
+        assert len(_processes_with_home(home)) >= 4  # api-server, scheduler, dag-processor, offline server...
+        proc.send_signal(signal.SIGTERM)
+        rc = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = logfile.read_text()
+    assert rc == 143, out[-4000:]
+    assert "interrupted by SIGTERM" in out
+    assert "stopped the processes this run started" in out
+    assert "smoke run FAILED" in out
+    time.sleep(0.5)
+    assert _processes_with_home(home) == []
