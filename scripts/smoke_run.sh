@@ -445,6 +445,20 @@ else
   success "metadata database: SQLite $AIRFLOW_HOME/airflow.db"
 fi
 
+# env.sh: source it to point the airflow and airflow-worktree commands at this run afterwards.
+{
+  echo "# Source this file to inspect the smoke run: . $SMOKE_HOME/env.sh"
+  printf 'export AIRFLOW_HOME=%q\n' "$AIRFLOW_HOME"
+  printf 'export AIRFLOW__CORE__DAGS_FOLDER=%q\n' "$AIRFLOW__CORE__DAGS_FOLDER"
+  echo "export AIRFLOW__CORE__LOAD_EXAMPLES=False"
+  if [ "$DB_KIND" = "sqlite" ] || [ "$KEEP_METADATA_DB" -eq 1 ]; then
+    printf 'export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=%q\n' "$AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"
+  else
+    echo "# the PostgreSQL metadata database was dropped at exit (--keep-metadata-db keeps it)"
+  fi
+  printf 'export PATH=%q:"$PATH"\n' "$BIN"
+} >"$SMOKE_HOME/env.sh"
+
 T0="$(now)"
 if af db migrate >"$SLOG/db_migrate.log" 2>&1; then
   success "airflow db migrate ($(elapsed "$T0" "$(now)")s)"
@@ -478,7 +492,9 @@ else
   printf '%s\n' "$IMPORT_ERRORS" | import_errors_json 2>&1 | head -n 40 | indent || true
   log_tail "$SLOG/import_errors.err" 10
 fi
-if af dags list -o plain 2>/dev/null | grep -q "$DAG_ID"; then
+# (captured first: grep -q closing the pipe early would fail the pipeline under pipefail)
+DAGS_LIST="$(af dags list -o plain 2>/dev/null || true)"
+if grep -q "^$DAG_ID[[:space:]]" <<<"$DAGS_LIST"; then
   success "DAG $DAG_ID is registered (airflow dags list)"
 else
   error "DAG $DAG_ID is not registered: check 'python example_dags/$DAG_ID.py' for errors"
@@ -803,7 +819,7 @@ fi
 phase_end
 printf '\n%s==> Inspect this run%s\n' "$C_BOLD" "$C_OFF"
 cat <<EOF | indent
-export AIRFLOW_HOME=$AIRFLOW_HOME
+. $AIRFLOW_HOME/env.sh    # AIRFLOW_HOME, DAGs folder, metadata database, PATH of this run
 airflow-worktree status --db \$AIRFLOW_HOME/shard_status.db
 airflow-worktree report --db \$AIRFLOW_HOME/shard_status.db --run-id '$RUN_ID'
 sqlite3 \$AIRFLOW_HOME/shard_status.db "SELECT shard_id, status, started_at, completed_at, branch FROM shard_status ORDER BY started_at;"
