@@ -255,7 +255,9 @@ def run_shard(
             commit = manager.commit(wt.path, message, {"Airflow-Run-Id": run_id, "Shard-Id": shard_id})
             res.commit_sha, res.diffstat, res.files_changed = commit.sha, commit.diffstat, list(commit.files)
             if cfg.push and commit.sha:
-                manager.push(wt.branch, path=wt.path)
+                # A retry (attempt > 1) replaces what an earlier attempt, since fenced out, may have pushed
+                # before it died; the first attempt never overwrites a remote branch.
+                manager.push(wt.branch, path=wt.path, force=res.attempt > 1)
             res.durations["commit_s"] = round(time.monotonic() - t, 3)
         res.status = "completed"
     except BaseException as exc:
