@@ -157,23 +157,35 @@ descendants() {  # all descendants of PID (by parent pid), deepest last
 # stop_all: TERM every started process group and its stray descendants at once, wait up to 20 s for them
 # all, then KILL whatever is left, and reap.
 STOPPED_NAMES=()
+alive_pid() {  # running, not a zombie (our direct children stay zombies until reaped)
+  local st
+  st="$(ps -o stat= -p "$1" 2>/dev/null)" || return 1
+  [ -n "$st" ] && [[ "$st" != Z* ]]
+}
 stop_all() {
-  local pid p pids="" deadline alive
+  local pid p pids="" deadline alive leaders_gone_at=""
   for pid in "${BG_PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || continue
     pids="$pids $pid $(descendants "$pid" | tr '\n' ' ')"
     kill -TERM -- "-$pid" 2>/dev/null || true
   done
   for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
+  # Wait up to 20 s; once every started process has exited, its leftovers (e.g. LocalExecutor workers
+  # whose parent is gone and that wait for a queue message) get 3 s more before KILL.
   deadline=$(( $(date +%s) + 20 ))
   while [ -n "$pids" ] && [ "$(date +%s)" -lt "$deadline" ]; do
     alive=0
-    for p in $pids; do kill -0 "$p" 2>/dev/null && { alive=1; break; }; done
+    for p in $pids; do alive_pid "$p" && { alive=1; [ -n "${SMOKE_DEBUG:-}" ] && echo "alive: $p $(ps -o stat=,args= -p "$p")" >&2; break; }; done
     [ "$alive" -eq 0 ] && break
+    if [ -z "$leaders_gone_at" ]; then
+      alive=0
+      for pid in "${BG_PIDS[@]}"; do alive_pid "$pid" && { alive=1; break; }; done
+      [ "$alive" -eq 0 ] && leaders_gone_at=$(date +%s) && deadline=$(( leaders_gone_at + 3 < deadline ? leaders_gone_at + 3 : deadline ))
+    fi
     sleep 0.3
   done
   for p in $pids; do
-    kill -0 "$p" 2>/dev/null && { kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }
+    alive_pid "$p" && { kill -KILL -- "-$p" 2>/dev/null; kill -KILL "$p" 2>/dev/null; }
   done
   for pid in "${BG_PIDS[@]}"; do
     kill -KILL -- "-$pid" 2>/dev/null || true
@@ -687,21 +699,38 @@ if [ "$RUN_OK" -eq 1 ]; then
   success "DAG run $RUN_ID succeeded in ${RUN_SECS}s"
 else
   error "DAG run ${RUN_ID:-?} did not succeed (${RUN_SECS}s); the run's log: $SLOG/dag_run.log"
-  [ -f "$SLOG/dag_run.log" ] && grep -a -E "Traceback|Error|error" "$SLOG/dag_run.log" | tail -n 15 | indent || true
+  [ -f "$SLOG/dag_run.log" ] && grep -a -E "Traceback|Error|error" "$SLOG/dag_run.log" | tail -n 3 | cut -c1-300 | indent || true
 fi
 if [ -s "$TI_REPORT" ] && grep -q '|' "$TI_REPORT"; then
   info "task instances: $(awk -F'|' '{print $3}' "$TI_REPORT" | sort | uniq -c | awk '{printf "%s %s, ", $1, $2}' | sed 's/, $//')"
   bad="$(awk -F'|' '$3 != "success" && $3 != "TaskInstanceState.SUCCESS"' "$TI_REPORT")"
   if [ -n "$bad" ]; then
-    error "task instances not successful (task|map_index|state|try):"; printf '%s\n' "$bad" | indent
-    for line in $(printf '%s\n' "$bad" | awk -F'|' '{print $1 "|" $2}'); do
-      task="${line%%|*}" idx="${line##*|}"
-      sub="task_id=$task"; [ "$idx" != "-1" ] && sub="$sub/map_index=$idx"
-      for f in "$AIRFLOW_HOME"/logs/dag_id="$DAG_ID"/run_id=*/"$sub"/attempt=*.log; do
-        [ -f "$f" ] || continue
-        info "log $f:"; grep -a -E '"level":"error"|Traceback|Error' "$f" | tail -n 8 | cut -c1-400 | indent
-      done
-    done
+    error "task instances not successful; the error of each one's last attempt:"
+    # One line per task instance: its last attempt's exception (from the JSON task log) and the log path.
+    "$PY" - "$AIRFLOW_HOME/logs/dag_id=$DAG_ID" "$RUN_ID" "$bad" <<'PYEOF' 2>&1 | indent || true
+import json, sys
+from pathlib import Path
+root, run_id, bad = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+for line in bad.splitlines():
+    task, idx, state, tries = line.split("|")
+    sub = Path(f"task_id={task}") / (f"map_index={idx}" if idx != "-1" else "")
+    logs = sorted((root / f"run_id={run_id}" / sub).glob("attempt=*.log"),
+                  key=lambda p: int(p.stem.split("=")[1]))
+    what = "no log"
+    if logs:
+        what = "no error in the log"
+        for raw in logs[-1].read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(raw)
+            except ValueError:
+                continue
+            for d in rec.get("error_detail") or []:
+                what = f"{d.get('exc_type')}: {d.get('exc_value')}"
+    label = task if idx == "-1" else f"{task}[{idx}]"
+    print(f"{label} {state} after {tries} tr{'y' if tries == '1' else 'ies'}: {what[:300]}")
+    if logs:
+        print(f"    {logs[-1]}")
+PYEOF
   fi
   retried="$(awk -F'|' '$4 > 1 {print $1 "[" $2 "] try " $4}' "$TI_REPORT" | tr '\n' ' ')"
   [ -z "$retried" ] || warning "task instances that needed a retry: $retried"
@@ -745,7 +774,7 @@ else
   done < <(sql "$SHARD_DB" "SELECT shard_id, COALESCE(branch, ''), COALESCE(commit_sha, '') FROM shard_status WHERE run_id = '$RUN_SQL' AND status = 'completed' ORDER BY shard_id;")
   if [ "$CHECKED" -gt 0 ] && [ "$BAD_REFS" -eq 0 ]; then
     success "every recorded branch and commit exists in the clone ($CHECKED checked with git rev-parse --verify)"
-  elif [ "$CHECKED" -eq 0 ] && [ "$BAD_REFS" -eq 0 ]; then
+  elif [ "$CHECKED" -eq 0 ] && [ "$BAD_REFS" -eq 0 ] && [ "$DONE" -gt 0 ]; then
     error "no completed shard recorded a commit"
   fi
   [ "$NO_COMMIT" -eq 0 ] || warning "$NO_COMMIT completed shard(s) changed nothing and recorded no commit"

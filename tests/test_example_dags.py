@@ -167,3 +167,19 @@ def test_health_dag_fails_on_critical_threshold(airflow_home, tmp_path):
                       AIRFLOW_CONN_SHARD_STATUS_DEFAULT=conn)
     out = proc.stdout + proc.stderr
     assert "state=failed" in out and "critical threshold crossed" in out, out[-5000:]
+
+
+def test_failed_shard_fails_the_run_but_the_report_is_written(airflow_home, tmp_path):
+    repo = make_repo(tmp_path / "demo", n_files=2)
+    with OfflineMessagesServer() as srv:
+        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
+        proc = _dags_test(airflow_home, "parallel_maintenance_poc",
+                          {"repo": str(repo), "max_files_per_shard": 5, "model": "claude-sonnet-4-6",
+                           "verify_command": "python -c 'raise SystemExit(1)'"},
+                          AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
+    out = proc.stdout + proc.stderr
+    assert "state=failed" in out and "shard(s) failed" in out, out[-5000:]
+    report = json.loads(max((airflow_home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+                        .read_text())
+    assert report["totals"]["by_status"] == {"failed": 1}
+    assert "verif" in report["failed"][0]["error"]

@@ -218,3 +218,22 @@ def test_retry_after_sigkill_reclaims_at_once_and_salvages(git_repo, env, server
     salvaged = _git(git_repo, "branch", "--list", "worktree-salvage/*").split()
     assert any("work in progress" in _git(git_repo, "show", f"{b}:scratch.txt") for b in salvaged
                if subprocess.run(["git", "cat-file", "-e", f"{b}:scratch.txt"], cwd=git_repo).returncode == 0)
+
+
+def test_lease_of_a_holder_on_another_host_waits_for_lease_timeout(git_repo, env):
+    """A holder on another host cannot be checked for life: its lease is taken over only once its heartbeat
+    is older than lease_timeout."""
+    import time
+
+    shard = _todo_shards(git_repo)[0]
+    store = ShardStore.open(str(env["db"]))
+    store.register_shards(RUN_ID, [shard])
+    store.assign_shard(RUN_ID, "some-other-host:4242", shard_id=shard["shard_id"])
+    with pytest.raises(ShardFailed, match="Another live worker"):
+        _operator(git_repo, shard, env).execute({"run_id": RUN_ID})
+    assert store.get_shard(RUN_ID, shard["shard_id"])["worker_id"] == "some-other-host:4242"
+    time.sleep(2.2)
+    result = _operator(git_repo, shard, env, lease_timeout=2).execute({"run_id": RUN_ID})
+    assert result["status"] == "completed"
+    with pytest.raises(ValueError, match="at least twice heartbeat_interval"):
+        _operator(git_repo, shard, env, lease_timeout=0.5)

@@ -284,3 +284,22 @@ def test_worktree_of_another_live_process_is_protected(git_repo, tmp_path):
         proc.stdin.close()
         proc.wait(timeout=60)
     assert m.prune().removed == [info["path"]]
+
+
+def test_prune_clears_index_lock_left_by_a_killed_owner(git_repo, tmp_path):
+    """A git command killed with its worker leaves index.lock in the worktree's admin dir; prune must still
+    salvage the dirty work and remove the worktree (nobody alive can hold that lock)."""
+    root = tmp_path / "wt"
+    m = WorktreeManager(git_repo, worktree_root=root)
+    dead, dead_pid = create_in_dead_process(git_repo, root, "killed-mid-git", dirty=True)
+    assert not pid_alive(dead_pid)
+    admin = Path(git(git_repo, "rev-parse", "--git-common-dir").strip())
+    if not admin.is_absolute():
+        admin = git_repo / admin
+    lock = next(p for p in (admin / "worktrees").iterdir() if p.is_dir()) / "index.lock"  # the only one
+    lock.write_text("")
+    report = m.prune()
+    assert dead["path"] in report.removed, report.errors
+    assert not lock.exists()
+    salvage = [s for s in report.salvaged if s["path"] == dead["path"]]
+    assert git(git_repo, "show", f"{salvage[0]['branch']}:unsaved.txt") == "work of a worker that died\n"

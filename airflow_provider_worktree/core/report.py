@@ -145,6 +145,6 @@ def merge_branches(manager: Any, branches: list[str], target: str, *, run_id: st
     finally:
         manager.remove_worktree(wt.path, force=True, keep_branch=True)
     pushed = bool(push if push is not None else remote) and bool(merged)
-    if pushed:
-        manager.push(target)
+    if pushed:  # the branch is rebuilt from the base each time, so it replaces what an earlier run pushed
+        manager.push(target, force=True)
     return {"branch": target, "head": head, "merged": merged, "conflicts": conflicts, "pushed": pushed}

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import contextlib
 import hashlib
 import json
 import logging
@@ -912,6 +913,9 @@ class WorktreeManager:
                 f"Worktree {p} belongs to live process {owner.get('pid')} (run {owner.get('run_id')!r}, shard "
                 f"{owner.get('shard_id')!r}); nothing was removed. Let that task finish, or pass force=True."
             )
+        if owner and owner.get("host") == socket.gethostname() and \
+                not pid_alive(owner.get("pid"), owner.get("pid_start")):
+            self._clear_stale_index_lock(admin, owner)
         branch, head, dirty = self._status(p)
         result = RemoveResult(path=p, branch=branch, head=head, was_dirty=bool(dirty), dirty_files=dirty[:50])
         if dirty and not force:
@@ -932,6 +936,16 @@ class WorktreeManager:
         log.info("Removed worktree %s (branch %s%s)", p, branch,
                  f", uncommitted work saved on {result.salvage_branch}" if result.salvage_branch else "")
         return result
+
+    @staticmethod
+    def _clear_stale_index_lock(admin: str, owner: dict) -> None:
+        """A git command killed with its dead owner leaves ``index.lock`` behind, which would block the
+        salvage commit and the removal forever; nobody alive can hold it, so it goes."""
+        lock = os.path.join(admin, "index.lock")
+        if os.path.exists(lock):
+            log.warning("Removing stale %s left by dead process %s", lock, owner.get("pid"))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(lock)
 
     def _delete_branch_if_unused(self, branch: str, head: str | None, base: str | None,
                                  result: RemoveResult) -> None:

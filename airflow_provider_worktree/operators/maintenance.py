@@ -63,6 +63,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param shard_status_conn_id: shard status database connection; when it does not exist, the embedded
         SQLite file ``$AIRFLOW_HOME/shard_status.db``; ``None`` turns tracking off.
     :param heartbeat_interval: seconds between lease heartbeats.
+    :param lease_timeout: seconds without a heartbeat after which a retry on another host may take the shard
+        over (default: the store's 600 s). A retry on the same host takes over a dead holder's lease at once.
     :param claude_code_options: keyword arguments for the ``claude_code`` runner (``permission_mode``,
         ``allowed_tools``, ``timeout``, ``executable``).
     """
@@ -103,12 +105,18 @@ class ClaudeMaintenanceOperator(BaseOperator):
         anthropic_conn_id: str = "anthropic_default",
         shard_status_conn_id: str | None = ShardStatusHook.default_conn_name,
         heartbeat_interval: float = 30.0,
+        lease_timeout: float | None = None,
         claude_code_options: dict | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if heartbeat_interval <= 0:
             raise ConfigurationError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}.")
+        if lease_timeout is not None and lease_timeout < 2 * heartbeat_interval:
+            raise ConfigurationError(
+                f"lease_timeout={lease_timeout}s must be at least twice heartbeat_interval={heartbeat_interval}s, "
+                "or a live worker's lease could be taken over between two heartbeats."
+            )
         self.shard = shard
         self.task_name = task_name
         self.prompt = prompt
@@ -135,6 +143,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.anthropic_conn_id = anthropic_conn_id
         self.shard_status_conn_id = shard_status_conn_id
         self.heartbeat_interval = heartbeat_interval
+        self.lease_timeout = lease_timeout
         self.claude_code_options = claude_code_options or {}
         self._active_runner: Any = None
 
@@ -218,7 +227,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
             git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo, worktree_root=self.worktree_root
         )
         store = (
-            ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
+            ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id,
+                            stale_after_s=self.lease_timeout).get_store()
             if self.shard_status_conn_id is not None
             else None
         )
