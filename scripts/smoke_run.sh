@@ -175,7 +175,7 @@ stop_all() {
   deadline=$(( $(date +%s) + 20 ))
   while [ -n "$pids" ] && [ "$(date +%s)" -lt "$deadline" ]; do
     alive=0
-    for p in $pids; do alive_pid "$p" && { alive=1; [ -n "${SMOKE_DEBUG:-}" ] && echo "alive: $p $(ps -o stat=,args= -p "$p")" >&2; break; }; done
+    for p in $pids; do alive_pid "$p" && { alive=1; break; }; done
     [ "$alive" -eq 0 ] && break
     if [ -z "$leaders_gone_at" ]; then
       alive=0

@@ -43,20 +43,73 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _processes_with_home(home: Path) -> list[str]:
-    """Processes whose environment has AIRFLOW_HOME=home (everything the smoke run started has it)."""
-    needle = f"AIRFLOW_HOME={home}\0".encode()
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
+def _proc_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, session id, state) of every process, from /proc/PID/stat."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
             continue
         try:
-            if needle in Path(f"/proc/{pid}/environ").read_bytes():
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                found.append(f"{pid}: {cmdline[:200]}")
+            stat = Path(f"/proc/{entry}/stat").read_text()
         except OSError:
             continue
-    return found
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        table[int(entry)] = (int(fields[1]), int(fields[3]), fields[0])
+    return table
+
+
+class SessionWatch:
+    """Collect the sessions of a process tree while it runs (smoke_run.sh starts each service with setsid),
+    so leftovers are found afterwards even when a process rewrote its title and environment."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.own_session = os.getsid(0)
+        self.sessions: set[int] = set()
+
+    def sample(self) -> None:
+        table = _proc_table()
+        children: dict[int, list[int]] = {}
+        for pid, (ppid, _sid, _state) in table.items():
+            children.setdefault(ppid, []).append(pid)
+        stack = [self.root]
+        while stack:
+            pid = stack.pop()
+            if pid in table and table[pid][1] != self.own_session:
+                self.sessions.add(table[pid][1])
+            stack.extend(children.get(pid, []))
+
+    def leftovers(self) -> list[str]:
+        found = []
+        for pid, (_ppid, sid, state) in _proc_table().items():
+            if sid in self.sessions and state != "Z":
+                try:
+                    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:
+                    continue
+                found.append(f"{pid}: {cmd[:200]}")
+        return found
+
+
+def _run_watched(args: list[str], logfile: Path, timeout: float) -> tuple[int, SessionWatch]:
+    """Run smoke_run.sh with output to logfile, sampling its process sessions every second."""
+    with open(logfile, "w") as fh:
+        proc = subprocess.Popen([str(SCRIPT), *args], cwd=PROJECT, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    watch = SessionWatch(proc.pid)
+    deadline = time.monotonic() + timeout
+    try:
+        while proc.poll() is None:
+            watch.sample()
+            if time.monotonic() > deadline:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(timeout=60)
+                raise AssertionError(f"smoke_run.sh took over {timeout}s:\n{logfile.read_text()[-4000:]}")
+            time.sleep(1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, watch
 
 
 def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -118,9 +171,11 @@ def test_smoke_run_passes(tmp_path: Path):
     subprocess.run(["git", "-C", str(user_repo), "branch", "feature"], check=True)
     (user_repo / "notes.txt").write_text("uncommitted\n")  # the user's work in progress must survive
     started = time.monotonic()
-    out = _run(["--home", str(home), "--python", sys.executable, "--repo", str(user_repo)], timeout=840)
-    log = out.stdout + out.stderr
-    assert out.returncode == 0, log[-6000:]
+    rc, watch = _run_watched(["--home", str(home), "--python", sys.executable, "--repo", str(user_repo)],
+                             tmp_path / "out.txt", timeout=840)
+    log = (tmp_path / "out.txt").read_text()
+    assert rc == 0, log[-6000:]
+    assert len(watch.sessions) >= 4, watch.sessions  # offline server, api-server, scheduler, dag-processor...
     for line in (
         "[SUCCESS] no DAG import errors",
         "[SUCCESS] DAG parallel_maintenance_poc is registered",
@@ -157,7 +212,7 @@ def test_smoke_run_passes(tmp_path: Path):
     branches = subprocess.run(["git", "-C", str(user_repo), "branch", "--format=%(refname:short)"],
                               capture_output=True, text=True, check=True).stdout.split()
     assert sorted(branches) == ["feature", "main"]
-    assert _processes_with_home(home) == []
+    assert watch.leftovers() == []
     print(f"smoke run took {time.monotonic() - started:.0f}s")
 
 
@@ -169,14 +224,19 @@ def test_interrupted_smoke_run_stops_everything(tmp_path: Path):
     with open(logfile, "w") as fh:
         proc = subprocess.Popen([str(SCRIPT), "--home", str(home), "--python", sys.executable, "--modules", "40",
                                  "--latency", "1"], cwd=PROJECT, env=_env(), stdout=fh, stderr=subprocess.STDOUT)
+    watch = SessionWatch(proc.pid)
     try:
         deadline = time.monotonic() + 300
         while "[SUCCESS] triggered run" not in logfile.read_text():
             assert proc.poll() is None, logfile.read_text()[-4000:]
             assert time.monotonic() < deadline, logfile.read_text()[-4000:]
+            watch.sample()
             time.sleep(0.5)
-        time.sleep(4)  # tasks are running now
-        assert len(_processes_with_home(home)) >= 4  # api-server, scheduler, dag-processor, offline server...
+        for _ in range(8):  # tasks are starting and running now
+            watch.sample()
+            time.sleep(0.5)
+        assert len(watch.sessions) >= 4, watch.sessions
+        assert watch.leftovers(), "the services should be running before the signal"
         proc.send_signal(signal.SIGTERM)
         rc = proc.wait(timeout=120)
     finally:
@@ -188,5 +248,4 @@ def test_interrupted_smoke_run_stops_everything(tmp_path: Path):
     assert "interrupted by SIGTERM" in out
     assert "stopped the processes this run started" in out
     assert "smoke run FAILED" in out
-    time.sleep(0.5)
-    assert _processes_with_home(home) == []
+    assert watch.leftovers() == []
