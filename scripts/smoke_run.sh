@@ -43,7 +43,7 @@ Options:
                       on SQLite)
   --pg-dsn DSN        PostgreSQL server for --metadata-db (default postgresql://postgres@127.0.0.1:5432/postgres)
   --keep-metadata-db  do not drop the PostgreSQL metadata database on exit
-  --deferrable        run deferrable operators deferred (starts a triggerer; scheduler mode)
+  --deferrable        run deferrable operators deferred (default_deferrable=True; starts a triggerer)
   --real-api          use the real Anthropic API (needs ANTHROPIC_API_KEY; costs money) instead of the
                       offline test double
   --latency S         seconds the offline server waits before each reply (default 0.3), so shards overlap
@@ -628,6 +628,10 @@ case "$MODE" in
     ;;
   executor)
     if start_api_server; then
+      if [ "$DEFERRABLE" -eq 1 ]; then
+        start_bg "triggerer" "$SLOG/triggerer.log" "${AIRFLOW[@]}" triggerer
+        success "airflow triggerer started (deferred tasks)"
+      fi
       info "airflow dags test --use-executor: LocalExecutor with $PARALLEL slots (dags test ignores the DAG's own limits)"
       start_bg "dags-test" "$SLOG/dag_run.log" "${AIRFLOW[@]}" dags test "$DAG_ID" -c "$CONF" --use-executor
       wait_run "$LAST_BG_PID" "airflow dags test --use-executor" && RUN_OK=1 || true
