@@ -10,6 +10,7 @@ made it: it is never split across tasks that another worker might run.
 from __future__ import annotations
 
 import logging
+import resource
 import socket
 import threading
 import time
@@ -80,6 +81,7 @@ class ShardResult:
     verify: dict | None = None
     salvage_branch: str | None = None
     worktree_path: str | None = None
+    peak_rss_mib: float | None = None
     error: str | None = None
     durations: dict = field(default_factory=dict)
 
@@ -106,6 +108,7 @@ class ShardResult:
                 "verify": self.verify,
                 "salvage_branch": self.salvage_branch,
                 "worktree_path": self.worktree_path,
+                "peak_rss_mib": self.peak_rss_mib,
                 "durations": self.durations,
             },
         }
@@ -327,6 +330,7 @@ def _finish(res: ShardResult, store, lease, manager, wt, heartbeat, t0: float, l
             lg.error("shard %s: could not remove worktree %s: %s (the janitor will prune it)",
                      res.shard_id, wt.path, exc)
     res.durations["total_s"] = round(time.monotonic() - t0, 3)
+    res.peak_rss_mib = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
     if store is None or lease is None:
         return
     try:
