@@ -176,6 +176,21 @@ def test_budget_without_count_tokens_uses_a_conservative_estimate(srv, git_repo)
     assert result.stop_reason in ("budget", "end_turn")
 
 
+def test_count_tokens_only_near_the_cap(srv, git_repo):
+    """Far from the cap a pessimistic size bound already fits, so no count_tokens round trip is made; near it
+    every call is counted exactly before it is sent."""
+    counted = lambda: [r for r in srv.requests if r["path"].endswith("count_tokens")]  # noqa: E731
+    roomy = runner_for(srv, budget=Budget(max_input_tokens=1_000_000)).run(git_repo, shard_prompt())
+    assert roomy.stop_reason == "end_turn" and roomy.turns >= 2
+    assert counted() == []
+    srv.reset()
+    cap = 1800  # below the bound of the first call (its JSON / 2 + tool overhead + max_tokens)
+    tight = runner_for(srv, max_tokens=1024, max_tokens_floor=64,
+                       budget=Budget(max_total_tokens=cap)).run(git_repo, shard_prompt())
+    assert len(counted()) >= max(tight.turns, 1)
+    assert srv.billed.total_tokens <= cap
+
+
 def test_budget_and_prices_units():
     b = Budget(max_output_tokens=100)
     assert b.check_call(10, 100) is None

@@ -9,7 +9,9 @@ Budgets are caps (:class:`Budget`): before every model call the runner checks th
 shrink ``max_tokens`` down to a floor to fit; if even that does not fit, the call is not sent and the run
 stops with ``stop_reason="budget"``.
 
-Prompt size: counted with ``client.messages.count_tokens`` (free, first-party API). Where that endpoint is
+Prompt size: while even a pessimistic bound (2 bytes of request JSON per token) fits what is left, no counting
+is needed; near the cap it is counted with ``client.messages.count_tokens`` (free, first-party API, but a
+round trip). Where that endpoint is
 missing (Bedrock, Vertex, a proxy) or fails, a conservative estimate is used: UTF-8 bytes of the request's
 JSON divided by 3, plus 1,000 tokens for the tool definitions' server-side overhead. Real text is about
 3.5-4.5 bytes per token, so the estimate overcounts.
@@ -47,6 +49,8 @@ DEFAULT_SYSTEM_PROMPT = (
 # Conservative fallback for prompt size when count_tokens is unavailable (see module docstring).
 _BYTES_PER_TOKEN_ESTIMATE = 3
 _TOOL_OVERHEAD_TOKENS = 1000
+# Far below the cap the runner skips count_tokens when the call fits even at this pessimistic size.
+_UPPER_BOUND_BYTES_PER_TOKEN = 2
 # count_tokens is an estimate of the billed count; leave a small margin on top of it.
 _COUNT_MARGIN = 1.02
 _COUNT_PAD = 8
@@ -454,6 +458,13 @@ class ApiRunner:
         raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return math.ceil(len(raw) / _BYTES_PER_TOKEN_ESTIMATE) + _TOOL_OVERHEAD_TOKENS
 
+    @staticmethod
+    def _upper_bound_tokens(request: dict[str, Any]) -> int:
+        """A bound no tokenizer exceeds in practice (2 bytes of JSON per token, plus the tool overhead): when a
+        call fits the budget even at this size, counting it exactly would only cost a round trip."""
+        raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        return math.ceil(len(raw) / _UPPER_BOUND_BYTES_PER_TOKEN) + _TOOL_OVERHEAD_TOKENS
+
     def _count_prompt(self, request: dict[str, Any]) -> int:
         if self._use_count_tokens and hasattr(getattr(self.client, "messages", None), "count_tokens"):
             try:
@@ -566,9 +577,12 @@ class ApiRunner:
                 request: dict[str, Any] = {"model": self.model, "max_tokens": self.max_tokens, "system": system,
                                            "tools": tools, "messages": self._with_rolling_breakpoint(messages)}
                 if budget is not None:
-                    prompt_tokens = self._count_prompt(request)
-                    fitted, reason = budget.fit_max_tokens(prompt_tokens, self.max_tokens, self.max_tokens_floor,
-                                                           self.model)
+                    # A cheap upper bound first; count_tokens (one more round trip) only near the cap.
+                    fitted, reason = budget.fit_max_tokens(self._upper_bound_tokens(request), self.max_tokens,
+                                                           self.max_tokens_floor, self.model)
+                    if fitted != self.max_tokens:
+                        fitted, reason = budget.fit_max_tokens(self._count_prompt(request), self.max_tokens,
+                                                               self.max_tokens_floor, self.model)
                     if fitted is None:
                         self.log.info("budget reached before turn %d: %s; the call is not sent", turns + 1, reason)
                         return result("budget", reason)
