@@ -433,6 +433,10 @@ class Bench:
                 "".join(f"import {m}\n" for m in self.args.preload.split(",") if m.strip()))
             sched_env["PYTHONPATH"] = f"{site}:{sched_env['PYTHONPATH']}" if sched_env.get("PYTHONPATH") else str(site)
             log(f"scheduler preloads {self.args.preload} (sitecustomize)")
+        if self.args.forkserver_preload:  # Airflow 3.3's own knob: LocalExecutor workers start from a forkserver
+            sched_env["AIRFLOW__SCHEDULER__MP_START_METHOD"] = "forkserver"  # that imported these modules once
+            sched_env["AIRFLOW__SCHEDULER__MP_FORKSERVER_PRELOAD"] = self.args.forkserver_preload
+            log(f"scheduler: mp_start_method=forkserver, mp_forkserver_preload={self.args.forkserver_preload}")
         self.procs.start("scheduler", [*self.airflow, "scheduler"], logs / "scheduler.log", sched_env)
         self.procs.start("dag-processor", [*self.airflow, "dag-processor"], logs / "dag_processor.log", self.env)
         log("scheduler and dag-processor started")
@@ -745,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-profile", action="store_true", help="skip the import profile")
     ap.add_argument("--keep-home", action="store_true", help="keep the temporary AIRFLOW_HOME (logs, shard DB)")
     ap.add_argument("--json", help="also write the raw figures to this file")
+    ap.add_argument("--forkserver-preload", default="",
+                    help="set [scheduler] mp_start_method=forkserver and mp_forkserver_preload=MODULES for the "
+                         "scheduler (the deployment recipe in docs/benchmarks.md), e.g. "
+                         "airflow.providers.anthropic.hooks.anthropic,airflow_provider_worktree.operators.maintenance")
     ap.add_argument("--preload", default="", help="experiment: modules the scheduler imports at start (comma list, "
                     "e.g. airflow.providers.anthropic.hooks.anthropic); LocalExecutor task processes are forks of it")
     args = ap.parse_args(argv)
