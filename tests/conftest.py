@@ -36,6 +36,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def wait_until_dead(pid: int, timeout: float = 5.0) -> bool:
+    """Poll until ``pid`` is gone (or a zombie); False when it still runs after ``timeout`` seconds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 

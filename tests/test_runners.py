@@ -13,6 +13,8 @@ from pathlib import Path
 import anthropic
 import pytest
 
+from conftest import wait_until_dead
+
 from airflow_provider_worktree.core.errors import WorktreeProviderError
 from airflow_provider_worktree.core.runners import (
     ApiRunner,
@@ -469,14 +471,7 @@ def test_claude_code_timeout_kills_the_process_group(claude_bin, git_repo, monke
     assert time.monotonic() - t0 < 20
     assert result.stop_reason == "error" and "timeout" in result.error
     child = int(Path(str(claude_bin) + ".child").read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the stand-in's child survived the timeout")
+    assert wait_until_dead(child), "the stand-in's child survived the timeout"
 
 
 def test_claude_code_cancel(claude_bin, git_repo, monkeypatch):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import wait_until_dead
+
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.sandbox import (
     CommandTool,
@@ -256,14 +258,7 @@ def test_command_timeout_kills_the_process_group(tree, tmp_path):
     assert time.monotonic() - t0 < 20
     assert res.is_error and "timed out" in res.content
     child = int(pid_file.read_text())
-    for _ in range(50):
-        try:
-            os.kill(child, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail("the grandchild survived the timeout")
+    assert wait_until_dead(child), "the grandchild survived the timeout"
 
 
 def test_command_output_is_truncated_and_secrets_scrubbed(tree, monkeypatch):

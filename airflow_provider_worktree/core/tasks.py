@@ -21,8 +21,8 @@ import re
 import shlex
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -538,6 +538,14 @@ class MaintenanceTask:
             return f"files of the shard were deleted: {', '.join(lost)}"
         return ""
 
+    @staticmethod
+    def _decreased(before: Mapping[str, Any], after: Mapping[str, Any], key: str, label: str) -> tuple[bool, str]:
+        """Success when the metric ``key`` went down: the shared rule of todo, docstrings and lint."""
+        b, a = before.get(key, 0), after.get(key, 0)
+        if a >= b:
+            return False, f"{label} did not decrease ({b} -> {a})"
+        return True, f"{label} {b} -> {a}"
+
     # -- prompt -----------------------------------------------------------------------------------
 
     def shard_instructions(self, shard: Mapping[str, Any]) -> str:
@@ -589,10 +597,8 @@ class TodoTask(MaintenanceTask):
         failed = self._common_failure(before, after, verify_ok)
         if failed:
             return False, failed
-        b, a = before.get("markers", 0), after.get("markers", 0)
-        if a >= b:
-            return False, f"TODO markers did not decrease ({b} -> {a})"
-        return True, f"TODO markers {b} -> {a}" + ("" if verify_ok else " (no verify command)")
+        ok, reason = self._decreased(before, after, "markers", "TODO markers")
+        return ok, reason + ("" if verify_ok or not ok else " (no verify command)")
 
     def shard_instructions(self, shard):
         return ("Resolve the TODO/FIXME/XXX/HACK comments in these files; leave a marker in place when it "
@@ -643,10 +649,7 @@ class DocstringsTask(MaintenanceTask):
             return False, failed
         if after.get("syntax_errors"):
             return False, f"syntax errors after the change: {', '.join(sorted(after['syntax_errors']))}"
-        b, a = before.get("missing", 0), after.get("missing", 0)
-        if a >= b:
-            return False, f"missing docstrings did not decrease ({b} -> {a})"
-        return True, f"missing docstrings {b} -> {a}"
+        return self._decreased(before, after, "missing", "missing docstrings")
 
     def shard_instructions(self, shard):
         return "Add the missing docstrings in these Python files without changing any code."
@@ -733,10 +736,7 @@ class LintTask(MaintenanceTask):
         failed = self._common_failure(before, after, verify_ok)
         if failed:
             return False, failed
-        b, a = before.get("findings", 0), after.get("findings", 0)
-        if a >= b:
-            return False, f"lint findings did not decrease ({b} -> {a})"
-        return True, f"lint findings {b} -> {a}"
+        return self._decreased(before, after, "findings", "lint findings")
 
     def shard_instructions(self, shard):
         cmd = f" The linter command is `{shlex.join(self.lint_command)}`." if self.lint_command else ""
