@@ -606,6 +606,15 @@ def _thresholds_arg(sub: argparse.ArgumentParser) -> None:
                      help="override a threshold, e.g. stale_locks_warning=2 (see `thresholds`); repeatable")
 
 
+def _older_than_arg(sub: argparse.ArgumentParser, default: float, what: str) -> None:
+    sub.add_argument("--older-than", type=parse_duration, default=default, metavar="DURATION",
+                     help=f"{what}, like 90s, 30m, 1h, 2d (default {_fmt_default(default)})")
+
+
+def _fmt_default(seconds: float) -> str:
+    return f"{seconds / 86400:g}d" if seconds >= 86400 else f"{seconds / 3600:g}h"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -633,16 +642,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = subs.add_parser("stale", help="running shards whose lease is older than --older-than (stale locks)")
     _common(p)
-    p.add_argument("--older-than", type=parse_duration, default=3600.0, metavar="DURATION",
-                   help="like 90s, 30m, 1h, 2d (default 1h, the runbook's)")
+    _older_than_arg(p, 3600.0, "lease age counted as stale (the runbook's 1h)")
     p.add_argument("--run-id", help="only this run")
     _thresholds_arg(p)
     p.set_defaults(func=cmd_stale)
 
     p = subs.add_parser("reset-stale", help="put stale shards back to pending so another worker claims them")
     _common(p)
-    p.add_argument("--older-than", type=parse_duration, default=3600.0, metavar="DURATION",
-                   help="like 90s, 30m, 1h, 2d (default 1h)")
+    _older_than_arg(p, 3600.0, "lease age counted as stale")
     p.add_argument("--run-id", help="only this run")
     p.add_argument("--dry-run", action="store_true", help="list what would be reset; change nothing")
     p.set_defaults(func=cmd_reset_stale)
@@ -656,8 +663,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)")
     p.add_argument("--worktree-root", metavar="DIR", help="where shard worktrees live (default: the manager's)")
-    p.add_argument("--older-than", type=parse_duration, default=86400.0, metavar="DURATION",
-                   help="like 12h, 2d (default 24h, the runbook's)")
+    _older_than_arg(p, 86400.0, "worktree age before it may be pruned (the runbook's 24h)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed; change nothing")
     p.set_defaults(func=cmd_prune)
 

@@ -8,29 +8,18 @@ failing.
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.gitcmd import run_git
+from airflow_provider_worktree.core.thresholds import to_epoch
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
 
 def _duration_s(row: dict) -> float | None:
-    start, end = row.get("started_at"), row.get("completed_at")
-    if not start or not end:
-        return None
-    try:
-        return round((_parse_ts(end) - _parse_ts(start)).total_seconds(), 3)
-    except ValueError:
-        return None
-
-
-def _parse_ts(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None)
-    return datetime.fromisoformat(str(value).replace("Z", "")).replace(tzinfo=None)
+    start, end = to_epoch(row.get("started_at")), to_epoch(row.get("completed_at"))
+    return round(end - start, 3) if start is not None and end is not None else None
 
 
 def build_report(store: Any, run_id: str) -> dict:
