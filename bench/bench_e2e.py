@@ -8,7 +8,7 @@ the offline Messages API test double on a fixed loopback port) runs, one after t
 
 1. ``parallel_maintenance_noop`` (bench/dags): the same plan task and mapped shard count, mapped tasks that do
    nothing: the floor, what Airflow alone costs;
-2. ``parallel_maintenance_poc`` (example_dags) with the offline server answering at once (latency 0);
+2. ``parallel_maintenance_poc`` (airflow_provider_worktree/example_dags) with the offline server answering at once (latency 0);
 3. the same with the server answering after ``--latency`` seconds (default 2).
 
 Each run's wall time is its dag run's ``end_date - start_date`` from the metadata database. The shard database
@@ -354,7 +354,7 @@ class Bench:
         logs.mkdir(parents=True)
         dags = self.home / "dags"
         dags.mkdir()
-        shutil.copy(PROJECT / "example_dags" / f"{REAL_DAG}.py", dags)
+        shutil.copy(PROJECT / "airflow_provider_worktree" / "example_dags" / f"{REAL_DAG}.py", dags)
         shutil.copy(PROJECT / "bench" / "dags" / f"{NOOP_DAG}.py", dags)
         shutil.copy(PROJECT / "bench" / "dags" / f"{PROBE_DAG}.py", dags)
         log(f"AIRFLOW_HOME={self.home}")

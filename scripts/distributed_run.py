@@ -10,7 +10,7 @@ Starts, in a fresh AIRFLOW_HOME (a temp dir, or --home):
 * the broker: an empty Redis database number (claimed with a marker key, flushed at the end), or RabbitMQ
   with --broker rabbitmq; either way a queue of its own (``wt_dist_<random>``);
 * ``airflow api-server`` (the execution API the Celery workers' tasks talk to), ``scheduler``,
-  ``dag-processor`` (DAGs folder = the project's example_dags/), and TWO ``airflow celery worker`` processes
+  ``dag-processor`` (DAGs folder = the package's example_dags/), and TWO ``airflow celery worker`` processes
   with distinct ``--celery-hostname``, each with its own ``[worktree] worktree_root`` / ``cache_dir``
   (AIRFLOW__WORKTREE__*), log file and log-server port;
 * the offline Messages API server (a test double, not Claude) with a small latency so shards overlap;
@@ -463,7 +463,7 @@ class Deployment:
                       "schema": self.shard_db}
         self.airflow_env = {
             "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "example_dags"),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(PROJECT / "airflow_provider_worktree" / "example_dags"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
             "AIRFLOW__CORE__FERNET_KEY": Fernet.generate_key().decode(),

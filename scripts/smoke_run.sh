@@ -371,7 +371,7 @@ AF_VER="$("$PY" -c 'import airflow; print(airflow.__version__)')"
 PKG_VER="$("$PY" -c 'import airflow_provider_worktree as p; print(p.__version__)' 2>/dev/null || echo '?')"
 version_ge "$AF_VER" "3.0" || die "Airflow $AF_VER is installed but this provider needs Airflow 3: pip install -e '.[test]'"
 success "Apache Airflow $AF_VER, airflow-provider-worktree $PKG_VER"
-[ -f "$PROJECT/example_dags/$DAG_ID.py" ] || die "DAG file not found: $PROJECT/example_dags/$DAG_ID.py (run from a checkout of the project)"
+[ -f "$PROJECT/airflow_provider_worktree/example_dags/$DAG_ID.py" ] || die "DAG file not found: $PROJECT/airflow_provider_worktree/example_dags/$DAG_ID.py (run from a checkout of the project)"
 if command -v sqlite3 >/dev/null 2>&1; then
   success "sqlite3 $(sqlite3 --version | awk '{print $1}') for the shard database queries"
 else
@@ -410,7 +410,7 @@ SLOG="$SMOKE_HOME/logs/smoke"
 while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep -E '^(AIRFLOW__|AIRFLOW_CONN_|AIRFLOW_VAR_)' || true)
 unset WORKTREE_REPO AIRFLOW_CONFIG 2>/dev/null || true
 export AIRFLOW_HOME="$SMOKE_HOME"
-export AIRFLOW__CORE__DAGS_FOLDER="$PROJECT/example_dags"
+export AIRFLOW__CORE__DAGS_FOLDER="$PROJECT/airflow_provider_worktree/example_dags"
 export AIRFLOW__CORE__LOAD_EXAMPLES=False
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=True
 export AIRFLOW__CORE__EXECUTOR=LocalExecutor
@@ -509,7 +509,7 @@ DAGS_LIST="$(af dags list -o plain 2>/dev/null || true)"
 if grep -q "^$DAG_ID[[:space:]]" <<<"$DAGS_LIST"; then
   success "DAG $DAG_ID is registered (airflow dags list)"
 else
-  error "DAG $DAG_ID is not registered: check 'python example_dags/$DAG_ID.py' for errors"
+  error "DAG $DAG_ID is not registered: check 'python airflow_provider_worktree/example_dags/$DAG_ID.py' for errors"
 fi
 if [ -n "${WORKTREE_MODEL_POOL:-}" ] && [ "$WORKTREE_MODEL_POOL" != "default_pool" ]; then
   if af pools set "$WORKTREE_MODEL_POOL" "$PARALLEL" "Claude model calls (smoke run)" >"$SLOG/pool.log" 2>&1; then

@@ -33,7 +33,7 @@ def airflow_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("airflow-home")
     dags = home / "dags"
     dags.mkdir()
-    for dag_file in (ROOT / "example_dags").glob("*.py"):
+    for dag_file in (ROOT / "airflow_provider_worktree" / "example_dags").glob("*.py"):
         shutil.copy(dag_file, dags / dag_file.name)
     env = _env(home)
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)

@@ -9,24 +9,21 @@ and the real API.
 Run it from a shell: ``python -m airflow_provider_worktree.testing --port 8765``.
 """
 
+from airflow_provider_worktree.core.tasks import parse_shard_block
+from airflow_provider_worktree.testing.model import RuleBasedModel, ScriptedModel, text_reply, tool_use_reply
 from airflow_provider_worktree.testing.server import (
     DEFAULT_MODEL_ID,
     Fault,
     OfflineMessagesServer,
-    RuleBasedModel,
-    ScriptedModel,
     authentication_error,
     bad_request,
     escape_attempt,
     forbidden_command,
     malformed_tool_call,
     overloaded,
-    parse_shard_block,
     rate_limit,
     server_error,
     slow,
-    text_reply,
-    tool_use_reply,
 )
 
 __all__ = [

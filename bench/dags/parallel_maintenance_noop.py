@@ -1,4 +1,4 @@
-"""parallel_maintenance_noop: the no-op twin of example_dags/parallel_maintenance_poc.py (bench/bench_e2e.py).
+"""parallel_maintenance_noop: the no-op twin of airflow_provider_worktree/example_dags/parallel_maintenance_poc.py (bench/bench_e2e.py).
 
 Same shape, same limits, same plan task; the mapped tasks do nothing. bench/bench_e2e.py runs it in the same
 Airflow instance as the real DAG to measure the floor: what Airflow alone costs to schedule and run
