@@ -128,3 +128,13 @@ def pg_url():
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def real_repo_factory(tmp_path: Path):
+    """Real open-source code in a fresh git repository: ``real_repo_factory("requests")`` (see tests/realrepos.py)."""
+    from realrepos import real_repo
+
+    def _factory(name: str, version: str | None = None) -> Path:
+        return real_repo(tmp_path / f"real-{name}", name, version)
+    return _factory
