@@ -51,7 +51,7 @@ REAL_DAG = "parallel_maintenance_poc"
 NOOP_DAG = "parallel_maintenance_noop"
 PROBE_DAG = "bench_task_probe"
 PG_DSN = os.environ.get("WORKTREE_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres")
-TARGET_RATIO, TARGET_EFF, TARGET_RSS = 1.3, 0.8, 250.0
+TARGET_RATIO, TARGET_EFF, TARGET_RSS = 1.3, 0.9, 250.0
 CLK = os.sysconf("SC_CLK_TCK")
 
 
@@ -494,6 +494,41 @@ class Bench:
         self.results[label] = res
         return res
 
+    def run_xargs(self, label: str) -> dict:
+        """The same shards through the core API, one process per shard under ``xargs -P parallel`` (no Airflow):
+        the baseline a plain shell loop gives, against the offline server at its current latency."""
+        from airflow_provider_worktree.core.store import ShardStore
+        from airflow_provider_worktree.core.tasks import plan_shards
+
+        a = self.args
+        db = self.home / "xargs_shard_status.db"
+        run_id = f"bench_{label}_{time.strftime('%H%M%S')}"
+        shards = plan_shards(self.repo, "todo", max_files=1, max_shards=a.shards)
+        store = ShardStore.open(str(db))
+        store.register_shards(run_id, shards)
+        store.close()
+        time.sleep(a.settle)
+        cpu0, la0 = machine_busy_s(), os.getloadavg()[0]
+        argv = ["xargs", "-P", str(a.parallel), "-n", "1", self.py, str(PROJECT / "bench" / "xargs_shard.py"),
+                "--db", str(db), "--repo", str(self.repo), "--root", str(self.home / "xargs_worktrees"),
+                "--run-id", run_id, "--base-url", f"http://127.0.0.1:{self.api_port}"]
+        log(f"{label}: {len(shards)} shards through the core API, xargs -P {a.parallel}")
+        t = time.monotonic()
+        p = subprocess.run(argv, input="\n".join(s["shard_id"] for s in shards), text=True, capture_output=True,
+                           env=self.env, timeout=a.timeout)
+        wall = time.monotonic() - t
+        rows = shard_rows(db, run_id)
+        done = sum(1 for r in rows if r["status"] == "completed")
+        state = "success" if p.returncode == 0 and done == len(shards) else "failed"
+        if state != "success":
+            log(f"{label}: xargs exited {p.returncode}: {p.stderr[-800:]}")
+        res = {"label": label, "dag_id": "(xargs, core API)", "run_id": run_id, "state": state, "wall_s": wall,
+               "tis": [], "shards": rows, "cpu": {"machine (all processes)": machine_busy_s() - cpu0},
+               "load": (la0, os.getloadavg()[0])}
+        log(f"{label}: {state} in {wall:.1f}s ({done}/{len(shards)} shards completed)")
+        self.results[label] = res
+        return res
+
     # ---------------------------------------------------------------- task-process probe
     def probe(self) -> dict:
         """Run bench_task_probe (two task processes of the same executor) and read what they wrote."""
@@ -657,10 +692,20 @@ print(json.dumps(out))
                 eff = ideal / net if net > 0 else float("nan")
                 verdicts.append((f"(b) efficiency, ideal = {name}",
                                  f"{ideal:.1f}s / ({rl['wall_s']:.1f}s - {floor:.1f}s floor) = {eff:.2f} "
-                                 f"(raw, no floor: {ideal / rl['wall_s']:.2f})", f">= {TARGET_EFF}", eff >= TARGET_EFF))
+                                 f"(raw, no floor: {ideal / rl['wall_s']:.2f})", f">= {a.target_eff}",
+                                 eff >= a.target_eff))
             literal = n * a.latency / a.parallel
             print(f"(the issue's formula taken literally, {n} x {a.latency:g}s / {a.parallel} = {literal:.1f}s, assumes one "
                   f"model call per shard; the rule-based model makes {statistics.mean(turns):.2f} calls per shard)")
+        rx = R.get(f"xargs_L{a.latency:g}")
+        if rx and rx["shards"]:
+            ideal = sum(s["turns"] or 0 for s in rx["shards"]) * a.latency / a.parallel
+            verdicts.append(("(d) baseline: xargs -P over the core API, ideal = sum(turns) x L / P",
+                             f"{ideal:.1f}s / {rx['wall_s']:.1f}s = {ideal / rx['wall_s']:.2f}", "(reference)", True))
+            if rl:
+                verdicts.append(("(e) Airflow DAG wall / xargs wall, same shards and latency",
+                                 f"{rl['wall_s']:.1f}s / {rx['wall_s']:.1f}s = {rl['wall_s'] / rx['wall_s']:.2f}x",
+                                 "(reference)", True))
         rss = [s["peak_rss_mib"] for r in R.values() for s in r["shards"] if s["peak_rss_mib"] is not None]
         if rss:
             verdicts.append(("(c) peak RSS of a task process (max over shards)",
@@ -743,7 +788,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--latency", type=float, default=2.0, help="offline server latency of the second real run (s)")
     ap.add_argument("--metadata-db", choices=("auto", "postgres", "sqlite"), default="auto")
     ap.add_argument("--pg-dsn", default=PG_DSN)
-    ap.add_argument("--runs", default="noop,real0,realL", help="comma list of noop, real0, realL (default: all, in order)")
+    ap.add_argument("--runs", default="noop,real0,realL,xargs",
+                    help="comma list of noop, real0, realL, xargs (default: all, in order)")
+    ap.add_argument("--target-eff", type=float, default=TARGET_EFF, help="efficiency target at --latency")
     ap.add_argument("--timeout", type=float, default=600, help="seconds each DAG run may take")
     ap.add_argument("--settle", type=float, default=5, help="seconds of quiet before each run")
     ap.add_argument("--no-profile", action="store_true", help="skip the import profile")
@@ -779,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
             elif which == "realL":
                 bench.start_offline_api(args.latency)
                 bench.run(f"real_L{args.latency:g}", REAL_DAG)
+            elif which == "xargs":
+                bench.start_offline_api(args.latency)
+                bench.run_xargs(f"xargs_L{args.latency:g}")
             else:
                 raise SetupError(f"--runs: unknown run {which!r}")
         probe = None
