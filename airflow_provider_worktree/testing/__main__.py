@@ -11,8 +11,8 @@ import threading
 from airflow_provider_worktree.testing.server import OfflineMessagesServer
 
 DESCRIPTION = (
-    "Serve an OFFLINE TEST DOUBLE of the Anthropic Messages API on loopback (POST /v1/messages, "
-    "POST /v1/messages/count_tokens). Its replies come from a deterministic rule-based stand-in, NOT from Claude: "
+    "Serve an OFFLINE TEST DOUBLE of the Anthropic Messages API on loopback (POST /v1/messages, streaming "
+    "included, POST /v1/messages/count_tokens, GET /v1/models). Its replies come from a deterministic rule-based stand-in, NOT from Claude: "
     "use it for the smoke run, tests and benchmarks only. Real maintenance needs an Anthropic API key and the real "
     "API. Point a client at it with base_url=<printed URL> and any non-empty API key."
 )
