@@ -18,7 +18,9 @@ what it may do (the flags are those of ``claude --help``, checked against the in
   database URLs. It gets the API key and base URL, a private ``HOME``/``CLAUDE_CONFIG_DIR`` (a fresh temporary
   directory removed after the run), and the switches for non-essential traffic, the auto-updater, telemetry,
   error reporting and ``CLAUDE.md`` discovery (a repository's ``CLAUDE.md`` may import files from anywhere;
-  the task's conventions reach the model through the appended system prompt instead).
+  the task's conventions reach the model through the appended system prompt instead). With a shell allowed,
+  ``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1`` keeps the API key out of the commands' environment (the CLI needs
+  bubblewrap for that; without it the runner warns).
 
 The process starts through :func:`~airflow_provider_worktree.core.proc.run_process` (own process group, timeout
 and cancel kill the group). API errors the CLI hit (``api_error_status`` in its result) are raised as
@@ -214,6 +216,13 @@ class ClaudeCodeRunner:
         home = os.fspath(home)
         env.update(HOME=home, CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"), XDG_CONFIG_HOME=os.path.join(home, ".config"),
                    XDG_CACHE_HOME=os.path.join(home, ".cache"), PWD=os.fspath(worktree))
+        if self.allow_commands:
+            if shutil.which("bwrap", path=env["PATH"]):
+                # The CLI then runs its shell commands without the API key in their environment (it uses bubblewrap).
+                env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
+            else:
+                self.log.warning("bubblewrap (bwrap) is not installed: the shell commands Claude Code runs "
+                                 "(allow_commands) can read the API key from their environment; install bubblewrap.")
         env.update(self._env)
         if self._api_key:
             env["ANTHROPIC_API_KEY"] = self._api_key
