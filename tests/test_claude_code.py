@@ -206,6 +206,19 @@ def test_cli_is_confined_to_the_worktree_and_its_allowed_commands(claude_cli, gi
         assert KEY not in seen, "with bubblewrap the CLI scrubs the key from its commands' environment"
 
 
+def test_dollar_cap_stops_the_cli(claude_cli, git_repo):
+    """The first call of the CLI costs about $0.03 here (its own prompt is ~9k tokens written to the cache at the
+    model's list price); a $0.02 cap stops the endless script after that call instead of ten."""
+    endless = ScriptedModel([tool_use_reply("Read", {"file_path": "src/app.py"}) for _ in range(10)])
+    with OfflineMessagesServer(endless) as srv:
+        result = runner(claude_cli, srv, max_budget_usd=0.02, max_turns=10).run(git_repo, "Keep reading.")
+        calls = len(srv.message_requests())
+    assert result.stop_reason == "budget" and "error_max_budget_usd" in result.error, result
+    # the CLI checks its cap after each call: it stops early, but the last call may go past the cap
+    assert 1 <= calls < 10 and result.cost_usd >= 0.02
+    assert result.usage.cache_write_tokens > 0, "the tokens of the calls made are kept (from modelUsage)"
+
+
 def test_api_error_is_reported_with_status_and_message(claude_cli, git_repo):
     with OfflineMessagesServer(ScriptedModel([text_reply("never")])) as srv:
         srv.inject(bad_request("max_tokens: 32000 > 8192, the maximum for this model (offline test double)"))

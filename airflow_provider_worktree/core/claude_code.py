@@ -285,7 +285,7 @@ class ClaudeCodeRunner:
             return result("error", files_written=files, error=(
                 f"claude exited with code {done.returncode} without a JSON result"
                 + (f": {stderr_tail}" if stderr_tail else "")))
-        usage = Usage.from_api(data.get("usage") or {})
+        usage = _usage_of(data)
         subtype = str(data.get("subtype") or "")
         text = str(data.get("result") or "")
         cost = data.get("total_cost_usd", data.get("cost_usd"))
@@ -314,6 +314,20 @@ class ClaudeCodeRunner:
             if stop == "error" and text:
                 error += f": {text[:500]}"
         return result(stop, error=error, **common)
+
+
+def _usage_of(data: Mapping[str, Any]) -> Usage:
+    """Tokens of every model the CLI called (``modelUsage``; its ``usage`` can be empty, e.g. on a budget stop)."""
+    per_model = data.get("modelUsage")
+    if isinstance(per_model, Mapping) and per_model:
+        total = Usage()
+        for u in per_model.values():
+            if isinstance(u, Mapping):
+                total.add(Usage(*(max(0, int(u.get(k) or 0)) for k in
+                                  ("inputTokens", "outputTokens", "cacheReadInputTokens", "cacheCreationInputTokens"))))
+        return total
+    usage = Usage.from_api(data.get("usage") or {})
+    return Usage(*(max(0, v) for v in usage.to_dict().values()))
 
 
 def _api_error(data: Mapping[str, Any]) -> tuple[int | None, str | None]:
