@@ -36,6 +36,7 @@ from airflow_provider_worktree.testing import (
     OfflineMessagesServer,
     ScriptedModel,
     bad_request,
+    mid_stream_error,
     text_reply,
     tool_use_reply,
 )
@@ -156,9 +157,10 @@ def test_bad_options_are_refused_with_the_fix(tmp_path):
 
 
 # -- the real CLI against the offline server ------------------------------------------------------------------------
-def test_cli_reads_and_edits_a_file_in_the_worktree(claude_cli, git_repo, worker_secrets):
+def test_cli_reads_and_edits_a_file_in_the_worktree(claude_cli, git_repo, worker_secrets, tmp_path):
     model = read_edit_script({"src/app.py": ("# TODO: validate inputs", "# NOTE: inputs are validated upstream")})
-    with OfflineMessagesServer(model) as srv:
+    log = tmp_path / "requests.jsonl"
+    with OfflineMessagesServer(model, request_log=log) as srv:
         result = runner(claude_cli, srv).run(git_repo, "Resolve the TODO in src/app.py.",
                                              system_prompt="Keep edits small.")
         requests = srv.message_requests()
@@ -176,6 +178,9 @@ def test_cli_reads_and_edits_a_file_in_the_worktree(claude_cli, git_repo, worker
         assert not any(v in json.dumps(req) for v in worker_secrets.values())
     system = json.dumps(requests[0]["body"]["system"])
     assert "Keep edits small." in system
+    logged = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [(e["path"], e["status"], e["stream"]) for e in logged] == [("/v1/messages?beta=true", 200, True)] * 3
+    assert KEY not in log.read_text()
     assert not any(b.get("is_error") for b in tool_results(requests[-1]))
 
 
@@ -217,6 +222,26 @@ def test_dollar_cap_stops_the_cli(claude_cli, git_repo):
     # the CLI checks its cap after each call: it stops early, but the last call may go past the cap
     assert 1 <= calls < 10 and result.cost_usd >= 0.02
     assert result.usage.cache_write_tokens > 0, "the tokens of the calls made are kept (from modelUsage)"
+
+
+def test_cli_retries_a_stream_that_breaks_off(claude_cli, git_repo):
+    """An overloaded ``error`` event in the middle of a stream: the CLI retries the call and carries on."""
+    steps = [tool_use_reply("Read", {"file_path": "src/util.py"}),
+             tool_use_reply("Edit", {"file_path": "src/util.py", "old_string": "# FIXME: overflow?",
+                                     "new_string": "# NOTE: ints do not overflow"}),
+             text_reply("Done.")]
+
+    def by_turn(request):  # stateless: the step is the number of assistant turns so far, so a retry repeats it
+        return steps[sum(m["role"] == "assistant" for m in request["messages"])]
+
+    with OfflineMessagesServer(ScriptedModel([by_turn] * 10)) as srv:
+        srv.inject(mid_stream_error(after_events=4))
+        result = runner(claude_cli, srv).run(git_repo, "Resolve the FIXME.")
+        statuses = [(r["status"], r["stream"]) for r in srv.message_requests()]
+    assert result.stop_reason == "end_turn", result
+    assert "# NOTE: ints do not overflow" in (git_repo / "src/util.py").read_text()
+    # the broken stream, its retry (2.1.197 retries without streaming: its non-streaming fallback), then two calls
+    assert len(statuses) == 4 and statuses[0] == (200, True) and all(status == 200 for status, _ in statuses)
 
 
 def test_api_error_is_reported_with_status_and_message(claude_cli, git_repo):

@@ -26,6 +26,7 @@ import itertools
 import json
 import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -192,6 +193,8 @@ class OfflineMessagesServer:
     :param api_key: if set, requests must carry it (``x-api-key`` or ``Authorization: Bearer``); otherwise any
         non-empty key is accepted.
     :param min_cache_tokens: prompts shorter than this are not cached (the real API's minimum is 1024-4096).
+    :param request_log: append every request (keys redacted, with its status) to this file as one JSON line, to
+        see what a client such as the Claude Code CLI sends.
 
     Attributes for tests: ``billed`` (a :class:`Usage` total over successful ``/v1/messages`` replies),
     ``requests`` (every request: ``{"path", "method", "headers" (keys redacted), "body", "status"}``),
@@ -199,13 +202,15 @@ class OfflineMessagesServer:
     """
 
     def __init__(self, model: Any = None, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, *,
-                 api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID) -> None:
+                 api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID,
+                 request_log: str | os.PathLike[str] | None = None) -> None:
         self.model = model if model is not None else RuleBasedModel()
         self.latency = float(latency)
         self.host, self.port = host, int(port)
         self.api_key = api_key
         self.min_cache_tokens = min_cache_tokens
         self.model_id = model_id
+        self.request_log = os.fspath(request_log) if request_log else None
         self.billed = Usage()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -385,6 +390,11 @@ class OfflineMessagesServer:
             status, extra_headers = err.status, err.headers
             payload = {"type": "error", "error": {"type": err.error_type, "message": err.message}}
         entry["status"] = status
+        entry["stream"] = isinstance(payload, _EventStream)
+        if self.request_log:
+            line = json.dumps(entry, ensure_ascii=False, default=str)
+            with self._lock, open(self.request_log, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
         return status, extra_headers, payload
 
     def _dispatch(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
