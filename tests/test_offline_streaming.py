@@ -22,7 +22,8 @@ MODEL = "claude-sonnet-4-6"
 LONG_TEXT = "The quick brown fox jumps over the lazy dog. " * 6  # several text_delta events
 TOOL_INPUT = {"command": "str_replace", "path": "src/app.py", "old_str": "x = 1  # TODO: fix \"quoted\" ünïcode",
               "new_str": "x = 1\n", "nested": {"list": [1, 2, {"deep": True}], "none": None}}
-THINKING = {"type": "thinking", "thinking": "Let me consider the file before editing it. " * 3, "signature": "sig-abc123"}
+THINKING = {"type": "thinking", "thinking": "Let me consider the file before editing it. " * 3,
+            "signature": "sig-abc123"}
 
 
 def scripted(*replies):
@@ -71,7 +72,8 @@ def test_create_stream_true_sends_the_api_event_sequence():
     assert len(partial) > 3 and json.loads("".join(partial)) == TOOL_INPUT
     assert starts[2].content_block.input == {} and starts[2].content_block.id == "toolu_stream_1"
     # The block events sit between message_start and message_delta, each block's events contiguous.
-    first_block, last_block = types.index("content_block_start"), len(types) - 1 - types[::-1].index("content_block_stop")
+    first_block = types.index("content_block_start")
+    last_block = len(types) - 1 - types[::-1].index("content_block_stop")
     assert all(t in ("content_block_start", "content_block_delta", "content_block_stop")
                for t in types[first_block:last_block + 1])
     assert types[:first_block] == ["message_start"]  # the SDK drops the ping that follows (see the wire test)

@@ -55,7 +55,8 @@ __all__ = [
     "cli_flags",
 ]
 
-INSTALL_HINT = "install Claude Code with `npm install -g @anthropic-ai/claude-code`, or pass executable='/path/to/claude'"
+INSTALL_HINT = ("install Claude Code with `npm install -g @anthropic-ai/claude-code`, or pass "
+                "executable='/path/to/claude'")
 
 #: The tools a maintenance task needs: read and edit files, find them. Bash is added only with ``allow_commands``.
 DEFAULT_TOOLS = ("Read", "Edit", "Write", "Glob", "Grep")
@@ -214,8 +215,8 @@ class ClaudeCodeRunner:
         env.setdefault("LANG", "C.UTF-8")
         env.update(FIXED_ENV)
         home = os.fspath(home)
-        env.update(HOME=home, CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"), XDG_CONFIG_HOME=os.path.join(home, ".config"),
-                   XDG_CACHE_HOME=os.path.join(home, ".cache"), PWD=os.fspath(worktree))
+        env.update(HOME=home, CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"), PWD=os.fspath(worktree),
+                   XDG_CONFIG_HOME=os.path.join(home, ".config"), XDG_CACHE_HOME=os.path.join(home, ".cache"))
         if self.allow_commands:
             if shutil.which("bwrap", path=env["PATH"]):
                 # The CLI then runs its shell commands without the API key in their environment (it uses bubblewrap).
@@ -229,10 +230,6 @@ class ClaudeCodeRunner:
         if self._base_url:
             env["ANTHROPIC_BASE_URL"] = self._base_url
         return argv, env
-
-    def build_argv(self, system_prompt: str | None = None) -> list[str]:
-        """The command line alone (see :meth:`build_command`)."""
-        return self.build_command(os.getcwd(), home=tempfile.gettempdir(), system_prompt=system_prompt)[0]
 
     def _resolve_executable(self) -> str:
         path_env = self._env.get("PATH", os.environ.get("PATH"))
