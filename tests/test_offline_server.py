@@ -107,8 +107,8 @@ def test_validation_errors_via_the_sdk(srv):
             {"role": "user", "content": "x"},
             {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "t", "input": {}}]},
             {"role": "user", "content": "no result"}])
-    with pytest.raises(anthropic.BadRequestError, match="does not stream"):
-        client.messages.create(**SIMPLE, stream=True)
+    with pytest.raises(anthropic.BadRequestError, match="role: must be"):
+        client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "robot", "content": "x"}])
     with pytest.raises(anthropic.BadRequestError, match="maximum of 4"):
         client.messages.create(model=MODEL, max_tokens=10, messages=[{"role": "user", "content": [
             {"type": "text", "text": str(i), "cache_control": {"type": "ephemeral"}} for i in range(5)]}])

@@ -1,4 +1,4 @@
-"""Claude runners: the Messages API agent loop (:class:`ApiRunner`) and Claude Code headless (:class:`ClaudeCodeRunner`).
+"""Claude runners: the Messages API agent loop (:class:`ApiRunner`); Claude Code headless is in ``core/claude_code.py``.
 
 Both take a worktree and a shard prompt and return a :class:`RunResult` (stop reason, turns, token usage,
 cost, files written, final text). Neither imports Airflow; the operator builds the SDK client from the
@@ -24,16 +24,13 @@ import logging
 import math
 import os
 import random
-import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.proc import ProcessHandle, run_process
 from airflow_provider_worktree.core.sandbox import CommandTool, TextEditorTool, ToolResult
 
 STOP_REASONS = ("end_turn", "max_turns", "budget", "error", "cancelled")
@@ -74,10 +71,6 @@ class ModelRequestError(WorktreeProviderError):
         self.request_id = request_id
         self.retryable = retryable
         self.result = result
-
-
-class ClaudeCodeNotFoundError(ConfigurationError):
-    """The ``claude`` executable is not installed or not on PATH."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -659,167 +652,15 @@ def _fix_hint(status: int | None) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Claude Code headless
-# ---------------------------------------------------------------------------------------------------------------
-INSTALL_HINT = "install Claude Code with `npm install -g @anthropic-ai/claude-code`, or pass executable='/path/to/claude'"
+# Claude Code headless: moved to core/claude_code.py; the names stay importable from here (resolved on first use,
+# since claude_code imports this module).
+_MOVED_TO_CLAUDE_CODE = ("ClaudeCodeNotFoundError", "ClaudeCodeRunner", "INSTALL_HINT", "_parse_json_result",
+                         "_git_changed_files")
 
 
-class ClaudeCodeRunner:
-    """Claude Code in headless mode: ``claude -p --output-format json`` in the worktree.
+def __getattr__(name: str) -> Any:
+    if name in _MOVED_TO_CLAUDE_CODE:
+        from airflow_provider_worktree.core import claude_code
 
-    The prompt goes on stdin (``claude -p`` reads it from there when no positional prompt is given), so a long
-    prompt never meets the argv size limit; the API key is only ever passed through the environment
-    (``api_key=`` sets ``ANTHROPIC_API_KEY`` for the child). The process runs in its own session; the timeout and
-    :meth:`cancel` kill the whole process group.
-    """
-
-    def __init__(self, model: str | None = None, permission_mode: str = "acceptEdits",
-                 allowed_tools: Sequence[str] = ("Read", "Edit", "Write", "Glob", "Grep"), max_turns: int = 20,
-                 timeout: float = 1800, executable: str = "claude", extra_args: Sequence[str] = (), *,
-                 env: Mapping[str, str] | None = None, api_key: str | None = None, base_url: str | None = None,
-                 prices: PriceTable | None = None, logger: logging.Logger | None = None) -> None:
-        self.model = model
-        self.permission_mode = permission_mode
-        self.allowed_tools = tuple(allowed_tools)
-        self.max_turns = int(max_turns)
-        self.timeout = float(timeout)
-        self.executable = executable
-        self.extra_args = tuple(extra_args)
-        self._env = dict(env or {})
-        self._api_key = api_key
-        self._base_url = base_url
-        self.prices = prices or PriceTable()
-        self.log = logger or logging.getLogger(__name__)
-        # SIGTERM first: claude gets 5 s to stop its tools before the SIGKILL.
-        self._handle = ProcessHandle(grace_s=5.0)
-
-    def __repr__(self) -> str:  # never shows the key
-        return f"ClaudeCodeRunner(model={self.model!r}, executable={self.executable!r}, max_turns={self.max_turns})"
-
-    def build_argv(self, system_prompt: str | None = None) -> list[str]:
-        """The command line (without the prompt, which goes on stdin)."""
-        exe = self._resolve_executable()
-        argv = [exe, "-p", "--output-format", "json", "--permission-mode", self.permission_mode,
-                "--max-turns", str(self.max_turns)]
-        if self.allowed_tools:
-            argv += ["--allowedTools", ",".join(self.allowed_tools)]
-        if self.model:
-            argv += ["--model", self.model]
-        if system_prompt:
-            argv += ["--append-system-prompt", system_prompt]
-        return argv + list(self.extra_args)
-
-    def _resolve_executable(self) -> str:
-        path_env = self._env.get("PATH", os.environ.get("PATH"))
-        found = shutil.which(self.executable, path=path_env)
-        if not found:
-            raise ClaudeCodeNotFoundError(f"the Claude Code executable {self.executable!r} was not found on PATH: "
-                                          f"{INSTALL_HINT}.")
-        return found
-
-    def cancel(self) -> None:
-        """Kill the running ``claude`` process group. Thread-safe."""
-        self._handle.cancel()
-
-    def run(self, worktree_path: str | os.PathLike[str], shard_prompt: str,
-            system_prompt: str | None = None) -> RunResult:
-        started = time.monotonic()
-        if not Path(worktree_path).is_dir():
-            raise ConfigurationError(f"worktree {os.fspath(worktree_path)!r} is not a directory.")
-        argv = self.build_argv(system_prompt)
-        env = {**os.environ, **self._env}
-        if self._api_key:
-            env["ANTHROPIC_API_KEY"] = self._api_key
-        if self._base_url:
-            env["ANTHROPIC_BASE_URL"] = self._base_url
-
-        def result(stop: str, **kw: Any) -> RunResult:
-            kw.setdefault("model", self.model)
-            return RunResult(stop_reason=stop, duration_s=round(time.monotonic() - started, 3), **kw)
-
-        try:
-            done = run_process(argv, worktree_path, timeout=self.timeout, env=env, input=shard_prompt,
-                               grace_s=self._handle.grace_s, handle=self._handle)
-        except FileNotFoundError:
-            raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
-        if not done.started:
-            return result("cancelled", error="the run was cancelled")
-        stderr_tail = done.stderr.strip()[-2000:]
-        files = _git_changed_files(worktree_path)
-        if done.timed_out:
-            return result("error", error=f"claude did not finish within timeout={self.timeout:g}s and was killed",
-                          files_written=files)
-        if done.cancelled:
-            return result("cancelled", error="the run was cancelled", files_written=files)
-        data = _parse_json_result(done.stdout)
-        if data is None:
-            return result("error", files_written=files, error=(
-                f"claude exited with code {done.returncode} without a JSON result"
-                + (f": {stderr_tail}" if stderr_tail else "")))
-        u = data.get("usage") or {}
-        usage = Usage.from_api(u)
-        subtype = str(data.get("subtype") or "")
-        is_error = bool(data.get("is_error")) or done.returncode != 0
-        if subtype == "error_max_turns":
-            stop = "max_turns"
-        elif "budget" in subtype:
-            stop = "budget"
-        elif is_error or (subtype and subtype != "success"):
-            stop = "error"
-        else:
-            stop = "end_turn"
-        cost = data.get("total_cost_usd", data.get("cost_usd"))
-        cost_usd = float(cost) if isinstance(cost, (int, float)) else self.prices.cost(usage, self.model)
-        error = None
-        if stop != "end_turn":
-            error = f"claude ended with subtype={subtype or '?'} (exit code {done.returncode})"
-            if stop == "error" and isinstance(data.get("result"), str) and data["result"]:
-                error += f": {data['result'][:500]}"
-        return result(stop, turns=int(data.get("num_turns") or 0), usage=usage, cost_usd=round(cost_usd, 6),
-                      files_written=files, final_text=str(data.get("result") or ""), error=error,
-                      session_id=data.get("session_id"))
-
-
-def _parse_json_result(stdout: str) -> dict[str, Any] | None:
-    text = stdout.strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-        if isinstance(data, list):  # some versions print the whole message list; the result is last
-            data = next((d for d in reversed(data) if isinstance(d, dict) and d.get("type") == "result"), None)
-        return data if isinstance(data, dict) else None
-    except json.JSONDecodeError:
-        pass
-    for line in reversed(text.splitlines()):
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(data, dict):
-            return data
-    return None
-
-
-def _git_changed_files(worktree: str | os.PathLike[str]) -> list[str]:
-    """Best effort: files git sees as modified or untracked in the worktree (Claude Code does not report them)."""
-    try:
-        from airflow_provider_worktree.core.gitcmd import run_git
-
-        out = run_git(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=worktree, timeout=60)
-        text = out if isinstance(out, str) else getattr(out, "stdout", "")
-    except Exception:  # noqa: BLE001 - not a git worktree, or git missing: nothing to report
-        return []
-    files: list[str] = []
-    entries = text.split("\0")
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
-        if len(entry) < 4:
-            continue
-        status, path = entry[:2], entry[3:]
-        if "R" in status or "C" in status:
-            i += 1  # the rename source follows
-        files.append(path)
-    return sorted(set(files))
+        return getattr(claude_code, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

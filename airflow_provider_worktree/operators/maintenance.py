@@ -65,8 +65,9 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param heartbeat_interval: seconds between lease heartbeats.
     :param lease_timeout: seconds without a heartbeat after which a retry on another host may take the shard
         over (default: the store's 600 s). A retry on the same host takes over a dead holder's lease at once.
-    :param claude_code_options: keyword arguments for the ``claude_code`` runner (``permission_mode``,
-        ``allowed_tools``, ``timeout``, ``executable``).
+    :param claude_code_options: keyword arguments for the ``claude_code`` runner (``allowed_tools``, ``timeout``,
+        ``executable``, ``pass_env``, ``env``, ``permission_mode``); it gets ``max_cost_usd`` as its dollar cap and
+        ``allow_commands`` as its only shell commands. Token caps do not apply to it (the CLI has a dollar cap only).
     """
 
     template_fields: Sequence[str] = (
@@ -186,15 +187,22 @@ class ClaudeMaintenanceOperator(BaseOperator):
         """The runner, with the Anthropic connection's key and base URL (never on a command line)."""
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
-        from airflow_provider_worktree.core.runners import ApiRunner, ClaudeCodeRunner
+        from airflow_provider_worktree.core.claude_code import ClaudeCodeRunner
+        from airflow_provider_worktree.core.runners import ApiRunner
 
         prices = PriceTable(self.prices) if self.prices else None
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)
         if self.runner == "claude_code":
+            token_caps = [n for n in ("max_input_tokens", "max_output_tokens", "max_total_tokens") if getattr(self, n)]
+            if token_caps:
+                raise ConfigurationError(f"runner='claude_code' cannot enforce {', '.join(token_caps)} (the CLI has a "
+                                         "dollar cap only): use max_cost_usd, or runner='api'.")
             conn = hook.get_connection(self.anthropic_conn_id)
+            options = {"max_budget_usd": self.max_cost_usd, "allow_commands": self.allow_commands,
+                       **self.claude_code_options}
             return ClaudeCodeRunner(
                 model=self.model, max_turns=self.max_turns, api_key=conn.password or None,
-                base_url=conn.host or None, prices=prices, logger=self.log, **self.claude_code_options,
+                base_url=conn.host or None, prices=prices, logger=self.log, **options,
             )
         budget = Budget(
             max_input_tokens=self.max_input_tokens,

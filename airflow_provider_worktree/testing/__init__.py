@@ -2,8 +2,10 @@
 
 :class:`OfflineMessagesServer` lets the real ``anthropic`` SDK (and so the real runners and operators) talk HTTP to
 a deterministic stand-in: :class:`RuleBasedModel` for the built-in maintenance tasks, :class:`ScriptedModel` for
-canned conversations, and fault injection (rate limits, overload, server and request errors, slow replies,
-malformed tool calls, sandbox escape attempts, forbidden commands). Real maintenance needs an Anthropic API key
+canned conversations, and fault injection (rate limits, overload, server and request errors, errors in the middle
+of a stream, slow replies, malformed tool calls, sandbox escape attempts, forbidden commands). It streams
+(server-sent events) and accepts the beta endpoint shapes, so the SDK's streaming calls and the Claude Code CLI
+talk to it unchanged. Real maintenance needs an Anthropic API key
 and the real API.
 
 Run it from a shell: ``python -m airflow_provider_worktree.testing --port 8765``.
@@ -20,6 +22,7 @@ from airflow_provider_worktree.testing.server import (
     escape_attempt,
     forbidden_command,
     malformed_tool_call,
+    mid_stream_error,
     overloaded,
     rate_limit,
     server_error,
@@ -28,6 +31,6 @@ from airflow_provider_worktree.testing.server import (
 
 __all__ = [
     "DEFAULT_MODEL_ID", "Fault", "OfflineMessagesServer", "RuleBasedModel", "ScriptedModel", "authentication_error",
-    "bad_request", "escape_attempt", "forbidden_command", "malformed_tool_call", "overloaded", "parse_shard_block",
+    "bad_request", "escape_attempt", "forbidden_command", "malformed_tool_call", "mid_stream_error", "overloaded", "parse_shard_block",
     "rate_limit", "server_error", "slow", "text_reply", "tool_use_reply",
 ]

@@ -1,10 +1,19 @@
 """An offline Messages API server on loopback: a TEST DOUBLE for tests, the smoke run and benchmarks.
 
-It speaks enough of the Anthropic Messages API for the real ``anthropic`` SDK: ``POST /v1/messages``
-(non-streaming), ``POST /v1/messages/count_tokens`` and ``GET /v1/models``, with the API's error shapes and
-status codes, usage with prompt-cache accounting, thread-safe billing totals and a request log (API keys
-redacted). Its "model" is deterministic code (:class:`RuleBasedModel`, :class:`ScriptedModel`), not Claude:
-real maintenance needs an API key and the real API.
+It speaks the Anthropic Messages API as the real clients use it (the ``anthropic`` SDK and the Claude Code CLI):
+``POST /v1/messages`` as JSON or, with ``"stream": true``, as server-sent events in the API's event sequence
+(``message_start``, ``ping``, ``content_block_start``/``content_block_delta``/``content_block_stop`` for text,
+tool_use and thinking blocks, ``message_delta`` with the stop reason and usage, ``message_stop``);
+``POST /v1/messages/count_tokens``; ``GET /v1/models`` and ``GET /v1/models/{id}``. The beta shapes are
+accepted (``?beta=true``, ``anthropic-beta`` headers), and so are what the CLI sends: mid-conversation
+``role: "system"`` messages, consecutive same-role turns (the API merges them), ``thinking`` blocks and
+parameters, ``metadata``, ``cache_control`` with a ``ttl``. Errors have the API's shapes and status codes,
+before a stream starts or as an ``error`` event inside it; usage carries prompt-cache accounting; billing totals
+are thread-safe; every request is logged (API keys redacted).
+
+Its "model" is deterministic code (:class:`RuleBasedModel`, :class:`ScriptedModel`), not Claude: the model answers
+``reply(request) -> {"content", "stop_reason", "usage"?}`` in the non-streaming shape and this server turns that
+into JSON or events. Real maintenance needs an API key and the real API.
 
 Token counts are a stand-in (about 4 bytes of canonical JSON per token, per content segment) but consistent:
 ``count_tokens`` returns exactly what ``/v1/messages`` bills as input for the same request.
@@ -15,11 +24,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import logging
 import math
+import os
 import threading
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +40,7 @@ from airflow_provider_worktree.core.runners import Usage
 from airflow_provider_worktree.testing.model import EDITOR, RuleBasedModel
 
 DEFAULT_MODEL_ID = "claude-offline-test-double"
+log = logging.getLogger(__name__)
 _REDACT = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
@@ -50,6 +62,9 @@ class Fault:
     delay: float = 0.0
     reply: dict[str, Any] | None = None
     endpoint: str = "messages"
+    #: Streaming requests: send this many events of the reply, then an ``error`` event, and end the stream.
+    #: Non-streaming requests get ``status`` instead.
+    after_events: int | None = None
 
 
 def rate_limit(retry_after: float | None = 1, *, retry_after_ms: int | None = None) -> Fault:
@@ -76,6 +91,14 @@ def bad_request(message: str = "invalid request") -> Fault:
 
 def authentication_error(message: str = "invalid x-api-key") -> Fault:
     return Fault("authentication_error", 401, "authentication_error", message)
+
+
+def mid_stream_error(after_events: int = 3, error_type: str = "overloaded_error",
+                     message: str = "Overloaded") -> Fault:
+    """A streaming reply that breaks off after ``after_events`` events with an ``error`` event (as the real API
+    does when it is overloaded mid-stream); a non-streaming request gets the matching status (529 by default)."""
+    status = next((code for code, kind in _ERROR_TYPES.items() if kind == error_type), 500)
+    return Fault("mid_stream_error", status, error_type, message, after_events=max(0, int(after_events)))
 
 
 def slow(seconds: float) -> Fault:
@@ -170,6 +193,8 @@ class OfflineMessagesServer:
     :param api_key: if set, requests must carry it (``x-api-key`` or ``Authorization: Bearer``); otherwise any
         non-empty key is accepted.
     :param min_cache_tokens: prompts shorter than this are not cached (the real API's minimum is 1024-4096).
+    :param request_log: append every request (keys redacted, with its status) to this file as one JSON line, to
+        see what a client such as the Claude Code CLI sends.
 
     Attributes for tests: ``billed`` (a :class:`Usage` total over successful ``/v1/messages`` replies),
     ``requests`` (every request: ``{"path", "method", "headers" (keys redacted), "body", "status"}``),
@@ -177,13 +202,15 @@ class OfflineMessagesServer:
     """
 
     def __init__(self, model: Any = None, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, *,
-                 api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID) -> None:
+                 api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID,
+                 request_log: str | os.PathLike[str] | None = None) -> None:
         self.model = model if model is not None else RuleBasedModel()
         self.latency = float(latency)
         self.host, self.port = host, int(port)
         self.api_key = api_key
         self.min_cache_tokens = min_cache_tokens
         self.model_id = model_id
+        self.request_log = os.fspath(request_log) if request_log else None
         self.billed = Usage()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
@@ -214,6 +241,8 @@ class OfflineMessagesServer:
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(target=httpd.serve_forever, name="offline-messages-server", daemon=True)
         self._thread.start()
+        log.info("offline Messages API TEST DOUBLE (not Claude) listening on %s; its replies come from %s",
+                 self.base_url, type(self.model).__name__)
         return self
 
     def stop(self) -> None:
@@ -238,9 +267,9 @@ class OfflineMessagesServer:
             self.faults.extend(faults)
 
     def message_requests(self) -> list[dict[str, Any]]:
-        """Logged ``POST /v1/messages`` requests."""
+        """Logged ``POST /v1/messages`` requests (``?beta=true`` included)."""
         with self._lock:
-            return [r for r in self.requests if r["path"] == "/v1/messages"]
+            return [r for r in self.requests if r["path"].split("?", 1)[0] == "/v1/messages"]
 
     def reset(self) -> None:
         with self._lock:
@@ -280,19 +309,31 @@ class OfflineMessagesServer:
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise _ApiError(400, "messages: at least one message is required")
-        expected = "user"
-        pending: set[str] = set()
+        # Like the API: consecutive turns of one role are merged into one turn; "system" messages in the middle
+        # of the conversation (Claude Code sends them) are instructions, not turns.
+        turns: list[tuple[int, str, list[Any]]] = []
         for i, m in enumerate(messages):
-            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
-                raise _ApiError(400, f"messages.{i}.role: must be 'user' or 'assistant'")
-            if m["role"] != expected:
-                raise _ApiError(400, f"messages.{i}: roles must alternate, starting with 'user'")
+            if not isinstance(m, dict) or m.get("role") not in ("user", "assistant", "system"):
+                raise _ApiError(400, f"messages.{i}.role: must be 'user', 'assistant' or 'system'")
             content = m.get("content")
-            blocks = content if isinstance(content, list) else []
             if not isinstance(content, (str, list)) or (isinstance(content, list) and not content):
                 raise _ApiError(400, f"messages.{i}.content: must be a string or a non-empty list of blocks")
-            if m["role"] == "user":
-                results = {b.get("tool_use_id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_result"}
+            if m["role"] == "system":
+                continue
+            blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+            for b in blocks:
+                if b.get("type") == "tool_use" and not isinstance(b.get("input"), dict):
+                    raise _ApiError(400, f"messages.{i}: tool_use.input must be an object")
+            if turns and turns[-1][1] == m["role"]:
+                turns[-1][2].extend(blocks)
+            else:
+                turns.append((i, m["role"], blocks))
+        if not turns or turns[0][1] != "user":
+            raise _ApiError(400, "messages.0: roles must alternate, starting with 'user'")
+        pending: set[str] = set()
+        for i, role, blocks in turns:
+            if role == "user":
+                results = {b.get("tool_use_id") for b in blocks if b.get("type") == "tool_result"}
                 if pending - results:
                     raise _ApiError(400, f"messages.{i}: tool_use ids were found without tool_result blocks "
                                          f"immediately after: {sorted(pending - results)}")
@@ -301,11 +342,7 @@ class OfflineMessagesServer:
                                          f"{sorted(x for x in results - pending if x)}")
                 pending = set()
             else:
-                pending = {b.get("id") for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"}
-                for b in blocks:
-                    if isinstance(b, dict) and b.get("type") == "tool_use" and not isinstance(b.get("input"), dict):
-                        raise _ApiError(400, f"messages.{i}: tool_use.input must be an object")
-            expected = "assistant" if m["role"] == "user" else "user"
+                pending = {b.get("id") for b in blocks if b.get("type") == "tool_use"}
         n_cache = sum(1 for _, cc in _segments(body) if cc)
         if n_cache > 4:
             raise _ApiError(400, f"A maximum of 4 blocks with cache_control may be provided. Found {n_cache}.")
@@ -353,36 +390,57 @@ class OfflineMessagesServer:
             status, extra_headers = err.status, err.headers
             payload = {"type": "error", "error": {"type": err.error_type, "message": err.message}}
         entry["status"] = status
+        entry["stream"] = isinstance(payload, _EventStream)
+        if self.request_log:
+            line = json.dumps(entry, ensure_ascii=False, default=str)
+            with self._lock, open(self.request_log, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
         return status, extra_headers, payload
 
     def _dispatch(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
-        path = path.split("?", 1)[0].rstrip("/")
+        path = path.split("?", 1)[0].rstrip("/")  # "?beta=true" (the SDK's beta client) selects the same endpoints
         if method == "GET" and path == "/v1/models":
             self._check_auth(headers)
-            return 200, {}, {"data": [{"type": "model", "id": self.model_id, "display_name": "Offline test double",
-                                       "created_at": "2025-01-01T00:00:00Z"}],
-                             "has_more": False, "first_id": self.model_id, "last_id": self.model_id}
+            info = self._model_info(self.model_id)
+            return 200, {}, {"data": [info], "has_more": False, "first_id": self.model_id, "last_id": self.model_id}
+        if method == "GET" and path.startswith("/v1/models/") and path.count("/") == 3:
+            self._check_auth(headers)
+            return 200, {}, self._model_info(path.rsplit("/", 1)[1])
         if method != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
             raise _ApiError(404, f"{method} {path} is not served by the offline test double")
         self._check_auth(headers)
         if not isinstance(body, dict):
             raise _ApiError(400, "the request body must be a JSON object")
         endpoint = "messages" if path == "/v1/messages" else "count_tokens"
+        stream = endpoint == "messages" and body.get("stream") is True
         fault = self._next_fault(endpoint)
         if fault is not None and fault.delay:
             time.sleep(fault.delay)
-        if fault is not None and fault.status:
+        if fault is not None and fault.status and not (stream and fault.after_events is not None):
             raise _ApiError(fault.status, fault.message, fault.error_type, fault.headers)
         if endpoint == "count_tokens":
             self._validate(body, need_max_tokens=False)
             return 200, {}, {"input_tokens": self.count_request(body)}
         self._validate(body, need_max_tokens=True)
-        if body.get("stream"):
-            raise _ApiError(400, "stream: the offline test double does not stream; send stream=false")
+        if "stream" in body and not isinstance(body["stream"], bool):
+            raise _ApiError(400, "stream: Input should be a valid boolean")
         reply = fault.reply if fault is not None and fault.reply is not None else self.model.reply(body)
         if self.latency:
             time.sleep(self.latency)
-        return 200, {}, self._message(body, reply)
+        message = self._message(body, reply)
+        if not stream:
+            return 200, {}, message
+        error = None
+        if fault is not None and fault.after_events is not None:
+            error = (fault.after_events, {"type": "error", "error": {"type": fault.error_type or "api_error",
+                                                                       "message": fault.message}})
+        return 200, {}, _EventStream(message, error)
+
+    @staticmethod
+    def _model_info(model_id: str) -> dict[str, Any]:
+        """Any model id is served (the test double answers every model); the display name says what it is."""
+        return {"type": "model", "id": model_id, "display_name": f"{model_id} (offline test double)",
+                "created_at": "2025-01-01T00:00:00Z"}
 
     def _message(self, body: dict[str, Any], reply: Mapping[str, Any]) -> dict[str, Any]:
         content = list(reply.get("content") or [])
@@ -406,6 +464,74 @@ class OfflineMessagesServer:
                 "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Server-sent events
+# ---------------------------------------------------------------------------------------------------------------
+_CHUNK = 24  # characters per delta: the real API sends a few tokens per event
+
+
+def _pieces(text: str, size: int = _CHUNK) -> Iterator[str]:
+    for i in range(0, len(text), size):
+        yield text[i: i + size]
+
+
+class _EventStream:
+    """A finished message as the API's server-sent events; ``error`` = (after how many events, the error event)."""
+
+    def __init__(self, message: dict[str, Any], error: tuple[int, dict[str, Any]] | None = None) -> None:
+        self.message, self.error = message, error
+
+    def events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        sent = 0
+        for name, data in self._all_events():
+            if self.error is not None and sent >= self.error[0]:
+                yield "error", self.error[1]
+                return
+            yield name, data
+            sent += 1
+
+    def _all_events(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        msg = self.message
+        usage = dict(msg["usage"])
+        start_usage = {**usage, "output_tokens": min(1, usage.get("output_tokens", 1))}
+        yield "message_start", {"type": "message_start", "message": {
+            **msg, "content": [], "stop_reason": None, "stop_sequence": None, "usage": start_usage}}
+        yield "ping", {"type": "ping"}
+        for index, block in enumerate(msg["content"]):
+            yield from self._block_events(index, block)
+        yield "message_delta", {"type": "message_delta", "delta": {"stop_reason": msg["stop_reason"],
+                                                                   "stop_sequence": msg.get("stop_sequence")},
+                                "usage": usage}
+        yield "message_stop", {"type": "message_stop"}
+
+    @staticmethod
+    def _block_events(index: int, block: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        kind = block.get("type")
+
+        def delta(d: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            return "content_block_delta", {"type": "content_block_delta", "index": index, "delta": d}
+
+        if kind == "text":
+            yield "content_block_start", {"type": "content_block_start", "index": index,
+                                          "content_block": {"type": "text", "text": ""}}
+            for piece in _pieces(str(block.get("text", ""))):
+                yield delta({"type": "text_delta", "text": piece})
+        elif kind in ("tool_use", "server_tool_use"):
+            yield "content_block_start", {"type": "content_block_start", "index": index,
+                                          "content_block": {**block, "input": {}}}
+            for piece in _pieces(json.dumps(block.get("input", {}), ensure_ascii=False)):
+                yield delta({"type": "input_json_delta", "partial_json": piece})
+        elif kind == "thinking":
+            yield "content_block_start", {"type": "content_block_start", "index": index,
+                                          "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
+            for piece in _pieces(str(block.get("thinking", ""))):
+                yield delta({"type": "thinking_delta", "thinking": piece})
+            yield delta({"type": "signature_delta", "signature": str(block.get("signature", ""))})
+        else:  # redacted_thinking and other whole blocks arrive complete in their start event
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+
+
 class _Handler(BaseHTTPRequestHandler):
     owner: OfflineMessagesServer
     protocol_version = "HTTP/1.1"
@@ -419,17 +545,29 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, extra, payload = self.owner.handle(method, self.path, headers, raw)
-        data = json.dumps(payload).encode("utf-8")
+        stream = isinstance(payload, _EventStream)
+        data = b"" if stream else json.dumps(payload).encode("utf-8")
         try:
             self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else
                                ("Overloaded" if status == 529 else ""))
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(data)))
             self.send_header("request-id", f"req_offline_{uuid.uuid4().hex[:16]}")
             for k, v in extra.items():
                 self.send_header(k, v)
+            if not stream:
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self.send_header("content-type", "text/event-stream; charset=utf-8")
+            self.send_header("cache-control", "no-cache")
+            self.send_header("transfer-encoding", "chunked")
             self.end_headers()
-            self.wfile.write(data)
+            for name, event in payload.events():
+                chunk = f"event: {name}\ndata: {json.dumps(event, ensure_ascii=False)}\n\n".encode("utf-8")
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass
 
