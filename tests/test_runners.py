@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
-import textwrap
 import threading
 import time
-from pathlib import Path
 
 import anthropic
 import pytest
 
-from conftest import wait_until_dead
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
 from airflow_provider_worktree.core.runners import (
     ApiRunner,
     Budget,
-    ClaudeCodeNotFoundError,
-    ClaudeCodeRunner,
     ModelRequestError,
     PriceTable,
     RunResult,
@@ -395,94 +389,3 @@ def test_api_key_never_in_the_request_log(srv, git_repo):
     assert KEY not in dump
     assert any(r["headers"].get("authorization") == "<redacted>" or r["headers"].get("x-api-key") == "<redacted>"
                for r in srv.requests)
-
-
-# -- Claude Code headless ------------------------------------------------------------------------------------------------
-STAND_IN = textwrap.dedent("""\
-    #!{python}
-    import json, os, subprocess, sys, time
-    record = os.environ["STANDIN_RECORD"]
-    prompt = sys.stdin.read()
-    with open(record, "w") as fh:
-        json.dump({{"argv": sys.argv, "env": dict(os.environ), "cwd": os.getcwd(), "stdin": prompt}}, fh)
-    mode = os.environ.get("STANDIN_MODE", "ok")
-    if mode == "sleep":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-        with open(record + ".child", "w") as fh:
-            fh.write(str(child.pid))
-        time.sleep(120)
-    if mode == "garbage":
-        print("not json"); sys.stderr.write("boom: something broke\\n"); sys.exit(2)
-    with open("edited.txt", "w") as fh:
-        fh.write("edited by the stand-in\\n")
-    subtype = {{"ok": "success", "max_turns": "error_max_turns"}}[mode]
-    print(json.dumps({{"type": "result", "subtype": subtype, "is_error": mode != "ok", "num_turns": 4,
-                      "result": "All done.", "session_id": "sess-123", "total_cost_usd": 0.0123,
-                      "usage": {{"input_tokens": 100, "output_tokens": 50, "cache_creation_input_tokens": 10,
-                                "cache_read_input_tokens": 20}}}}))
-""")
-
-
-@pytest.fixture
-def claude_bin(tmp_path, monkeypatch):
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    exe = bin_dir / "claude"
-    exe.write_text(STAND_IN.format(python=sys.executable))
-    exe.chmod(0o755)
-    record = tmp_path / "record.json"
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("STANDIN_RECORD", str(record))
-    return record
-
-
-def test_claude_code_runner_parses_the_json_result(claude_bin, git_repo):
-    runner = ClaudeCodeRunner(model="claude-sonnet-4-6", max_turns=7, api_key=KEY)
-    long_prompt = shard_prompt() + "x" * 300_000
-    result = runner.run(git_repo, long_prompt, system_prompt="Follow the conventions.")
-    assert result.stop_reason == "end_turn" and result.error is None
-    assert result.turns == 4 and result.final_text == "All done." and result.session_id == "sess-123"
-    assert result.cost_usd == pytest.approx(0.0123)
-    assert result.usage == Usage(100, 50, 20, 10)
-    assert result.files_written == ["edited.txt"]
-    rec = json.loads(claude_bin.read_text())
-    argv = rec["argv"]
-    assert argv[1:] == ["-p", "--output-format", "json", "--permission-mode", "acceptEdits", "--max-turns", "7",
-                        "--allowedTools", "Read,Edit,Write,Glob,Grep", "--model", "claude-sonnet-4-6",
-                        "--append-system-prompt", "Follow the conventions."]
-    assert rec["stdin"] == long_prompt and os.path.realpath(rec["cwd"]) == os.path.realpath(git_repo)
-    assert all(KEY not in a for a in argv)
-    assert rec["env"]["ANTHROPIC_API_KEY"] == KEY
-    assert KEY not in repr(runner)
-
-
-def test_claude_code_runner_max_turns_and_garbage(claude_bin, git_repo, monkeypatch):
-    monkeypatch.setenv("STANDIN_MODE", "max_turns")
-    assert ClaudeCodeRunner().run(git_repo, "go").stop_reason == "max_turns"
-    monkeypatch.setenv("STANDIN_MODE", "garbage")
-    result = ClaudeCodeRunner().run(git_repo, "go")
-    assert result.stop_reason == "error" and "without a JSON result" in result.error and "boom" in result.error
-
-
-def test_claude_code_timeout_kills_the_process_group(claude_bin, git_repo, monkeypatch):
-    monkeypatch.setenv("STANDIN_MODE", "sleep")
-    t0 = time.monotonic()
-    result = ClaudeCodeRunner(timeout=2).run(git_repo, "go")
-    assert time.monotonic() - t0 < 20
-    assert result.stop_reason == "error" and "timeout" in result.error
-    child = int(Path(str(claude_bin) + ".child").read_text())
-    assert wait_until_dead(child), "the stand-in's child survived the timeout"
-
-
-def test_claude_code_cancel(claude_bin, git_repo, monkeypatch):
-    monkeypatch.setenv("STANDIN_MODE", "sleep")
-    runner = ClaudeCodeRunner(timeout=60)
-    threading.Timer(1.0, runner.cancel).start()
-    t0 = time.monotonic()
-    result = runner.run(git_repo, "go")
-    assert result.stop_reason == "cancelled" and time.monotonic() - t0 < 20
-
-
-def test_claude_code_missing_executable(git_repo, tmp_path):
-    with pytest.raises(ClaudeCodeNotFoundError, match="npm install -g @anthropic-ai/claude-code"):
-        ClaudeCodeRunner(executable="claude-definitely-missing").run(git_repo, "go")
