@@ -361,7 +361,7 @@ class MaintenanceTask:
     #: Whether the task works on source code only (other files are skipped as "not a source file").
     code_task: bool = False
     #: Whether a file too large for one editor view is split into line ranges (one shard per range with work)
-    #: rather than left out; the task's :meth:`range_weight` says which ranges have work.
+    #: rather than left out; the task's :meth:`range_weights` says which ranges have work.
     splits_large_files: bool = False
 
     @property
@@ -427,10 +427,10 @@ class MaintenanceTask:
         """0 excludes the file; otherwise its weight. The default: every file, weighted by size."""
         return max(1, size)
 
-    def range_weight(self, text: str, lines: tuple[int, int]) -> int:
-        """The weight of lines ``lines`` (1-based, inclusive) of a big file ``text``; 0 leaves the range out.
+    def range_weights(self, text: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """The weight of each line range (1-based, inclusive) of a big file ``text``; 0 leaves the range out.
         Only called for tasks with ``splits_large_files``."""
-        return 1
+        return [1] * len(ranges)
 
     # -- scope ------------------------------------------------------------------------------------
 
@@ -509,8 +509,9 @@ class TodoTask(MaintenanceTask):
                 weights[path] = int(count)
         return weights
 
-    def range_weight(self, text, lines):
-        return count_todo_markers("\n".join(text.split("\n")[lines[0] - 1:lines[1]]))
+    def range_weights(self, text, ranges):
+        lines = text.split("\n")
+        return [count_todo_markers("\n".join(lines[start - 1:end])) for start, end in ranges]
 
     def measure(self, worktree_path, files):
         root = Path(worktree_path)
@@ -554,11 +555,12 @@ class DocstringsTask(MaintenanceTask):
     def _skip_reason(self, path):
         return "test code (docstrings not wanted)" if path.endswith(".py") and _is_test_path(path) else None
 
-    def range_weight(self, text, lines):
+    def range_weights(self, text, ranges):
         try:
-            return sum(1 for _, line in _missing_docstrings(text) if lines[0] <= line <= lines[1])
+            missing = [line for _, line in _missing_docstrings(text)]
         except (SyntaxError, ValueError):
-            return 0
+            return [0] * len(ranges)
+        return [sum(1 for line in missing if start <= line <= end) for start, end in ranges]
 
     def _file_weight(self, path, size, text):
         try:
@@ -1124,8 +1126,8 @@ def _range_shards(task: MaintenanceTask, path: str, text: str, max_file_bytes: i
     line numbers fits)."""
     shards = []
     lines = text.split("\n")
-    for start, end in R.line_ranges(text, path, max(1, max_file_bytes // 2)):
-        weight = task.range_weight(text, (start, end))
+    ranges = R.line_ranges(text, path, max(1, max_file_bytes // 2))
+    for (start, end), weight in zip(ranges, task.range_weights(text, ranges)):
         if weight > 0:
             size = sum(len(ln.encode("utf-8", "surrogateescape")) + 1 for ln in lines[start - 1:end])
             shards.append(_make_shard(task.name, [path], weight, size, (start, end)))
