@@ -28,7 +28,7 @@ from airflow_provider_worktree.core.errors import GitError
 from airflow_provider_worktree.core.gitcmd import _BASE_ENV, DEFAULT_GIT_TIMEOUT, git_executable, git_version
 
 __all__ = [
-    "match_glob", "Listing", "tree_listing", "read_blobs", "GitAttributes", "skip_reason", "generated_header", "line_ranges",
+    "match_glob", "Listing", "tree_listing", "read_blobs", "read_blob_chunks", "GitAttributes", "skip_reason", "generated_header", "line_ranges",
     "materialize", "name_problem", "SOURCE_SUFFIXES",
     "R_NAME", "R_EXCLUDED", "R_ATTR_VENDORED", "R_ATTR_GENERATED", "R_VENDORED", "R_CI", "R_FIXTURE",
     "R_GENERATED", "R_NOT_SOURCE", "R_TOO_LARGE", "R_EDITOR_LIMIT", "R_SYMLINK",
@@ -231,15 +231,35 @@ def materialize(repo_path: str | os.PathLike[str], listing: Listing, dest: str |
     """Write the committed regular files of ``listing`` under ``dest`` from raw blobs: a scratch copy of the
     commit for tools that need a tree (no checkout, no filters, no symlinks, nothing written to the repository)."""
     root = Path(dest)
-    paths = sorted(listing)
-    for start in range(0, len(paths), 2000):
-        chunk = paths[start:start + 2000]
+    for chunk in _chunks(sorted(listing), listing):
         for path, data in read_blobs(repo_path, {p: listing.shas[p] for p in chunk}).items():
             if name_problem(path) or path.startswith("/") or ".." in PurePosixPath(path).parts:
                 continue
             target = root / path
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
+
+
+def _chunks(paths: Sequence[str], sizes: Mapping[str, int], max_files: int = 2000,
+            max_bytes: int = 64_000_000) -> Iterable[list[str]]:
+    """``paths`` in consecutive chunks of bounded count and size (one ``cat-file`` batch each)."""
+    chunk: list[str] = []
+    total = 0
+    for p in paths:
+        if chunk and (len(chunk) >= max_files or total + sizes.get(p, 0) > max_bytes):
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(p)
+        total += sizes.get(p, 0)
+    if chunk:
+        yield chunk
+
+
+def read_blob_chunks(repo_path: str | os.PathLike[str], paths: Sequence[str],
+                     listing: Listing) -> Iterable[dict[str, bytes]]:
+    """Raw contents of ``paths`` (in ``listing``), a bounded batch at a time."""
+    for chunk in _chunks(paths, listing):
+        yield read_blobs(repo_path, {p: listing.shas[p] for p in chunk})
 
 
 def scratch_dir(prefix: str = "worktree-plan-") -> tempfile.TemporaryDirectory[str]:
@@ -315,7 +335,7 @@ class GitAttributes:
                 return None
             pattern, rest = line[1:end], line[end + 1:]
         else:
-            pattern, _, rest = line.partition(" ") if " " in line else line.partition("\t")
+            pattern, rest = (re.split(r"\s+", line, maxsplit=1) + [""])[:2]
         states: dict[str, bool | None] = {}
         for token in rest.split():
             name, value = token, None

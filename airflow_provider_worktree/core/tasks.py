@@ -405,11 +405,12 @@ class MaintenanceTask:
         paths = [p for p in sorted(listing) if _matches_globs(p, globs) and self._path_candidate(p)]
         if not self.needs_content:
             return {p: w for p in paths if (w := self._file_weight(p, listing[p], None)) > 0}
-        shas = getattr(listing, "shas", None) or {}
+        if not isinstance(listing, Listing):
+            raise ConfigurationError("discover_weights needs the Listing of core.repofiles.tree_listing "
+                                     "(it holds the blob ids); call discover() or plan_repository() instead.")
         weights: dict[str, int] = {}
-        for start in range(0, len(paths), 2000):       # bounded memory on large repositories
-            chunk = [p for p in paths[start:start + 2000] if p in shas]
-            for p, data in R.read_blobs(repo_path, {q: shas[q] for q in chunk}).items():
+        for blobs in R.read_blob_chunks(repo_path, paths, listing):     # bounded memory on large repositories
+            for p, data in blobs.items():
                 text = R.decode_text(data)
                 if text is not None and (w := self._file_weight(p, listing[p], text)) > 0:
                     weights[p] = w
@@ -697,6 +698,8 @@ class LintTask(MaintenanceTask):
         with R.scratch_dir("worktree-lint-") as scratch:
             R.materialize(repo_path, full, scratch)
             _, lines = self._lint(scratch, sorted(candidates), no_fix=True)
+        for prefix in {scratch + "/", os.path.realpath(scratch) + "/"}:    # linters that print absolute paths
+            lines = [ln[len(prefix):] if ln.startswith(prefix) else ln for ln in lines]
         return {p: n for p, n in self._per_file(lines, sorted(candidates)).items() if n > 0}
 
     def measure(self, worktree_path, files):
@@ -1096,12 +1099,8 @@ def _check_contents(repo_path: str | os.PathLike[str], task: MaintenanceTask, li
     or left out. Returns the files planned whole and the range shards; appends to ``skipped``."""
     whole: list[str] = []
     ranged: list[dict[str, Any]] = []
-    paths = sorted(weights)
-    for start in range(0, len(paths), 2000):
-        chunk = paths[start:start + 2000]
-        blobs = R.read_blobs(repo_path, {p: listing.shas[p] for p in chunk})
-        for path in chunk:
-            data = blobs.get(path, b"")
+    for blobs in R.read_blob_chunks(repo_path, sorted(weights), listing):
+        for path, data in blobs.items():
             size = len(data)
             included = any(match_glob(path, g) for g in include_globs)
             if default_skips and not included and R.generated_header(data):
