@@ -2,9 +2,11 @@
 
 Plain Python (no Airflow). A *task* says what Claude does to a shard's files (``instructions``), which
 files are candidates (``discover``), how success is measured (``measure`` before and after, then
-``evaluate``) and which paths it may touch (``allowed_paths``). :func:`plan_shards` turns the candidates
-into shard dicts (see docs/architecture.md, "The shard dict"); :func:`render_shard_prompt` produces the
-shard part of the user message, ending with the ``<shard>`` block that :func:`parse_shard_block` reads back.
+``evaluate``) and which paths it may touch (``allowed_paths``). :func:`plan_repository` turns the candidates
+into a :class:`Plan` (shard dicts, see docs/architecture.md "The shard dict", plus the files it skipped and
+why; the skip rules live in :mod:`~airflow_provider_worktree.core.repofiles`), :func:`plan_shards` into the
+shard dicts alone; :func:`render_shard_prompt` produces the shard part of the user message, ending with the
+``<shard>`` block that :func:`parse_shard_block` reads back.
 
 Built-in tasks: ``todo``, ``docstrings``, ``lint`` (needs ``lint_command``), ``tests``, ``custom``
 (needs ``prompt``). Add your own with a :class:`MaintenanceTask` subclass and :func:`register_task`.
@@ -26,16 +28,16 @@ from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
 from airflow_provider_worktree.core.gitcmd import run_git
-from airflow_provider_worktree.core.proc import run_process
 from airflow_provider_worktree.core import repofiles as R
+from airflow_provider_worktree.core.proc import run_process
 from airflow_provider_worktree.core.repofiles import Listing, match_glob
 from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_FILE_BYTES as EDITOR_MAX_FILE_BYTES
 from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_VIEW_CHARS
 
 __all__ = [
     "TASKS", "MaintenanceTask", "TodoTask", "DocstringsTask", "LintTask", "TestsTask", "CustomTask",
-    "register_task", "get_task", "plan_shards", "plan_repository", "Plan", "shard_id_for", "render_shard_prompt",
-    "parse_shard_block",
+    "register_task", "get_task", "plan_shards", "plan_repository", "Plan", "DEFAULT_MAX_FILE_BYTES", "shard_id_for",
+    "render_shard_prompt", "parse_shard_block",
     "system_prompt_for", "read_conventions", "check_scope", "ScopeViolation", "PathScope", "run_verify",
     "VerifyResult", "match_glob", "count_todo_markers",
 ]
@@ -902,6 +904,8 @@ class Plan:
         if self.skipped:
             text += f" Skipped {len(self.skipped)} file(s): " + ", ".join(
                 f"{reason} {n}" for reason, n in self.skipped_by_reason.items()) + "."
+        if self.skipped and not self.shards:
+            text += " Pass include=[globs] to plan files the default rules skip."
         return " ".join([text, *self.notes])
 
     def to_dict(self, max_skipped: int = 200) -> dict[str, Any]:
