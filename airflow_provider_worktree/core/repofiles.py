@@ -398,11 +398,18 @@ def skip_reason(path: str, *, code_task: bool, attributes: GitAttributes | None 
 # ------------------------------------------------------------------------------------------- big files
 
 
+@functools.lru_cache(maxsize=4)
+def parse_python(text: str) -> ast.Module:
+    """``ast.parse(text)``, remembered for the last few texts: planning a big file parses it once for its
+    weight, its ranges and their weights. Callers must not modify the tree. Raises SyntaxError/ValueError."""
+    return ast.parse(text)
+
+
 def _python_cuts(text: str, limit: int, line_bytes: Sequence[int]) -> set[int] | None:
     """Lines where a Python definition (or other top-level statement) starts, decorators included; classes
     larger than ``limit`` are cut at their members too. None when the file does not parse."""
     try:
-        tree = ast.parse(text)
+        tree = parse_python(text)
     except (SyntaxError, ValueError):
         return None
     cuts: set[int] = set()

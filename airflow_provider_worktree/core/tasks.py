@@ -128,7 +128,7 @@ def _missing_docstrings(source: str) -> list[tuple[str, int]]:
     """``(name, line)`` of the public module/class/function docstrings missing in ``source`` (the module is
     ``<module>`` at line 1). Raises SyntaxError. Private names (leading ``_``) and functions nested in functions
     are not counted; an empty module is not counted."""
-    tree = ast.parse(source)
+    tree = R.parse_python(source)
     missing: list[tuple[str, int]] = []
     if tree.body and ast.get_docstring(tree) is None:
         missing.append(("<module>", 1))
