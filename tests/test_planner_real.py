@@ -284,6 +284,8 @@ def test_without_fix_switches():
                                                                            "--no-fix", "{files}"]
     assert T._without_fix(["npx", "eslint", "--fix", "."]) == ["npx", "eslint", "."]
     assert T._without_fix(["black", "."]) == ["black", ".", "--check"]
+    assert T._without_fix(["ruff", "format"]) == ["ruff", "format", "--check"]
+    assert T._without_fix(["npx", "prettier", "--write", "src"]) == ["npx", "prettier", "src", "--check"]
     assert T._without_fix(["flake8"]) == ["flake8"]
 
 

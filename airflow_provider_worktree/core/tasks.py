@@ -602,18 +602,21 @@ class DocstringsTask(MaintenanceTask):
 
 #: Linters that fix by default or through their config, and the argument that turns fixing off.
 _NO_FIX = {"ruff": ("--no-fix", ("--fix", "--fix-only", "--unsafe-fixes")), "eslint": (None, ("--fix",)),
-           "autopep8": (None, ("--in-place", "-i")), "black": ("--check", ()), "isort": ("--check-only", ())}
+           "autopep8": (None, ("--in-place", "-i")), "black": ("--check", ()), "isort": ("--check-only", ()),
+           "prettier": ("--check", ("--write", "-w"))}
 
 
 def _without_fix(argv: Sequence[str]) -> list[str]:
-    """``argv`` with fixing switched off for the linters that can fix (ruff, eslint, autopep8, black, isort),
-    whether invoked directly or as ``python -m NAME``; other commands unchanged."""
+    """``argv`` with fixing switched off for the linters that can fix (ruff, eslint, autopep8, black, isort,
+    prettier), whether invoked directly or as ``python -m NAME``; other commands unchanged."""
     argv = list(argv)
     names = [PurePosixPath(a).name for a in argv[:3]]
     tool = next((n for n in names if n in _NO_FIX), None)
     if tool is None:
         return argv
     switch, drop = _NO_FIX[tool]
+    if tool == "ruff" and "format" in argv:        # `ruff format` rewrites unless told to check
+        switch = "--check"
     out = [a for a in argv if a not in drop and not any(a.startswith(d + "=") for d in drop if d.startswith("--"))]
     if switch and switch not in out:
         at = len(out)
