@@ -371,3 +371,24 @@ def test_real_packages_plan_source_files_only(real_repo_factory, name):
     for shard in docs.shards:
         for f in shard["files"]:
             assert (repo / f).is_file()
+
+
+def test_planning_and_metrics_run_nothing_from_the_repository(repo_factory, tmp_path):
+    """core.fsmonitor and hooks configured in the repository never run while planning or measuring."""
+    repo = repo_factory("r", {"pkg/app.py": "def f():\n    pass  # TODO: x\n",
+                              "tests/test_app.py": "def test_f():\n    pass\n"})
+    marker = tmp_path / "ran"
+    hook = tmp_path / "hook.sh"
+    hook.write_text(f"#!/bin/sh\ntouch {marker}\nexit 1\n")
+    hook.chmod(0o755)
+    _git(repo, "config", "core.fsmonitor", str(hook))
+    _git(repo, "config", "core.hooksPath", str(tmp_path))
+    for name in ("post-index-change", "reference-transaction", "post-checkout"):
+        (tmp_path / name).symlink_to(hook)
+    for task in ("todo", "docstrings", "tests"):
+        assert T.plan_repository(repo, task).shards
+    assert T.get_task("tests").measure(repo, ["pkg/app.py"])["tests"] == 1
+    assert not marker.exists()
+    # The same git command without the package's switches runs the repository's fsmonitor hook.
+    subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=repo, capture_output=True)
+    assert marker.exists()
