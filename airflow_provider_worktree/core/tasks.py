@@ -362,6 +362,9 @@ class MaintenanceTask:
     needs_content: bool = False
     #: Whether the task works on source code only (other files are skipped as "not a source file").
     code_task: bool = False
+    #: Whether discover_weights costs the same on the whole tree (one ``git grep``): the plan then reports only
+    #: the skipped files that had work; otherwise every skipped file matching the globs.
+    scans_whole_tree: bool = False
     #: Whether a file too large for one editor view is split into line ranges (one shard per range with work)
     #: rather than left out; the task's :meth:`range_weights` says which ranges have work.
     splits_large_files: bool = False
@@ -496,6 +499,7 @@ class TodoTask(MaintenanceTask):
 
     code_task = True
     splits_large_files = True
+    scans_whole_tree = True
 
     def discover_weights(self, repo_path, commit, listing, globs=None):
         # One `git grep` over the tree: faster than reading every blob in Python on large repositories.
@@ -1092,7 +1096,13 @@ def _discover(repo_path: str | os.PathLike[str], task: MaintenanceTask, commit: 
     ``weights``), the files planned whole, the range shards of big files, and the skipped files."""
     listing = R.tree_listing(repo_path, commit)
     candidates, skipped = _filter_paths(repo_path, task, listing, globs, include, exclude, default_skips)
-    weights = task.discover_weights(repo_path, commit, candidates, globs)
+    if task.scans_whole_tree:
+        # Discovery costs the same over the whole tree: report only skipped files that had work.
+        all_weights = task.discover_weights(repo_path, commit, listing, globs)
+        weights = {p: w for p, w in all_weights.items() if p in candidates}
+        skipped = [e for e in skipped if all_weights.get(e["path"], 0) > 0]
+    else:
+        weights = task.discover_weights(repo_path, commit, candidates, globs)
     listing.weights = dict(weights)
     whole, ranged = _check_contents(repo_path, task, candidates, weights, _optional_globs(include, "include"),
                                     default_skips, max_file_bytes, skipped)
