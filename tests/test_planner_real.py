@@ -342,7 +342,7 @@ def test_real_mypy_skips_typeshed_and_test_data_and_splits_big_files(real_repo_f
     reasons = _reasons(todo)
     assert any(p.startswith("mypy/typeshed/") and r == R.R_VENDORED for p, r in reasons.items())
     assert any(p.startswith("test-data/") and r == R.R_FIXTURE for p, r in reasons.items())
-    assert todo.skipped_by_reason[R.R_VENDORED] > 100
+    assert todo.skipped_by_reason[R.R_VENDORED] >= 10 and todo.skipped_by_reason[R.R_FIXTURE] >= 10
     # mypy/checker.py and friends are far above one editor view: split into line ranges.
     ranged = [s for s in docs.shards if "lines" in s]
     assert ranged and "mypy/checker.py" in {s["files"][0] for s in ranged}
