@@ -41,9 +41,11 @@ def test_todo_discovery_finds_comment_markers_only(repo_factory):
         "e.py": "# TODOLIST is a word, not a marker\n",
         "bin.dat": "\0# TODO binary\n",
     })
-    assert T.get_task("todo").discover(repo) == ["a.py", "b.js", "d.md"]
+    # d.md is documentation, not source: the planner skips it unless a glob includes it explicitly.
+    assert T.get_task("todo").discover(repo) == ["a.py", "b.js"]
+    assert T.get_task("todo").discover(repo, include=["*.md"]) == ["a.py", "b.js", "d.md"]
     assert T.get_task("todo").discover(repo, globs=["**/*.py"]) == ["a.py"]
-    assert T.get_task("todo").discover(repo, globs=["**/*", "!*.md"]) == ["a.py", "b.js"]
+    assert T.get_task("todo").discover(repo, globs=["**/*", "!*.js"]) == ["a.py"]
 
 
 def test_todo_discovery_reads_the_ref_not_the_working_tree(git_repo):
@@ -160,8 +162,10 @@ def test_plan_priority_and_max_shards(repo_factory):
     repo = repo_factory("r", {"a.py": "# TODO\n", "b.py": "# TODO 1\n# FIXME 2\n# XXX 3\n", "c.py": "# HACK\n"})
     shards = T.plan_shards(repo, "todo", max_files=1)
     assert [s["priority"] for s in shards] == [1, 3, 1]
-    top = T.plan_shards(repo, "todo", max_files=1, max_shards=1)
+    top = T.plan_shards(repo, "todo", max_files=1, top=1)
     assert [s["files"] for s in top] == [["b.py"]]
+    fitted = T.plan_shards(repo, "todo", max_files=1, max_shards=1)    # grouped to fit, nothing dropped
+    assert [s["files"] for s in fitted] == [["a.py", "b.py", "c.py"]]
     with pytest.raises(ConfigurationError, match="by="):
         T.plan_shards(repo, "todo", by="random")
     with pytest.raises(ConfigurationError, match="max_files"):

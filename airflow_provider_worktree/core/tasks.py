@@ -2,9 +2,11 @@
 
 Plain Python (no Airflow). A *task* says what Claude does to a shard's files (``instructions``), which
 files are candidates (``discover``), how success is measured (``measure`` before and after, then
-``evaluate``) and which paths it may touch (``allowed_paths``). :func:`plan_shards` turns the candidates
-into shard dicts (see docs/architecture.md, "The shard dict"); :func:`render_shard_prompt` produces the
-shard part of the user message, ending with the ``<shard>`` block that :func:`parse_shard_block` reads back.
+``evaluate``) and which paths it may touch (``allowed_paths``). :func:`plan_repository` turns the candidates
+into a :class:`Plan` (shard dicts, see docs/architecture.md "The shard dict", plus the files it skipped and
+why; the skip rules live in :mod:`~airflow_provider_worktree.core.repofiles`), :func:`plan_shards` into the
+shard dicts alone; :func:`render_shard_prompt` produces the shard part of the user message, ending with the
+``<shard>`` block that :func:`parse_shard_block` reads back.
 
 Built-in tasks: ``todo``, ``docstrings``, ``lint`` (needs ``lint_command``), ``tests``, ``custom``
 (needs ``prompt``). Add your own with a :class:`MaintenanceTask` subclass and :func:`register_task`.
@@ -13,14 +15,12 @@ Built-in tasks: ``todo``, ``docstrings``, ``lint`` (needs ``lint_command``), ``t
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import json
 import os
 import re
 import shlex
 import time
-import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -28,11 +28,16 @@ from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
 from airflow_provider_worktree.core.gitcmd import run_git
+from airflow_provider_worktree.core import repofiles as R
 from airflow_provider_worktree.core.proc import run_process
+from airflow_provider_worktree.core.repofiles import Listing, match_glob
+from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_FILE_BYTES as EDITOR_MAX_FILE_BYTES
+from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_VIEW_CHARS
 
 __all__ = [
     "TASKS", "MaintenanceTask", "TodoTask", "DocstringsTask", "LintTask", "TestsTask", "CustomTask",
-    "register_task", "get_task", "plan_shards", "shard_id_for", "render_shard_prompt", "parse_shard_block",
+    "register_task", "get_task", "plan_shards", "plan_repository", "Plan", "DEFAULT_MAX_FILE_BYTES", "shard_id_for",
+    "render_shard_prompt", "parse_shard_block",
     "system_prompt_for", "read_conventions", "check_scope", "ScopeViolation", "PathScope", "run_verify",
     "VerifyResult", "match_glob", "count_todo_markers",
 ]
@@ -46,57 +51,6 @@ _OUTPUT_CAP = 10_000_000          # characters of command output read back (the 
 _TAIL_CHARS = 4_000
 
 # --------------------------------------------------------------------------------------------- globs
-
-
-@functools.lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob to a regex. ``*`` stays in one path segment, ``**`` crosses directories,
-    ``**/`` also matches no directory; a pattern without ``/`` matches the basename at any depth."""
-    pat = pattern.strip()
-    if pat.startswith("./"):
-        pat = pat[2:]
-    anchored = "/" in pat.rstrip("/")
-    pat = pat.lstrip("/")
-    out: list[str] = []
-    i = 0
-    while i < len(pat):
-        c = pat[i]
-        if c == "*":
-            if pat.startswith("**", i):
-                if pat.startswith("**/", i):
-                    out.append("(?:.*/)?")
-                    i += 3
-                else:
-                    out.append(".*")
-                    i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pat.find("]", i + 2)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pat[i + 1:j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j + 1
-                continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    body = "".join(out)
-    if pat.endswith("/"):              # "docs/" means everything below docs
-        body += ".*"
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{body}$")
-
-
-def match_glob(path: str, pattern: str) -> bool:
-    """True when the repository-relative POSIX ``path`` matches the glob ``pattern``."""
-    return bool(_glob_regex(pattern).match(path))
 
 
 def _matches_globs(path: str, globs: Sequence[str]) -> bool:
@@ -132,65 +86,6 @@ def _resolve_ref(repo_path: str | os.PathLike[str], ref: str) -> str:
             f"Cannot resolve ref {ref!r} in {repo_path}: {exc.stderr or 'unknown revision'}. "
             "Pass an existing branch, tag or commit of that repository as ref."
         ) from exc
-
-
-class _Listing(dict):
-    """``{path: size}`` with ``shas`` (``{path: blob sha}``) alongside."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.shas: dict[str, str] = {}
-
-
-def _tree_listing(repo_path: str | os.PathLike[str], commit: str) -> _Listing:
-    """``{path: size}`` of every regular file at ``commit`` (one ``git ls-tree``); symlinks and
-    submodules are left out, since a model cannot usefully edit them."""
-    out = run_git(["ls-tree", "-r", "-l", "-z", "--full-tree", commit], cwd=repo_path).stdout
-    listing = _Listing()
-    for entry in out.split("\0"):
-        if not entry:
-            continue
-        meta, _, path = entry.partition("\t")
-        parts = meta.split()
-        if len(parts) != 4 or parts[1] != "blob" or parts[0] == "120000":
-            continue
-        listing[path] = int(parts[3]) if parts[3].isdigit() else 0
-        listing.shas[path] = parts[2]
-    return listing
-
-
-def _read_blobs(repo_path: str | os.PathLike[str], commit: str, paths: Sequence[str],
-               shas: Mapping[str, str] | None = None) -> dict[str, str | None]:
-    """Contents of ``paths`` at ``commit`` with one ``git cat-file --batch``; None for undecodable files.
-    Blob shas (from the listing) are several times faster to look up than ``commit:path`` names."""
-    if not paths:
-        return {}
-    names = [shas[p] if shas and p in shas else f"{commit}:{p}" for p in paths]
-    if any("\n" in n for n in names):      # a newline would break the batch protocol: read one by one
-        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
-    nonce = uuid.uuid4().hex
-    request = "".join(f"{n}\n" for n in names)
-    try:
-        out = run_git(["cat-file", "--buffer", f"--batch=\x01{nonce} %(objecttype)"], cwd=repo_path, input=request).stdout
-    except UnicodeDecodeError:
-        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
-    chunks = out.split(f"\x01{nonce} ")[1:]
-    result: dict[str, str | None] = {}
-    if len(chunks) != len(paths):
-        return {p: _read_blob_single(repo_path, commit, p) for p in paths}
-    for path, chunk in zip(paths, chunks):
-        kind, _, content = chunk.partition("\n")
-        result[path] = content[:-1] if kind.strip() == "blob" and content.endswith("\n") else (
-            content if kind.strip() == "blob" else None)
-    return result
-
-
-def _read_blob_single(repo_path: str | os.PathLike[str], commit: str, path: str) -> str | None:
-    try:
-        proc = run_git(["cat-file", "blob", f"{commit}:{path}"], cwd=repo_path, check=False)
-    except UnicodeDecodeError:
-        return None
-    return proc.stdout if proc.returncode == 0 else None
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -229,14 +124,14 @@ def _read_text(path: Path) -> str | None:
     return data.decode("utf-8", errors="replace")
 
 
-def _docstring_report(source: str) -> tuple[int, list[str]]:
-    """(missing count, names) of the public module/class/function docstrings missing in ``source``.
-    Raises SyntaxError. Private names (leading ``_``) and functions nested in functions are not counted;
-    an empty module is not counted."""
-    tree = ast.parse(source)
-    missing: list[str] = []
+def _missing_docstrings(source: str) -> list[tuple[str, int]]:
+    """``(name, line)`` of the public module/class/function docstrings missing in ``source`` (the module is
+    ``<module>`` at line 1). Raises SyntaxError. Private names (leading ``_``) and functions nested in functions
+    are not counted; an empty module is not counted."""
+    tree = R.parse_python(source)
+    missing: list[tuple[str, int]] = []
     if tree.body and ast.get_docstring(tree) is None:
-        missing.append("<module>")
+        missing.append(("<module>", 1))
 
     def visit(body: list[ast.stmt], prefix: str) -> None:
         for node in body:
@@ -245,12 +140,18 @@ def _docstring_report(source: str) -> tuple[int, list[str]]:
                     continue
                 qual = f"{prefix}{node.name}"
                 if ast.get_docstring(node) is None:
-                    missing.append(qual)
+                    missing.append((qual, node.lineno))
                 if isinstance(node, ast.ClassDef):
                     visit(node.body, qual + ".")
 
     visit(tree.body, "")
-    return len(missing), missing
+    return missing
+
+
+def _docstring_report(source: str) -> tuple[int, list[str]]:
+    """(missing count, names) of the public docstrings missing in ``source`` (see _missing_docstrings)."""
+    missing = _missing_docstrings(source)
+    return len(missing), [name for name, _ in missing]
 
 
 _SKIP_NAMES = {"skip", "skipif", "skipIf", "skipUnless", "xfail", "skipTest"}
@@ -459,6 +360,14 @@ class MaintenanceTask:
     extra_allowed: tuple[str, ...] = ()
     #: Whether discovery must read file contents (``_file_weight`` receives the text).
     needs_content: bool = False
+    #: Whether the task works on source code only (other files are skipped as "not a source file").
+    code_task: bool = False
+    #: Whether discover_weights costs the same on the whole tree (one ``git grep``): the plan then reports only
+    #: the skipped files that had work; otherwise every skipped file matching the globs.
+    scans_whole_tree: bool = False
+    #: Whether a file too large for one editor view is split into line ranges (one shard per range with work)
+    #: rather than left out; the task's :meth:`range_weights` says which ranges have work.
+    splits_large_files: bool = False
 
     @property
     def system_prompt(self) -> str:
@@ -483,30 +392,51 @@ class MaintenanceTask:
     # -- discovery ---------------------------------------------------------------------------------
 
     def discover(self, repo_path: str | os.PathLike[str], globs: Sequence[str] | None = None, *,
-                 ref: str = "HEAD") -> list[str]:
-        """Sorted candidate files of ``repo_path`` at ``ref`` matching ``globs`` (default
-        ``default_globs``) and the task's own criterion."""
+                 ref: str = "HEAD", include: Sequence[str] | None = None,
+                 exclude: Sequence[str] | None = None) -> list[str]:
+        """Sorted candidate files of ``repo_path`` at ``ref`` matching ``globs`` (default ``default_globs``),
+        not left out by the default skip rules (see :func:`plan_repository`), and meeting the task's criterion."""
         commit = _resolve_ref(repo_path, ref)
-        return sorted(self.discover_weights(repo_path, commit, _tree_listing(repo_path, commit), globs))
+        _, whole, ranged, _ = _discover(repo_path, self, commit, globs, include, exclude, True,
+                                        DEFAULT_MAX_FILE_BYTES)
+        return sorted({*whole, *(s["files"][0] for s in ranged)})
 
     def discover_weights(self, repo_path: str | os.PathLike[str], commit: str, listing: Mapping[str, int],
                          globs: Sequence[str] | None = None) -> dict[str, int]:
-        """``{path: weight}`` of the candidates; the weight orders shards (higher first)."""
+        """``{path: weight}`` of the candidates among ``listing`` (a :class:`~.repofiles.Listing`, already
+        filtered by the skip rules); the weight orders shards (higher first). Binary files are never candidates
+        of a task that reads content."""
         globs = _normalise_globs(globs, self.default_globs)
         paths = [p for p in sorted(listing) if _matches_globs(p, globs) and self._path_candidate(p)]
         if not self.needs_content:
             return {p: w for p in paths if (w := self._file_weight(p, listing[p], None)) > 0}
-        contents = _read_blobs(repo_path, commit, paths, getattr(listing, "shas", None))
-        return {p: w for p in paths
-                if contents.get(p) is not None and (w := self._file_weight(p, listing[p], contents[p])) > 0}
+        if not isinstance(listing, Listing):
+            raise ConfigurationError("discover_weights needs the Listing of core.repofiles.tree_listing "
+                                     "(it holds the blob ids); call discover() or plan_repository() instead.")
+        weights: dict[str, int] = {}
+        for blobs in R.read_blob_chunks(repo_path, paths, listing):     # bounded memory on large repositories
+            for p, data in blobs.items():
+                text = R.decode_text(data)
+                if text is not None and (w := self._file_weight(p, listing[p], text)) > 0:
+                    weights[p] = w
+        return weights
 
     def _path_candidate(self, path: str) -> bool:
         """Cheap path-only filter applied before any content is read."""
         return True
 
+    def _skip_reason(self, path: str) -> str | None:
+        """A task-specific reason to leave ``path`` out of the plan (reported in the Plan), or None."""
+        return None
+
     def _file_weight(self, path: str, size: int, text: str | None) -> int:
         """0 excludes the file; otherwise its weight. The default: every file, weighted by size."""
         return max(1, size)
+
+    def range_weights(self, text: str, ranges: Sequence[tuple[int, int]]) -> list[int]:
+        """The weight of each line range (1-based, inclusive) of a big file ``text``; 0 leaves the range out.
+        Only called for tasks with ``splits_large_files``."""
+        return [1] * len(ranges)
 
     # -- scope ------------------------------------------------------------------------------------
 
@@ -567,21 +497,28 @@ class TodoTask(MaintenanceTask):
     )
     default_globs = ("**/*",)
 
+    code_task = True
+    splits_large_files = True
+    scans_whole_tree = True
+
     def discover_weights(self, repo_path, commit, listing, globs=None):
         # One `git grep` over the tree: faster than reading every blob in Python on large repositories.
         globs = _normalise_globs(globs, self.default_globs)
-        proc = run_git(["grep", "-c", "-z", "-I", "-E", "-e", _TODO_GREP_ERE, commit], cwd=repo_path, check=False)
-        if proc.returncode not in (0, 1):
-            raise GitError(f"git grep failed in {repo_path}: {proc.stderr.strip()}", returncode=proc.returncode,
-                           stderr=proc.stderr)
+        out = R.git_bytes(repo_path, ["grep", "-c", "-z", "-I", "-E", "-e", _TODO_GREP_ERE, commit],
+                          ok_codes=(0, 1))
         weights: dict[str, int] = {}
         prefix = f"{commit}:"
-        for line in proc.stdout.splitlines():
-            name, _, count = line.partition("\0")
+        for line in out.split(b"\n"):
+            raw_name, _, count = line.rpartition(b"\0")
+            name = os.fsdecode(raw_name)
             path = name[len(prefix):] if name.startswith(prefix) else name
             if path in listing and _matches_globs(path, globs) and count.strip().isdigit():
                 weights[path] = int(count)
         return weights
+
+    def range_weights(self, text, ranges):
+        lines = text.split("\n")
+        return [count_todo_markers("\n".join(lines[start - 1:end])) for start, end in ranges]
 
     def measure(self, worktree_path, files):
         root = Path(worktree_path)
@@ -616,9 +553,21 @@ class DocstringsTask(MaintenanceTask):
     )
     default_globs = ("**/*.py",)
     needs_content = True
+    code_task = True
+    splits_large_files = True
 
     def _path_candidate(self, path):
         return path.endswith(".py")
+
+    def _skip_reason(self, path):
+        return "test code (docstrings not wanted)" if path.endswith(".py") and _is_test_path(path) else None
+
+    def range_weights(self, text, ranges):
+        try:
+            missing = [line for _, line in _missing_docstrings(text)]
+        except (SyntaxError, ValueError):
+            return [0] * len(ranges)
+        return [sum(1 for line in missing if start <= line <= end) for start, end in ranges]
 
     def _file_weight(self, path, size, text):
         try:
@@ -655,6 +604,32 @@ class DocstringsTask(MaintenanceTask):
         return "Add the missing docstrings in these Python files without changing any code."
 
 
+#: Linters that fix by default or through their config, and the argument that turns fixing off.
+_NO_FIX = {"ruff": ("--no-fix", ("--fix", "--fix-only", "--unsafe-fixes")), "eslint": (None, ("--fix",)),
+           "autopep8": (None, ("--in-place", "-i")), "black": ("--check", ()), "isort": ("--check-only", ()),
+           "prettier": ("--check", ("--write", "-w"))}
+
+
+def _without_fix(argv: Sequence[str]) -> list[str]:
+    """``argv`` with fixing switched off for the linters that can fix (ruff, eslint, autopep8, black, isort,
+    prettier), whether invoked directly or as ``python -m NAME``; other commands unchanged."""
+    argv = list(argv)
+    names = [PurePosixPath(a).name for a in argv[:3]]
+    tool = next((n for n in names if n in _NO_FIX), None)
+    if tool is None:
+        return argv
+    switch, drop = _NO_FIX[tool]
+    if tool == "ruff" and "format" in argv:        # `ruff format` rewrites unless told to check
+        switch = "--check"
+    out = [a for a in argv if a not in drop and not any(a.startswith(d + "=") for d in drop if d.startswith("--"))]
+    if switch and switch not in out:
+        at = len(out)
+        if "{files}" in out:
+            at = out.index("{files}")
+        out.insert(at, switch)
+    return out
+
+
 class LintTask(MaintenanceTask):
     """Fix a linter's findings. ``lint_command`` is an argv list (or a string, split with shlex) run in the
     worktree without a shell; the shard's files are appended, or substituted for a ``{files}`` argument.
@@ -668,6 +643,7 @@ class LintTask(MaintenanceTask):
         "(then say so in your summary)."
     )
     default_globs = ("**/*.py",)
+    code_task = True
 
     def __init__(self, lint_command: str | Sequence[str] | None = None, *, timeout: float = 300.0,
                  finding_pattern: str | None = None, append_files: bool = True) -> None:
@@ -687,15 +663,16 @@ class LintTask(MaintenanceTask):
     def instructions_with_command(self) -> str:
         return self.instructions + (f" The linter is: {shlex.join(self.lint_command)}" if self.lint_command else "")
 
-    def _lint(self, cwd, files: Sequence[str]) -> tuple[VerifyResult, list[str]]:
+    def _lint(self, cwd, files: Sequence[str], *, no_fix: bool = False) -> tuple[VerifyResult, list[str]]:
         self.validate()
         assert self.lint_command is not None
-        if "{files}" in self.lint_command:
+        command = _without_fix(self.lint_command) if no_fix else list(self.lint_command)
+        if "{files}" in command:
             argv = []
-            for a in self.lint_command:
+            for a in command:
                 argv.extend(files if a == "{files}" else [a])
         else:
-            argv = [*self.lint_command, *files] if self.append_files else list(self.lint_command)
+            argv = [*command, *files] if self.append_files else command
         result, output = _run_command(argv, cwd, self.timeout)
         if result.returncode is None:
             reason = "timed out" if result.timed_out else result.output_tail
@@ -717,12 +694,21 @@ class LintTask(MaintenanceTask):
         return counts
 
     def discover_weights(self, repo_path, commit, listing, globs=None):
-        """Runs the linter once in ``repo_path``'s working tree over the files matching the globs and keeps
-        the files its output names (``path:...`` lines). Without lint_command, every matching file."""
+        """Runs the linter once over the files matching the globs and keeps the files its output names
+        (``path:...`` lines). Without lint_command, every matching file.
+
+        The linter runs on a scratch copy of the commit (its files written from the committed blobs into a
+        temporary directory, removed afterwards) with fixing switched off where the linter has a switch, so a
+        repository whose config says ``fix = true`` cannot rewrite the user's checkout."""
         candidates = MaintenanceTask.discover_weights(self, repo_path, commit, listing, globs)
         if not self.lint_command or not candidates:
             return candidates
-        _, lines = self._lint(repo_path, sorted(candidates))
+        full = R.tree_listing(repo_path, commit)       # the whole tree: linters read config and imports
+        with R.scratch_dir("worktree-lint-") as scratch:
+            R.materialize(repo_path, full, scratch)
+            _, lines = self._lint(scratch, sorted(candidates), no_fix=True)
+        for prefix in {scratch + "/", os.path.realpath(scratch) + "/"}:    # linters that print absolute paths
+            lines = [ln[len(prefix):] if ln.startswith(prefix) else ln for ln in lines]
         return {p: n for p, n in self._per_file(lines, sorted(candidates)).items() if n > 0}
 
     def measure(self, worktree_path, files):
@@ -753,6 +739,7 @@ class TestsTask(MaintenanceTask):
         "be deterministic, fast, and need no network."
     )
     default_globs = ("**/*.py",)
+    code_task = True
     __test__ = False  # not a pytest test class
 
     def _path_candidate(self, path):
@@ -767,12 +754,12 @@ class TestsTask(MaintenanceTask):
         return PathScope(frozenset(shard.get("files", ())), tuple(sorted(patterns)))
 
     def measure(self, worktree_path, files):
-        proc = run_git(["ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=worktree_path)
+        out = R.git_bytes(worktree_path, ["ls-files", "-z", "--cached", "--others", "--exclude-standard"])
         root = Path(worktree_path)
         test_ids: list[str] = []
         skips = 0
         syntax_errors: dict[str, str] = {}
-        for rel in sorted(set(proc.stdout.split("\0"))):
+        for rel in sorted({os.fsdecode(name) for name in out.split(b"\0") if name}):
             if not rel.endswith(".py") or not _is_test_path(rel) or PurePosixPath(rel).name == "conftest.py":
                 continue
             text = _read_text(root / rel)
@@ -881,10 +868,99 @@ for _cls in (TodoTask, DocstringsTask, LintTask, TestsTask, CustomTask):
 # ------------------------------------------------------------------------------------------ planning
 
 
-def shard_id_for(task_name: str, files: Iterable[str]) -> str:
-    """``<task>-<10 hex>``: sha1 over the task name and the sorted files; stable across runs and orders."""
-    digest = hashlib.sha1("\0".join([task_name, *sorted(files)]).encode("utf-8")).hexdigest()
+#: Default largest file planned whole: one editor view (core/sandbox.py's view cap). Larger files are split
+#: into line ranges (todo, docstrings) or left out with a reason (other tasks).
+DEFAULT_MAX_FILE_BYTES = DEFAULT_MAX_VIEW_CHARS
+
+
+def shard_id_for(task_name: str, files: Iterable[str], lines: Sequence[int] | None = None) -> str:
+    """``<task>-<10 hex>``: sha1 over the task name, the sorted files and the line range (if any); stable
+    across runs and orders."""
+    parts = [task_name, *sorted(files)]
+    if lines:
+        parts.append(f"lines:{int(lines[0])}-{int(lines[1])}")
+    digest = hashlib.sha1("\0".join(parts).encode("utf-8", "surrogateescape")).hexdigest()
     return f"{task_name}-{digest[:10]}"
+
+
+@dataclass
+class Plan:
+    """What :func:`plan_repository` decided: the shards, the files it left out and why, and notes (for example
+    that shards were grouped to fit ``max_shards``). ``counts`` has ``files`` (regular files at the commit),
+    ``candidates`` (files with work), ``planned_files`` and ``shards``."""
+
+    task: str
+    commit: str
+    shards: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+    notes: list[str]
+    counts: dict[str, int]
+
+    @property
+    def skipped_by_reason(self) -> dict[str, int]:
+        """``{reason: number of files}``, most frequent first."""
+        totals: dict[str, int] = {}
+        for entry in self.skipped:
+            totals[entry["reason"]] = totals.get(entry["reason"], 0) + 1
+        return dict(sorted(totals.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def summary(self) -> str:
+        """One paragraph for a task log: shards, skipped files by reason, notes."""
+        text = (f"{len(self.shards)} shard(s) for task {self.task} at {self.commit[:12]}: "
+                f"{self.counts.get('planned_files', 0)} file(s) of {self.counts.get('files', 0)}.")
+        if self.skipped:
+            text += f" Skipped {len(self.skipped)} file(s): " + ", ".join(
+                f"{reason} {n}" for reason, n in self.skipped_by_reason.items()) + "."
+        if self.skipped and not self.shards:
+            text += " Pass include=[globs] to plan files the default rules skip."
+        return " ".join([text, *self.notes])
+
+    def to_dict(self, max_skipped: int = 200) -> dict[str, Any]:
+        """JSON-serialisable form (for XCom or a report); the skipped list is cut at ``max_skipped`` entries,
+        ``skipped_by_reason`` always counts all."""
+        return {"task": self.task, "commit": self.commit, "shards": self.shards, "notes": list(self.notes),
+                "counts": dict(self.counts), "skipped_by_reason": self.skipped_by_reason,
+                "skipped": self.skipped[:max_skipped], "skipped_total": len(self.skipped)}
+
+
+def _optional_globs(globs: str | Sequence[str] | None, what: str) -> list[str]:
+    if globs is None:
+        return []
+    if isinstance(globs, str):
+        globs = [globs]
+    if not all(isinstance(g, str) for g in globs):
+        raise ConfigurationError(f"{what} must be a list of glob strings, got {globs!r}. Example: ['vendor/**'].")
+    return [g.strip() for g in globs if g.strip()]
+
+
+def _filter_paths(repo_path: str | os.PathLike[str], task: MaintenanceTask, listing: Listing,
+                  globs: Sequence[str] | None, include: Sequence[str] | None, exclude: Sequence[str] | None,
+                  default_skips: bool) -> tuple[Listing, list[dict[str, str]]]:
+    """The files of ``listing`` matching the task's globs that survive the skip rules, and the skipped ones
+    ``{path, reason}``. Order of the rules: unusable file name (always), ``exclude`` globs, then ``include``
+    globs (a match keeps the file whatever the default rules say), then the default rules."""
+    globs = _normalise_globs(globs, task.default_globs)
+    include_globs = _optional_globs(include, "include")
+    exclude_globs = _optional_globs(exclude, "exclude")
+    attributes = R.GitAttributes.from_commit(repo_path, listing) if default_skips else None
+    keep: list[str] = []
+    skipped: list[dict[str, str]] = []
+    for path in sorted(listing):
+        if not _matches_globs(path, globs) or not task._path_candidate(path):
+            continue
+        reason = None
+        if R.name_problem(path):
+            reason = R.R_NAME
+        elif any(match_glob(path, g) for g in exclude_globs):
+            reason = R.R_EXCLUDED
+        elif default_skips and not any(match_glob(path, g) for g in include_globs):
+            reason = R.skip_reason(path, code_task=task.code_task, attributes=attributes) or task._skip_reason(path)
+        if reason:
+            skipped.append({"path": path, "reason": reason})
+        else:
+            keep.append(path)
+    skipped += [{"path": p, "reason": R.R_SYMLINK} for p in sorted(listing.other) if _matches_globs(p, globs)]
+    return listing.subset(keep), skipped
 
 
 def _pack(paths: Sequence[str], sizes: Mapping[str, int], max_files: int, max_bytes: int) -> list[list[str]]:
@@ -909,44 +985,179 @@ def _pack(paths: Sequence[str], sizes: Mapping[str, int], max_files: int, max_by
     return groups
 
 
-def plan_shards(repo_path: str | os.PathLike[str], task: MaintenanceTask | str, *, ref: str = "HEAD",
-                globs: Sequence[str] | None = None, max_files: int = 10, max_bytes: int = 200_000,
-                by: str = "size", max_shards: int | None = None,
-                task_options: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Split the task's candidate files at ``ref`` into disjoint shards (see "The shard dict").
+def _groups(paths: Sequence[str], sizes: Mapping[str, int], by: str, max_files: int,
+            max_bytes: int) -> list[list[str]]:
+    if by == "size":
+        return _pack(paths, sizes, max_files, max_bytes)
+    by_dir: dict[str, list[str]] = {}
+    for p in paths:
+        by_dir.setdefault(str(PurePosixPath(p).parent), []).append(p)
+    return [g for d in sorted(by_dir) for g in _pack(by_dir[d], sizes, max_files, max_bytes)]
 
-    ``by="size"`` packs files in sorted path order into shards of at most ``max_files`` files and
-    ``max_bytes`` bytes (a file larger than ``max_bytes`` gets a shard of its own); ``by="directory"``
-    groups files by parent directory and splits big directories by the same rule. ``priority`` is the sum
-    of the task's file weights (markers, missing docstrings, findings, or bytes). ``max_shards`` keeps the
-    highest-priority shards only. The output is deterministic, in path order.
+
+def _make_shard(task_name: str, files: Sequence[str], priority: int, size: int,
+                lines: Sequence[int] | None = None) -> dict[str, Any]:
+    shard: dict[str, Any] = {"shard_id": shard_id_for(task_name, files, lines), "task": task_name,
+                             "files": sorted(files), "priority": int(priority), "bytes": int(size)}
+    if lines:
+        shard["lines"] = [int(lines[0]), int(lines[1])]
+    return shard
+
+
+def _fit_shards(shards: list[dict[str, Any]], max_shards: int, task_name: str) -> tuple[list[dict[str, Any]], str]:
+    """Merge consecutive shards so that at most ``max_shards`` remain (Airflow maps at most
+    ``[core] max_map_length`` task instances). Line ranges of one file merge into one range; a merged shard
+    with several files carries no range."""
+    n = len(shards)
+    k = -(-n // max_shards)
+    merged: list[dict[str, Any]] = []
+    for i in range(0, n, k):
+        group = shards[i:i + k]
+        files = sorted({f for s in group for f in s["files"]})
+        lines = None
+        if len(files) == 1 and all("lines" in s for s in group):
+            lines = [min(s["lines"][0] for s in group), max(s["lines"][1] for s in group)]
+        merged.append(_make_shard(task_name, files, sum(s["priority"] for s in group),
+                                  sum(s["bytes"] for s in group), lines))
+    note = (f"{n} shards exceed max_shards={max_shards}: every {k} consecutive shards were merged into one, "
+            f"giving {len(merged)} larger shards (up to {max(len(s['files']) for s in merged)} files each). "
+            "Raise [core] max_map_length (and max_shards) for smaller shards.")
+    return merged, note
+
+
+def plan_repository(repo_path: str | os.PathLike[str], task: MaintenanceTask | str, *, ref: str = "HEAD",
+                    globs: Sequence[str] | None = None, include: Sequence[str] | None = None,
+                    exclude: Sequence[str] | None = None, default_skips: bool = True, max_files: int = 10,
+                    max_bytes: int = 200_000, max_file_bytes: int = DEFAULT_MAX_FILE_BYTES, by: str = "size",
+                    max_shards: int | None = None, top: int | None = None,
+                    task_options: Mapping[str, Any] | None = None) -> Plan:
+    """Plan the task on ``repo_path`` at ``ref``: the shards, and every file left out with its reason.
+
+    Candidates are the files at ``ref`` matching ``globs`` (default: the task's) that the task has work for.
+    Left out, with a reason: vendored and generated paths (``.gitattributes`` ``linguist-vendored`` /
+    ``linguist-generated``, vendored trees such as ``vendor/``, ``third_party/``, ``node_modules/``, bundled
+    ``typeshed``), test fixtures and data (``fixtures/``, ``testdata/``, ``test-data/``, ``.test``, ``.patch``,
+    ``.diff``, data files), CI configuration (``.github/``), generated files (``*_pb2.py``, lock files, an
+    ``@generated``/``DO NOT EDIT`` header), non-source files for code tasks, file names that are not UTF-8.
+    ``include`` globs keep a file whatever these default rules say; ``exclude`` globs leave more out;
+    ``default_skips=False`` turns the default rules off.
+
+    A file larger than ``max_file_bytes`` (default: one editor view) is split into line ranges that start at
+    definitions, one shard per range with work (``"lines": [start, end]`` in the shard), by tasks that split
+    (todo, docstrings); other tasks leave it out. Files above the editor's own limit are always left out.
+
+    ``by="size"`` packs files in sorted path order into shards of at most ``max_files`` files and ``max_bytes``
+    bytes; ``by="directory"`` packs each parent directory separately; range shards come last, in path and line
+    order. ``max_shards`` (pass Airflow's ``[core] max_map_length``) merges consecutive shards until the count
+    fits, and adds a note. ``top`` keeps only the ``top`` highest-priority shards (a sample run). The output
+    is deterministic: the same commit and arguments give the same shards and ids.
     """
     t = _as_task(task, task_options)
     t.validate()
     if max_files < 1 or max_bytes < 1:
         raise ConfigurationError(f"max_files and max_bytes must be >= 1 (got {max_files}, {max_bytes}).")
+    if max_file_bytes < 1_000:
+        raise ConfigurationError(f"max_file_bytes must be >= 1000 (got {max_file_bytes}); the default is "
+                                 f"{DEFAULT_MAX_FILE_BYTES}, one editor view.")
     if by not in ("size", "directory"):
         raise ConfigurationError(f"by={by!r} is not a planning mode. Use by='size' or by='directory'.")
-    if max_shards is not None and max_shards < 1:
-        raise ConfigurationError(f"max_shards must be >= 1 or None (got {max_shards}).")
+    for name, value in (("max_shards", max_shards), ("top", top)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigurationError(f"{name} must be an integer >= 1 or None (got {value!r}).")
     commit = _resolve_ref(repo_path, ref)
-    listing = _tree_listing(repo_path, commit)
-    weights = t.discover_weights(repo_path, commit, listing, globs)
-    paths = sorted(weights)
-    if by == "size":
-        groups = _pack(paths, listing, max_files, max_bytes)
-    else:
-        by_dir: dict[str, list[str]] = {}
-        for p in paths:
-            by_dir.setdefault(str(PurePosixPath(p).parent), []).append(p)
-        groups = [g for d in sorted(by_dir) for g in _pack(by_dir[d], listing, max_files, max_bytes)]
-    shards = [{"shard_id": shard_id_for(t.name, g), "task": t.name, "files": sorted(g),
-               "priority": int(sum(weights[p] for p in g)), "bytes": int(sum(listing[p] for p in g))}
-              for g in groups]
-    if max_shards is not None and len(shards) > max_shards:
-        keep = sorted(range(len(shards)), key=lambda i: (-shards[i]["priority"], i))[:max_shards]
+    listing, whole, ranged, skipped = _discover(repo_path, t, commit, globs, include, exclude, default_skips,
+                                                max_file_bytes)
+    weights = listing.weights
+    shards = [_make_shard(t.name, g, sum(weights[p] for p in g), sum(listing[p] for p in g))
+              for g in _groups(whole, listing, by, max_files, max_bytes)] + ranged
+    notes: list[str] = []
+    if ranged:
+        big = sorted({s["files"][0] for s in ranged})
+        notes.append(f"{len(big)} file(s) larger than {max_file_bytes} bytes were split into {len(ranged)} "
+                     "line-range shard(s).")
+    if top is not None and len(shards) > top:
+        keep = sorted(range(len(shards)), key=lambda i: (-shards[i]["priority"], i))[:top]
+        notes.append(f"Kept the {top} highest-priority shard(s) of {len(shards)} (top={top}).")
         shards = [shards[i] for i in sorted(keep)]
+    if max_shards is not None and len(shards) > max_shards:
+        shards, note = _fit_shards(shards, max_shards, t.name)
+        notes.append(note)
+    skipped.sort(key=lambda e: (e["path"], e["reason"]))
+    counts = {"files": len(listing), "candidates": len(whole) + len({s["files"][0] for s in ranged}),
+              "shards": len(shards),
+              "planned_files": len({f for s in shards for f in s["files"]})}
+    return Plan(t.name, commit, shards, skipped, notes, counts)
+
+
+def _discover(repo_path: str | os.PathLike[str], task: MaintenanceTask, commit: str, globs: Sequence[str] | None,
+              include: Sequence[str] | None, exclude: Sequence[str] | None, default_skips: bool,
+              max_file_bytes: int) -> tuple[Listing, list[str], list[dict[str, Any]], list[dict[str, str]]]:
+    """Discovery shared by :func:`plan_repository` and :meth:`MaintenanceTask.discover`: the listing (with
+    ``weights``), the files planned whole, the range shards of big files, and the skipped files."""
+    listing = R.tree_listing(repo_path, commit)
+    candidates, skipped = _filter_paths(repo_path, task, listing, globs, include, exclude, default_skips)
+    if task.scans_whole_tree:
+        # Discovery costs the same over the whole tree: report only skipped files that had work.
+        all_weights = task.discover_weights(repo_path, commit, listing, globs)
+        weights = {p: w for p, w in all_weights.items() if p in candidates}
+        skipped = [e for e in skipped if all_weights.get(e["path"], 0) > 0]
+    else:
+        weights = task.discover_weights(repo_path, commit, candidates, globs)
+    listing.weights = dict(weights)
+    whole, ranged = _check_contents(repo_path, task, candidates, weights, _optional_globs(include, "include"),
+                                    default_skips, max_file_bytes, skipped)
+    return listing, whole, ranged, skipped
+
+
+def _check_contents(repo_path: str | os.PathLike[str], task: MaintenanceTask, listing: Listing,
+                    weights: Mapping[str, int], include_globs: Sequence[str], default_skips: bool,
+                    max_file_bytes: int, skipped: list[dict[str, str]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """Content rules on the candidates with work: generated headers, and big files split into line-range shards
+    or left out. Returns the files planned whole and the range shards; appends to ``skipped``."""
+    whole: list[str] = []
+    ranged: list[dict[str, Any]] = []
+    for blobs in R.read_blob_chunks(repo_path, sorted(weights), listing):
+        for path, data in blobs.items():
+            size = len(data)
+            included = any(match_glob(path, g) for g in include_globs)
+            if default_skips and not included and R.generated_header(data):
+                skipped.append({"path": path, "reason": R.R_GENERATED})
+            elif size > EDITOR_MAX_FILE_BYTES:
+                skipped.append({"path": path, "reason": R.R_EDITOR_LIMIT})
+            elif size <= max_file_bytes:
+                whole.append(path)
+            elif not task.splits_large_files:
+                skipped.append({"path": path, "reason": R.R_TOO_LARGE})
+            else:
+                shards = _range_shards(task, path, R.decode_text(data) or "", max_file_bytes)
+                if shards:
+                    ranged += shards
+                else:
+                    skipped.append({"path": path, "reason": R.R_TOO_LARGE})
+    return whole, ranged
+
+
+def _range_shards(task: MaintenanceTask, path: str, text: str, max_file_bytes: int) -> list[dict[str, Any]]:
+    """One shard per line range of ``text`` with work (half an editor view each, so a view of the range with
+    line numbers fits)."""
+    shards = []
+    lines = text.split("\n")
+    ranges = R.line_ranges(text, path, max(1, max_file_bytes // 2))
+    for (start, end), weight in zip(ranges, task.range_weights(text, ranges)):
+        if weight > 0:
+            size = sum(len(ln.encode("utf-8", "surrogateescape")) + 1 for ln in lines[start - 1:end])
+            shards.append(_make_shard(task.name, [path], weight, size, (start, end)))
     return shards
+
+
+def plan_shards(repo_path: str | os.PathLike[str], task: MaintenanceTask | str, *, ref: str = "HEAD",
+                globs: Sequence[str] | None = None, max_files: int = 10, max_bytes: int = 200_000,
+                by: str = "size", max_shards: int | None = None,
+                task_options: Mapping[str, Any] | None = None, **options: Any) -> list[dict[str, Any]]:
+    """The shard dicts of :func:`plan_repository` (same arguments; ``options`` takes ``include``, ``exclude``,
+    ``default_skips``, ``max_file_bytes`` and ``top``). Use :func:`plan_repository` to see what was skipped."""
+    return plan_repository(repo_path, task, ref=ref, globs=globs, max_files=max_files, max_bytes=max_bytes, by=by,
+                           max_shards=max_shards, task_options=task_options, **options).shards
 
 
 # -------------------------------------------------------------------------------------------- prompt
@@ -979,19 +1190,27 @@ def render_shard_prompt(task: MaintenanceTask | str, shard: Mapping[str, Any],
     if shard.get("task", t.name) != t.name:
         raise ConfigurationError(f"Shard {shard['shard_id']} belongs to task {shard['task']!r}, not {t.name!r}. "
                                  "Render it with its own task.")
+    span = _shard_lines(shard)
     lines = [f"Shard {shard['shard_id']} ({len(files)} file(s)). {t.shard_instructions(shard)}", "",
              "Files in this shard (edit only these):"]
     lines += [f"- {f}" for f in files]
+    if span:
+        lines += ["", f"Work only on lines {span[0]}-{span[1]} of {files[0]} (line numbers as committed). The "
+                  "file is too large for one view: view that range with view_range, and leave the rest of the "
+                  "file to other shards."]
     if custom_prompt and custom_prompt.strip():
         lines += ["", "Additional instructions:", custom_prompt.strip()]
-    block = json.dumps({"files": files, "shard_id": shard["shard_id"], "task": t.name},
-                       sort_keys=True, separators=(",", ":"))
+    data: dict[str, Any] = {"files": files, "shard_id": shard["shard_id"], "task": t.name}
+    if span:
+        data["lines"] = span
+    block = json.dumps(data, sort_keys=True, separators=(",", ":"))
     lines += ["", "<shard>", block, "</shard>"]
     return "\n".join(lines)
 
 
 def parse_shard_block(text: str) -> dict[str, Any] | None:
-    """The last ``<shard>`` block of ``text`` as a dict with shard_id, task, files; None if absent/invalid."""
+    """The last ``<shard>`` block of ``text`` as a dict with shard_id, task, files (and ``lines``, ``[start,
+    end]``, for a range of one big file); None if absent/invalid."""
     if not text:
         return None
     matches = SHARD_BLOCK_RE.findall(text)
@@ -1005,7 +1224,20 @@ def parse_shard_block(text: str) -> dict[str, Any] | None:
             or not isinstance(data.get("task"), str) or not isinstance(data.get("files"), list)
             or not all(isinstance(f, str) for f in data["files"])):
         return None
-    return {"shard_id": data["shard_id"], "task": data["task"], "files": list(data["files"])}
+    parsed = {"shard_id": data["shard_id"], "task": data["task"], "files": list(data["files"])}
+    span = _shard_lines(data)
+    if span and len(parsed["files"]) == 1:
+        parsed["lines"] = span
+    return parsed
+
+
+def _shard_lines(shard: Mapping[str, Any]) -> list[int] | None:
+    """The shard's ``[start, end]`` line range (1-based, inclusive) when it has a valid one."""
+    span = shard.get("lines")
+    if (isinstance(span, (list, tuple)) and len(span) == 2 and all(type(v) is int for v in span)
+            and 1 <= span[0] <= span[1]):
+        return [span[0], span[1]]
+    return None
 
 
 def read_conventions(repo_path: str | os.PathLike[str], cap: int = DEFAULT_CONVENTIONS_CAP) -> str:
