@@ -34,7 +34,7 @@ def git(cwd, *args, env=None) -> str:
 def trap(path: Path, name: str, markers: Path, tail: str = "") -> str:
     """An executable that records that it ran (``<markers>/<name>``, with its environment), then ``tail``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"#!/bin/sh\nenv > '{markers}/{name}.$$'\n{tail}\n")
+    path.write_text(f"#!/bin/sh\nenv > '{markers}/{name}'.$$\n{tail}\n")
     path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return str(path)
 
@@ -105,8 +105,11 @@ def test_traps_are_armed(hostile, tmp_path):
     """Control: plain git in the hostile repository does run them (so the next tests can fail)."""
     repo, _remote, markers = hostile
     (repo / "data.txt").write_text("beta\n")
-    subprocess.run(["git", "commit", "-qam", "x"], cwd=repo, capture_output=True, text=True)
-    assert {"tree-hook-pre-commit", "fsmonitor", "filter-process"} <= set(ran(markers))
+    subprocess.run(["git", "status"], cwd=repo, capture_output=True)
+    git(repo, "config", "--unset", "filter.evil.process")  # a process filter would take precedence over clean
+    subprocess.run(["git", "-c", "commit.gpgSign=false", "commit", "-qam", "x"], cwd=repo, capture_output=True)
+    assert {"tree-hook-pre-commit", "tree-hook-post-commit", "tree-hook-reference-transaction", "fsmonitor",
+            "filter-clean"} <= set(ran(markers)), ran(markers)
 
 
 def test_hostile_repository_runs_nothing_through_the_whole_lifecycle(hostile, tmp_path, monkeypatch):

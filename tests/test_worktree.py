@@ -488,12 +488,13 @@ def test_compare_and_swap_push(git_repo, tmp_path):
     assert m.remote_branch_sha(info.branch) is None
     assert m.push(info.branch, path=info.path, expect=None).expected is None
     assert m.remote_branch_sha(info.branch) == c1.sha
-    with pytest.raises(PushRejected, match="expected no branch") as err:
-        m.push(info.branch, path=info.path, expect=None)
-    assert err.value.actual == c1.sha and err.value.expected is None
+    assert m.push(info.branch, path=info.path, expect=None).sha == c1.sha  # already there: a no-op
 
     Path(info.path, "README.md").write_text("attempt 2\n")
     c2 = m.commit(info.path, "attempt 2", {})
+    with pytest.raises(PushRejected, match="expected no branch") as err:
+        m.push(info.branch, path=info.path, expect=None)
+    assert err.value.actual == c1.sha and err.value.expected is None
     m.push(info.branch, path=info.path, expect=c1.sha)
     assert git(remote, "rev-parse", f"refs/heads/{info.branch}").strip() == c2.sha
 

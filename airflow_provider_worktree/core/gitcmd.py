@@ -15,8 +15,8 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_worktree.core.errors import GitError, printable, summarize_error
-from airflow_provider_worktree.core.gitsafety import BASE_ENV, harden
+from airflow_provider_worktree.core.errors import GitError, error_cause, printable, summarize_error
+from airflow_provider_worktree.core.gitsafety import BASE_ENV, git_environment, harden
 from airflow_provider_worktree.core.proc import kill_process_group
 
 MIN_GIT_VERSION = (2, 20)
@@ -41,7 +41,8 @@ def git_executable() -> str:
 @functools.lru_cache(maxsize=1)
 def git_version() -> tuple[int, int, int]:
     """The installed git's version; raises GitError when git is missing or older than 2.20."""
-    out = subprocess.run([git_executable(), "--version"], capture_output=True, text=True, timeout=30)
+    out = subprocess.run([git_executable(), "--version"], capture_output=True, text=True, timeout=30,
+                         env=git_environment(None, remote=False), stdin=subprocess.DEVNULL)
     match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", out.stdout)
     if not match:
         raise GitError(f"Could not read git's version from {out.stdout!r}. Install git >= 2.20.")
@@ -51,6 +52,30 @@ def git_version() -> tuple[int, int, int]:
             f"git {'.'.join(map(str, version))} is too old: worktree support needs git >= 2.20. Upgrade git."
         )
     return version
+
+
+#: git often reports a full disk only as "unable to write file x"; such failures get the free space checked.
+_WRITE_FAILURE = re.compile(r"unable to (write|create)|could not write|write error|cannot create|failed to write|"
+                            r"short write|unable to append", re.IGNORECASE)
+#: Below this many free bytes a failed write is put down to a full disk.
+LOW_SPACE_BYTES = 1 << 20
+
+
+def disk_full_hint(path: str | os.PathLike[str] | None, output: str) -> str | None:
+    """"No space left on device (...)" when git's ``output`` reports a failed write and the file system of
+    ``path`` is (nearly) full or out of inodes; None otherwise (also when git named the cause itself)."""
+    if not path or error_cause(output) is not None or not _WRITE_FAILURE.search(output):
+        return None
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    free = st.f_bavail * st.f_frsize
+    if free < LOW_SPACE_BYTES:
+        return f"No space left on device ({free} bytes free on the file system of {printable(os.fspath(path))})"
+    if st.f_files and st.f_favail == 0:
+        return f"No space left on device (no free inodes on the file system of {printable(os.fspath(path))})"
+    return None
 
 
 def _describe(args: Sequence[str]) -> str:
@@ -103,6 +128,9 @@ def run_git(
     result = subprocess.CompletedProcess(list(args), proc.returncode, stdout, stderr_text)
     if check and proc.returncode != 0:
         raw = "\n".join(t for t in (stderr_text.strip(), stdout.strip()) if t)  # push --porcelain: stdout
+        hint = disk_full_hint(cwd, raw)
+        if hint:
+            raw = f"{hint}\n{raw}"
         summary = summarize_error(raw)
         raise GitError(
             f"git {_describe(args)} failed (exit {proc.returncode}) in {printable(os.fspath(cwd or '.'))}: "

@@ -17,9 +17,10 @@ safe one:
   read with ``git config --list`` right before each command that may touch file content, so a config file
   changed by code the model ran (in a fallback without a sandbox) is seen.
 * **Untrusted scopes**: keys that run a command when a remote is contacted (``core.sshCommand``,
-  ``core.askPass``, ``credential.helper``, ``remote.<r>.uploadpack``/``receivepack``,
-  ``core.alternateRefsCommand``, ``core.gitProxy``) are honoured from the operator's system and global config
-  and from the environment, never from the repository's own (``local``/``worktree``) config.
+  ``core.askPass``, ``credential.helper``, ``remote.<r>.uploadpack``/``receivepack`` (overridden on the command
+  line: git takes their first value), ``core.alternateRefsCommand``, ``core.gitProxy``) are honoured from the
+  operator's system and global config and from the environment, never from the repository's own
+  (``local``/``worktree``) config.
 * **Environment**: git gets an allowlisted environment, not the worker's. Credentials (``GIT_CONFIG_COUNT``/
   ``KEY``/``VALUE`` entries such as the Authorization header, ``GIT_SSH_COMMAND``, ``GIT_ASKPASS``, the ssh agent,
   proxies) reach only ``clone``, ``fetch``, ``push`` and ``ls-remote``; ``add``, ``commit``, ``status``,
@@ -43,7 +44,7 @@ REMOTE_COMMANDS = frozenset({"clone", "fetch", "push", "ls-remote"})
 #: read the configuration before running them.
 CONTENT_FREE_COMMANDS = frozenset({
     "rev-parse", "update-ref", "for-each-ref", "symbolic-ref", "check-ref-format", "merge-base", "commit-tree",
-    "write-tree", "ls-tree", "show-ref", "config", "version", "--version", "branch", "rev-list", "var",
+    "ls-tree", "show-ref", "config", "version", "--version", "branch", "rev-list", "var",
 })
 #: Subcommands that produce diffs: always run with ``--no-ext-diff --no-textconv``.
 DIFF_COMMANDS = frozenset({"diff", "log", "show", "whatchanged", "diff-tree", "diff-index", "diff-files"})
@@ -67,13 +68,12 @@ FIXED_OVERRIDES: tuple[tuple[str, str], ...] = (
 #: temporary files).
 SAFE_MERGE_DRIVER = "git merge-file -L ours -L base -L theirs --marker-size=%L %A %O %B"
 
-#: Environment variables passed to every git (everything else of the worker's environment is left out).
+#: Variables of the worker's environment passed to every git (everything else of it is left out; the
+#: caller's ``env``, e.g. ``GIT_DIR`` or the author, is added on top).
 _ENV_ALWAYS = frozenset({
     "PATH", "HOME", "USER", "LOGNAME", "TMPDIR", "TZ", "XDG_CONFIG_HOME", "GIT_EXEC_PATH",
     "GIT_CEILING_DIRECTORIES", "GIT_CONFIG_GLOBAL", "GIT_CONFIG_SYSTEM", "GIT_CONFIG_NOSYSTEM",
-    "LD_LIBRARY_PATH", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL",
-    "GIT_AUTHOR_DATE", "GIT_COMMITTER_NAME", "GIT_COMMITTER_EMAIL", "GIT_COMMITTER_DATE",
-    "GIT_LITERAL_PATHSPECS", "GIT_TERMINAL_PROMPT",
+    "LD_LIBRARY_PATH",
 })
 _ENV_ALWAYS_PREFIXES = ("GIT_TRACE",)
 #: Passed to remote commands only: transport settings and credentials.
@@ -171,10 +171,8 @@ def config_overrides(entries: Sequence[tuple[str, str, str]]) -> list[tuple[str,
     """The ``-c`` overrides that stop the configuration ``entries`` from running anything (see the module doc)."""
     out: list[tuple[str, str]] = []
     done: set[str] = set()
-    trusted_single: dict[str, str] = {}
-    for scope, key, value in entries:
-        if scope in _TRUSTED_SCOPES and (key in _UNTRUSTED_SINGLE or _REMOTE_EXEC.match(key)):
-            trusted_single[key] = value
+    trusted_single = {key: value for scope, key, value in entries
+                      if scope in _TRUSTED_SCOPES and key in _UNTRUSTED_SINGLE}
     reset_helpers = False
     for scope, key, _value in entries:
         m = _DRIVER_KEY.match(key)
@@ -196,11 +194,9 @@ def config_overrides(entries: Sequence[tuple[str, str, str]]) -> list[tuple[str,
             continue
         if scope in _TRUSTED_SCOPES or key in done:
             continue
-        remote_exec = _REMOTE_EXEC.match(key)
-        if key in _UNTRUSTED_SINGLE or remote_exec:
+        if key in _UNTRUSTED_SINGLE:
             done.add(key)
-            default = _UNTRUSTED_SINGLE.get(key) or f"git-{remote_exec.group(2).replace('pack', '-pack')}"
-            out.append((key, trusted_single.get(key, default)))
+            out.append((key, trusted_single.get(key, _UNTRUSTED_SINGLE[key])))
         elif _CREDENTIAL_HELPER.match(key):
             reset_helpers = True
         elif key == "core.gitproxy":
@@ -209,6 +205,20 @@ def config_overrides(entries: Sequence[tuple[str, str, str]]) -> list[tuple[str,
     if reset_helpers:
         out.append(("credential.helper", ""))
     return out
+
+
+def transport_options(args: Sequence[str], entries: Sequence[tuple[str, str, str]]) -> list[str]:
+    """Command-line options for a remote command when the repository's config names the program to run on the
+    other side (``remote.<r>.uploadpack``/``receivepack``; for a local or ``file://`` remote that program runs
+    here). git takes the *first* such config value, so only a command-line option overrides it."""
+    sub = subcommand(args)
+    kinds = {m.group(2) for scope, key, _v in entries if scope not in _TRUSTED_SCOPES
+             for m in [_REMOTE_EXEC.match(key)] if m}
+    if sub == "push" and "receivepack" in kinds:
+        return ["--receive-pack=git-receive-pack"]
+    if sub in ("fetch", "ls-remote", "clone") and "uploadpack" in kinds:
+        return ["--upload-pack=git-upload-pack"]
+    return []
 
 
 def needs_config_scan(args: Sequence[str]) -> bool:
@@ -229,10 +239,14 @@ def harden(git: str, args: Sequence[str], cwd: str | os.PathLike[str] | None, en
     remote = is_remote_command(args)
     full_env = git_environment(env, remote=remote)
     overrides = list(FIXED_OVERRIDES)
+    sub = subcommand(args)
     if needs_config_scan(args):  # read without credentials: `git config` is not a remote command
         scan_env = full_env if not remote else git_environment(env, remote=False)
-        overrides += config_overrides(read_config(git, cwd, scan_env, timeout))
-    sub = subcommand(args)
+        entries = read_config(git, cwd, scan_env, timeout)
+        overrides += config_overrides(entries)
+        if remote:
+            at = args.index(sub) + 1
+            args[at:at] = transport_options(args, entries)
     if sub in DIFF_COMMANDS:
         at = args.index(sub) + 1
         args[at:at] = [flag for flag in _NO_EXTERNAL if flag not in args]
