@@ -5,7 +5,6 @@ A real full disk (a 1 MiB tmpfs), real SIGKILLed and timed-out git commands, rea
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 
 from airflow_provider_worktree.core.errors import GitError, error_cause, printable, summarize_error
-from airflow_provider_worktree.core.gitsafety import BASE_ENV, git_environment, harden
+from airflow_provider_worktree.core.gitsafety import git_environment, harden
 from airflow_provider_worktree.core.proc import kill_process_group
 
 MIN_GIT_VERSION = (2, 20)
@@ -25,9 +25,6 @@ DEFAULT_GIT_TIMEOUT = 120.0
 TIMEOUT_GRACE_S = 2.0
 #: Bound on the git output kept in a :class:`GitError`.
 STDERR_LIMIT = 4000
-
-#: Kept for callers that read it; the environment git gets is built by :func:`gitsafety.git_environment`.
-_BASE_ENV = BASE_ENV
 
 
 def git_executable() -> str:

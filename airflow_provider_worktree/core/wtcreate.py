@@ -21,7 +21,7 @@ import shutil
 import socket
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_worktree.core.errors import ConfigurationError, GitError
+from airflow_provider_worktree.core.errors import ConfigurationError, GitError, summarize_error
 from airflow_provider_worktree.core.gitrepo import GitRepo, describe_owner, owner_state
 from airflow_provider_worktree.core.wtnames import (
     LOCK_TOOL,
@@ -37,6 +37,15 @@ from airflow_provider_worktree.core.wtremove import WorktreeRemover
 from airflow_provider_worktree.core.wtresults import WorktreeInfo
 
 log = logging.getLogger("airflow_provider_worktree.core.worktree")
+
+
+def _create_failed(what: str, path: str, exc: GitError) -> GitError:
+    """The error of a failed create: the cause first, then what was done about it and the fix, then details."""
+    lines = (summarize_error(exc.stderr) if exc.stderr else str(exc)).splitlines() or [str(exc)]
+    first = f"{what} {path}: {lines[0]} (git {' '.join(exc.git_args[:2])}). Nothing was left behind; free disk " \
+            "space, fix permissions or prune stale worktrees, then retry."
+    return GitError("\n".join([first, *lines[1:]]), args=exc.git_args, returncode=exc.returncode,
+                    stderr=exc.stderr, timed_out=exc.timed_out)
 
 
 class WorktreeCreator:
@@ -96,10 +105,7 @@ class WorktreeCreator:
             except BaseException as exc:
                 self._rollback(path, branch, restore_tip)
                 if isinstance(exc, GitError):
-                    raise GitError(f"Could not create worktree {path}: {exc}. Nothing was left behind; check disk "
-                                   "space and permissions, or prune stale worktrees.", args=exc.git_args,
-                                   returncode=exc.returncode, stderr=exc.stderr,
-                                   timed_out=exc.timed_out) from None
+                    raise _create_failed("Could not create worktree", path, exc) from None
                 raise
         try:
             repo.git(["reset", "--hard", "-q"], cwd=path)  # populate outside the lock (own index only)
@@ -107,9 +113,7 @@ class WorktreeCreator:
             with repo.lock.held("rollback worktree add"):
                 self._rollback(path, branch, restore_tip)
             if isinstance(exc, GitError):
-                raise GitError(f"Could not check out worktree {path}: {exc}. Nothing was left behind; check disk "
-                               "space and permissions.", args=exc.git_args, returncode=exc.returncode,
-                               stderr=exc.stderr, timed_out=exc.timed_out) from None
+                raise _create_failed("Could not check out worktree", path, exc) from None
             raise
         log.info("Created worktree %s on branch %s at %s (%s)", path, branch, base_sha[:12],
                  f"sparse, {len(patterns)} paths" if patterns else "full checkout")
