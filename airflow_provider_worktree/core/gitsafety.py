@@ -225,8 +225,11 @@ def needs_config_scan(args: Sequence[str]) -> bool:
     """Whether the configuration must be read before ``git *args`` (it may touch content or a remote)."""
     sub = subcommand(args)
     if sub == "worktree":
-        rest = args[list(args).index("worktree") + 1:] if "worktree" in args else []
-        return bool(rest) and rest[0] not in ("list", "lock", "unlock", "prune")
+        rest = list(args[list(args).index("worktree") + 1:])
+        if not rest or rest[0] in ("list", "lock", "unlock", "prune"):
+            return False
+        # `add --no-checkout` writes no file; a forced `remove` reads none (no cleanliness check).
+        return not ((rest[0] == "add" and "--no-checkout" in rest) or (rest[0] == "remove" and "--force" in rest))
     if sub == "cat-file":
         return any(a.startswith(("--textconv", "--filters", "--path")) for a in args)
     return sub not in CONTENT_FREE_COMMANDS
