@@ -187,3 +187,51 @@ def test_credentials_reach_only_remote_commands(hostile, tmp_path, monkeypatch):
     for call in remote_calls:
         assert "GIT_CONFIG_VALUE_0=Authorization: Basic" in call and "GIT_SSH_COMMAND=ssh -i /keys/id" in call
     assert not any("sk-ant-worker-secret" in c for c in calls), "the worker's environment reached git"
+
+
+def test_operator_config_is_kept_repository_config_is_not(tmp_path):
+    """The operator's global settings win over the repository's; drivers are neutralised in every scope."""
+    from airflow_provider_worktree.core.gitsafety import config_overrides, transport_options
+
+    entries = [
+        ("global", "core.sshcommand", "ssh -i /keys/ops"),
+        ("local", "core.sshcommand", "/evil/ssh"),
+        ("local", "core.askpass", "/evil/askpass"),
+        ("global", "credential.helper", "store"),
+        ("local", "credential.https://example.com.helper", "!/evil/cred"),
+        ("worktree", "core.gitproxy", "/evil/proxy"),
+        ("global", "filter.lfs.clean", "git-lfs clean -- %f"),
+        ("worktree", "merge.evil.driver", "/evil/merge %A"),
+        ("local", "remote.origin.uploadpack", "/evil/upload"),
+    ]
+    final = {}
+    for key, value in config_overrides(entries):
+        final[key] = value  # git: the last value wins
+    assert final["core.sshcommand"] == "ssh -i /keys/ops" and final["core.askpass"] == ""
+    assert final["credential.helper"] == "" and final["protocol.git.allow"] == "never"
+    assert final["filter.lfs.clean"] == "" and final["filter.lfs.required"] == "false"
+    assert final["merge.evil.driver"].startswith("git merge-file")
+    assert transport_options(["ls-remote", "origin"], entries) == ["--upload-pack=git-upload-pack"]
+    assert transport_options(["push", "origin"], entries) == []
+    # Without anything from the repository, nothing is overridden.
+    assert config_overrides([("global", "core.sshcommand", "ssh -i /keys/ops"),
+                             ("global", "credential.helper", "store")]) == []
+
+
+def test_global_filter_driver_does_not_run_on_model_content(git_repo, tmp_path, monkeypatch):
+    """A filter the operator configured globally (git-lfs style) does not run on what the model wrote."""
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    global_cfg = tmp_path / "gitconfig"
+    global_cfg.write_text(f"[filter \"lfs\"]\n\tclean = {trap(tmp_path / 'lfs-clean', 'lfs-clean', markers)}\n"
+                          f"\tsmudge = {trap(tmp_path / 'lfs-smudge', 'lfs-smudge', markers)}\n"
+                          "\trequired = true\n")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(global_cfg))
+    m = WorktreeManager(git_repo, worktree_root=tmp_path / "wt")
+    info = m.create_worktree(RUN, "lfs")
+    Path(info.path, ".gitattributes").write_text("*.bin filter=lfs\n")
+    Path(info.path, "model.bin").write_bytes(b"\x00model output\n")
+    res = m.commit(info.path, "model wrote", {})
+    assert git(git_repo, "show", f"{res.sha}:model.bin") == "\x00model output\n"
+    m.remove_worktree(info.path)
+    assert ran(markers) == []

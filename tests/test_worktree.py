@@ -507,3 +507,16 @@ def test_compare_and_swap_push(git_repo, tmp_path):
     assert git(remote, "rev-parse", f"refs/heads/{info.branch}").strip() == c2.sha != c3.sha
     with pytest.raises(ConfigurationError, match="full commit sha"):
         m.push(info.branch, path=info.path, expect="HEAD~1")
+
+
+def test_scoped_commit_in_a_sparse_worktree_keeps_the_rest_of_the_tree(repo_factory, tmp_path):
+    repo = repo_factory("sparse-scope", n_files=50)
+    m = WorktreeManager(repo, worktree_root=tmp_path / "wt")
+    info = m.create_worktree(RUN, "sp", sparse_paths=["pkg/mod_0001.py", "README.md"])
+    Path(info.path, "pkg/mod_0001.py").write_text("X = 1\n")
+    Path(info.path, "pkg/new.py").write_text("Y = 1\n")  # outside the sparse patterns, allowed
+    Path(info.path, "README.md").write_text("not allowed\n")
+    res = m.commit(info.path, "sparse scoped", allowed=["pkg/mod_0001.py", "pkg/new.py"])
+    assert sorted(res.files) == ["pkg/mod_0001.py", "pkg/new.py"] and res.excluded == ["README.md"]
+    assert len(git(repo, "ls-tree", "-r", "--name-only", res.sha).split()) == 52
+    assert m.changed_files(info.path, res.sha) == ["README.md"]
