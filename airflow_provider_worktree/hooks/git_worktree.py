@@ -10,7 +10,7 @@ Connection (type ``git_worktree``):
 
 Explicit constructor arguments override the connection. When the connection does not exist and ``repo`` is
 given, the hook works without one. Credentials reach git only through environment variables (never a file,
-a command line, or a log line).
+a command line, or a log line), and only the git commands that talk to the remote see them.
 """
 
 from __future__ import annotations
