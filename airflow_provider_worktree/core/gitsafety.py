@@ -38,6 +38,8 @@ import re
 import subprocess
 from collections.abc import Mapping, Sequence
 
+from airflow_provider_worktree.core.errors import GitError, summarize_error
+
 #: Subcommands that talk to a remote: the only ones that get credentials and the transport environment.
 REMOTE_COMMANDS = frozenset({"clone", "fetch", "push", "ls-remote"})
 #: Subcommands that never read or write working-tree content, run no driver and contact no remote: no need to
@@ -153,12 +155,26 @@ def git_environment(env: Mapping[str, str] | None, *, remote: bool,
 
 def read_config(git: str, cwd: str | os.PathLike[str] | None, env: Mapping[str, str],
                 timeout: float | None) -> list[tuple[str, str, str]]:
-    """Every config entry git sees in ``cwd`` as (scope, key, value); [] when it cannot be read."""
+    """Every config entry git sees in ``cwd`` as (scope, key, value).
+
+    Fails closed: when the configuration cannot be read, the command is not run (:class:`GitError`).
+    """
+    argv = [git, "--no-pager", "config", "--list", "--show-scope", "-z"]
     try:
-        proc = subprocess.run([git, "--no-pager", "config", "--list", "--show-scope", "-z"], cwd=cwd,
-                              env=dict(env), capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
+        proc = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise GitError(f"Reading git's configuration in {cwd} timed out after {timeout}s (an include.path "
+                       "naming a FIFO?); the git command was not run. Check the repository's config.",
+                       args=argv[1:], timed_out=True) from None
+    except OSError as exc:
+        raise GitError(f"Could not read git's configuration in {cwd}: {exc}; the git command was not run.",
+                       args=argv[1:], stderr=str(exc)) from None
+    if proc.returncode != 0:
+        stderr = proc.stderr.decode("utf-8", "surrogateescape")
+        raise GitError(f"git config failed in {cwd}: {summarize_error(stderr)}. The git command was not run; "
+                       "fix the repository's configuration.", args=argv[1:], returncode=proc.returncode,
+                       stderr=summarize_error(stderr))
     entries = []
     fields = proc.stdout.decode("utf-8", "surrogateescape").split("\0")
     for i in range(0, len(fields) - 1, 2):
