@@ -165,3 +165,27 @@ def test_key_file_becomes_ssh_command(monkeypatch, git_repo, tmp_path):
     mgr = hook.get_manager()
     assert mgr.repo == str(git_repo)  # repo taken from the git connection when ours has no host
     assert mgr.git_env["GIT_SSH_COMMAND"] == "ssh -i '/keys/id ed' -o IdentitiesOnly=yes -o StrictHostKeyChecking=yes"
+
+
+def test_hook_scoped_commit_and_compare_and_swap_push(monkeypatch, git_repo, tmp_path):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(git_repo), str(remote))
+    git(git_repo, "remote", "add", "origin", f"file://{remote}")
+    set_conn(monkeypatch, "cas", conn_type="git_worktree", host=str(git_repo),
+             extra={"worktree_root": str(tmp_path / "wt")})
+    hook = GitWorktreeHook("cas")
+    info = hook.create_worktree(RUN, "hook-cas")
+    Path(info.path, "src/app.py").write_text("X = 1\n")
+    Path(info.path, "stray.txt").write_text("not in the shard\n")
+    res = hook.commit(info.path, "scoped", {"Shard-Id": "hook-cas"}, allowed=["src/app.py"])
+    assert res.files == ["src/app.py"] and res.excluded == ["stray.txt"]
+    assert hook.remote_branch_sha(info.branch) is None
+    assert hook.push(info.branch, path=info.path, expect=None).sha == res.sha
+    assert hook.remote_branch_sha(info.branch) == res.sha
+    from airflow_provider_worktree.core.errors import PushRejected
+    Path(info.path, "src/app.py").write_text("X = 2\n")
+    hook.commit(info.path, "again", {}, allowed=["src/app.py"])
+    with pytest.raises(PushRejected):
+        hook.push(info.branch, path=info.path, expect=None)
+    removed = hook.remove_worktree(info.path, force=True)
+    assert removed.salvage_branch and not removed.branch_deleted

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core import gitcmd
-from airflow_provider_worktree.core.errors import ConfigurationError, GitError
+from airflow_provider_worktree.core.errors import ConfigurationError, GitError, PushRejected
 from airflow_provider_worktree.core.worktree import (
     WorktreeDirtyError,
     WorktreeManager,
@@ -114,7 +114,8 @@ def test_dirty_remove_refused_then_forced_salvage(mgr, git_repo):
     assert git(git_repo, "show", f"{res.salvage_branch}:notes.txt") == "half-done work\n"
     assert git(git_repo, "show", f"{res.salvage_branch}:src/util.py") == "def double(x):\n    return x * 2\n"
     assert git(git_repo, "rev-parse", f"{res.salvage_branch}^").strip() == info.base_sha
-    assert git(git_repo, "rev-parse", info.branch).strip() == info.base_sha  # shard branch not moved
+    # The shard branch was never moved; holding no commit beyond its base, it went with the worktree.
+    assert res.branch_deleted and not git(git_repo, "branch", "--list", info.branch)
     assert not Path(info.path).exists()
 
 
@@ -402,3 +403,120 @@ def test_branch_checked_out_in_main_worktree_is_refused(mgr, git_repo):
     with pytest.raises(ConfigurationError, match="'main' is checked out in worktree"):
         mgr.create_worktree(RUN, "s1", branch="main")
     assert repo_state(git_repo) == before
+
+
+# ------------------------------------------------------------------------------------------ scope at the commit
+def test_commit_stages_only_allowed_paths(mgr, git_repo):
+    info = mgr.create_worktree(RUN, "scoped")
+    wt = Path(info.path)
+    (wt / "src/app.py").write_text("def add(a, b):\n    return a + b\n")
+    (wt / "docs/guide.md").unlink()
+    (wt / ".github/workflows").mkdir(parents=True)
+    (wt / ".github/workflows/ci.yml").write_text("on: push\n")  # written by a test during verify
+    (wt / "setup.py").write_text("import os\n")
+    (wt / "README.md").write_text("staged by someone else\n")
+    git(wt, "add", "README.md")
+    res = mgr.commit(info.path, "scoped", {"Shard-Id": "scoped"}, allowed=["src/app.py", "docs/guide.md"])
+    assert sorted(res.files) == ["docs/guide.md", "src/app.py"]
+    assert res.excluded == [".github/workflows/ci.yml", "README.md", "setup.py"]
+    tree = git(git_repo, "ls-tree", "-r", "--name-only", res.sha).split()
+    assert ".github/workflows/ci.yml" not in tree and "setup.py" not in tree and "docs/guide.md" not in tree
+    assert git(git_repo, "show", f"{res.sha}:README.md") == "# demo\n"
+    assert (wt / "setup.py").exists(), "excluded files are left in the worktree"
+    # A predicate works too; nothing allowed left: nothing to commit, the rest reported.
+    again = mgr.commit(info.path, "nothing", allowed=lambda p: p.startswith("src/"))
+    assert again.sha is None and ".github/workflows/ci.yml" in again.excluded
+    removed = mgr.remove_worktree(info.path, force=True)  # excluded work: salvaged locally, branch untouched
+    assert git(git_repo, "rev-parse", info.branch).strip() == res.sha
+    assert git(git_repo, "show", f"{removed.salvage_branch}:setup.py") == "import os\n"
+
+
+def test_allowed_must_be_paths_or_a_predicate(mgr):
+    info = mgr.create_worktree(RUN, "bad-allowed")
+    with pytest.raises(ConfigurationError, match="single string"):
+        mgr.commit(info.path, "x", allowed="src/app.py")
+    with pytest.raises(ConfigurationError, match="allowed path"):
+        mgr.commit(info.path, "x", allowed=["../etc/passwd"])
+
+
+def test_trailers_join_an_existing_trailer_block(mgr, git_repo):
+    info = mgr.create_worktree(RUN, "trailers")
+    Path(info.path, "README.md").write_text("x\n")
+    res = mgr.commit(info.path, "Subject\n\nBody text.\n\nCo-authored-by: A <a@x>", {"Shard-Id": "t1"})
+    msg = git(git_repo, "log", "-1", "--format=%B", res.sha)
+    assert msg.rstrip().endswith("Co-authored-by: A <a@x>\nShard-Id: t1")
+    assert git(git_repo, "log", "-1", "--format=%(trailers:key=Shard-Id,valueonly)", res.sha).strip() == "t1"
+
+
+# ------------------------------------------------------------------------------------------ non-UTF-8 names
+def test_non_utf8_file_names_end_to_end(repo_factory, tmp_path):
+    repo = repo_factory("latin1")
+    raw = b"caf\xe9 \xff.txt"
+    with open(os.path.join(os.fsencode(repo), raw), "wb") as fh:
+        fh.write(b"old\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "latin-1 name")
+    m = WorktreeManager(repo, worktree_root=tmp_path / "wt")
+    info = m.create_worktree(RUN, "bytes")
+    name = os.fsdecode(raw)
+    with open(os.path.join(os.fsencode(info.path), raw), "wb") as fh:
+        fh.write(b"new\n")
+    new_raw = b"d\xe9j\xe0/nouveau.txt"
+    os.makedirs(os.path.join(os.fsencode(info.path), b"d\xe9j\xe0"))
+    with open(os.path.join(os.fsencode(info.path), new_raw), "wb") as fh:
+        fh.write(b"added\n")
+    assert m.changed_files(info.path, info.base_sha) == sorted([name, os.fsdecode(new_raw)])
+    assert m.is_dirty(info.path)
+    res = m.commit(info.path, "bytes", {}, allowed=[name, os.fsdecode(new_raw)])
+    assert sorted(res.files) == sorted([name, os.fsdecode(new_raw)]) and res.excluded == []
+    res.diffstat.encode("utf-8")  # printable: quoted by git
+    listed = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", res.sha], cwd=repo,
+                            capture_output=True).stdout.split(b"\0")
+    assert raw in listed and new_raw in listed
+    m.remove_worktree(info.path)
+
+
+# ------------------------------------------------------------------------------------------ compare-and-swap push
+def test_compare_and_swap_push(git_repo, tmp_path):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(git_repo), str(remote))
+    git(git_repo, "remote", "add", "origin", f"file://{remote}")
+    m = WorktreeManager(git_repo, worktree_root=tmp_path / "wt")
+    info = m.create_worktree(RUN, "cas")
+    Path(info.path, "README.md").write_text("attempt 1\n")
+    c1 = m.commit(info.path, "attempt 1", {})
+    assert m.remote_branch_sha(info.branch) is None
+    assert m.push(info.branch, path=info.path, expect=None).expected is None
+    assert m.remote_branch_sha(info.branch) == c1.sha
+    assert m.push(info.branch, path=info.path, expect=None).sha == c1.sha  # already there: a no-op
+
+    Path(info.path, "README.md").write_text("attempt 2\n")
+    c2 = m.commit(info.path, "attempt 2", {})
+    with pytest.raises(PushRejected, match="expected no branch") as err:
+        m.push(info.branch, path=info.path, expect=None)
+    assert err.value.actual == c1.sha and err.value.expected is None
+    m.push(info.branch, path=info.path, expect=c1.sha)
+    assert git(remote, "rev-parse", f"refs/heads/{info.branch}").strip() == c2.sha
+
+    # A worker fenced out after reading c1 must not replace the newer result.
+    Path(info.path, "README.md").write_text("stale worker\n")
+    c3 = m.commit(info.path, "stale", {})
+    with pytest.raises(PushRejected, match=f"remote branch is at {c2.sha}.*expected {c1.sha}") as err:
+        m.push(info.branch, path=info.path, expect=c1.sha)
+    assert err.value.actual == c2.sha and isinstance(err.value, GitError)
+    assert git(remote, "rev-parse", f"refs/heads/{info.branch}").strip() == c2.sha != c3.sha
+    with pytest.raises(ConfigurationError, match="full commit sha"):
+        m.push(info.branch, path=info.path, expect="HEAD~1")
+
+
+def test_scoped_commit_in_a_sparse_worktree_keeps_the_rest_of_the_tree(repo_factory, tmp_path):
+    repo = repo_factory("sparse-scope", n_files=50)
+    m = WorktreeManager(repo, worktree_root=tmp_path / "wt")
+    info = m.create_worktree(RUN, "sp", sparse_paths=["pkg/mod_0001.py", "README.md"])
+    Path(info.path, "pkg/mod_0001.py").write_text("X = 1\n")
+    Path(info.path, "pkg/new.py").write_text("Y = 1\n")  # outside the sparse patterns, allowed
+    Path(info.path, "README.md").write_text("not allowed\n")
+    res = m.commit(info.path, "sparse scoped", allowed=["pkg/mod_0001.py", "pkg/new.py"])
+    assert sorted(res.files) == ["pkg/mod_0001.py", "pkg/new.py"] and res.excluded == ["README.md"]
+    assert len(git(repo, "ls-tree", "-r", "--name-only", res.sha).split()) == 52
+    assert m.changed_files(info.path, res.sha) == ["README.md"]

@@ -192,6 +192,9 @@ def test_prune_spares_live_owner_and_removes_dead_owner(git_repo, tmp_path):
     assert git(git_repo, "show", f"{salvage[0]['branch']}:unsaved.txt") == "work of a worker that died\n"
     paths = {w.path for w in m.list_worktrees()}
     assert paths == {str(git_repo), live.path, str(foreign)}
+    # The dead workers' shard branches held no commit beyond their base: gone with their worktrees.
+    assert sorted(report.branches_deleted) == sorted([dead["branch"], dead_clean["branch"]])
+    assert git(git_repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/worktree").split() == [live.branch]
 
     # older_than: a dead owner's fresh worktree is left until it is old enough.
     young, _ = create_in_dead_process(git_repo, root, "young")

@@ -10,7 +10,7 @@ Connection (type ``git_worktree``):
 
 Explicit constructor arguments override the connection. When the connection does not exist and ``repo`` is
 given, the hook works without one. Credentials reach git only through environment variables (never a file,
-a command line, or a log line).
+a command line, or a log line), and only the git commands that talk to the remote see them.
 """
 
 from __future__ import annotations
@@ -24,9 +24,11 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
+from airflow_provider_worktree.core.wtcommit import Allowed
 from airflow_provider_worktree.core.worktree import (
     CommitResult,
     PruneReport,
+    UNSET,
     PushResult,
     RemoveResult,
     WorktreeInfo,
@@ -183,13 +185,18 @@ class GitWorktreeHook(BaseHook):
         self.log.info("Worktree %s on branch %s at %s", info.path, info.branch, info.base_sha)
         return info
 
-    def commit(self, path: str, message: str, trailers: Mapping[str, object] | None = None) -> CommitResult:
+    def commit(self, path: str, message: str, trailers: Mapping[str, object] | None = None, *,
+               allowed: Allowed | None = None) -> CommitResult:
         self.log.info("Committing in %s", path)
-        result = self.get_manager().commit(path, message, trailers or {})
+        result = self.get_manager().commit(path, message, trailers or {}, allowed=allowed)
         if result.sha:
             self.log.info("Committed %s (%d files)\n%s", result.sha, len(result.files), result.diffstat)
         else:
             self.log.info("Nothing to commit in %s", path)
+        if result.excluded:
+            self.log.warning("Not committed (outside the allowed paths, left in the worktree): %s",
+                             ", ".join(map(repr, result.excluded[:20])) +
+                             (f" and {len(result.excluded) - 20} more" if len(result.excluded) > 20 else ""))
         return result
 
     def changed_files(self, path: str, base_ref: str) -> list[str]:
@@ -200,16 +207,21 @@ class GitWorktreeHook(BaseHook):
     def is_dirty(self, path: str) -> bool:
         return self.get_manager().is_dirty(path)
 
-    def push(self, branch: str, remote: str = "origin", path: str | None = None, force: bool = False) -> PushResult:
-        self.log.info("Pushing %s to %s", branch, remote)
-        result = self.get_manager().push(branch, remote=remote, path=path, force=force)
+    def push(self, branch: str, remote: str = "origin", path: str | None = None, force: bool = False, *,
+             expect: str | None | object = UNSET) -> PushResult:
+        self.log.info("Pushing %s to %s%s", branch, remote,
+                      "" if expect is UNSET else f" if it is still at {expect or 'nothing'}")
+        result = self.get_manager().push(branch, remote=remote, path=path, force=force, expect=expect)
         self.log.info("Pushed %s at %s", branch, result.sha)
         return result
+
+    def remote_branch_sha(self, branch: str, remote: str = "origin") -> str | None:
+        return self.get_manager().remote_branch_sha(branch, remote=remote)
 
     def list_worktrees(self) -> list[WorktreeInfo]:
         return self.get_manager().list_worktrees()
 
-    def remove_worktree(self, path: str, force: bool = False, keep_branch: bool = True) -> RemoveResult:
+    def remove_worktree(self, path: str, force: bool = False, keep_branch: bool | None = None) -> RemoveResult:
         self.log.info("Removing worktree %s (force=%s, keep_branch=%s)", path, force, keep_branch)
         result = self.get_manager().remove_worktree(path, force=force, keep_branch=keep_branch)
         if result.salvage_branch:
