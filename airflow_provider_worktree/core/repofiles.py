@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from airflow_provider_worktree.core.errors import GitError
-from airflow_provider_worktree.core.gitcmd import _BASE_ENV, DEFAULT_GIT_TIMEOUT, git_executable, git_version
+from airflow_provider_worktree.core.gitcmd import DEFAULT_GIT_TIMEOUT, git_executable, git_version
+from airflow_provider_worktree.core.gitsafety import harden
 
 __all__ = [
     "match_glob", "git_bytes", "Listing", "tree_listing", "read_blobs", "read_blob_chunks", "decode_text",
@@ -149,12 +150,13 @@ def git_bytes(repo_path: str | os.PathLike[str], args: Sequence[str], *, input: 
               ok_codes: Iterable[int] = (0,), timeout: float | None = DEFAULT_GIT_TIMEOUT) -> bytes:
     """``git *args`` in ``repo_path`` with bytes in and out (file names and contents need not be UTF-8).
 
-    Read-only plumbing only: hooks and fsmonitor are switched off so nothing configured in the repository runs.
+    Read-only plumbing only, hardened like every git of the package (:func:`gitsafety.harden`): nothing configured
+    in the repository runs.
     """
     git_version()
-    cmd = [git_executable(), "-c", "core.fsmonitor=false", "-c", "core.hooksPath=/dev/null", *args]
+    cmd, env = harden(git_executable(), args, repo_path, None, timeout)
     try:
-        proc = subprocess.run(cmd, cwd=repo_path, env={**os.environ, **_BASE_ENV}, capture_output=True,
+        proc = subprocess.run(cmd, cwd=repo_path, env=env, capture_output=True,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         raise GitError(f"git {' '.join(args[:3])} timed out after {timeout}s in {repo_path}. Check the "
