@@ -40,6 +40,7 @@ __all__ = [
     "LEFTOVER_GRACE_S",
     "ProcessHandle",
     "ProcessResult",
+    "count_user_processes",
     "kill_process_group",
     "run_process",
     "truncate_middle",
@@ -136,6 +137,7 @@ def run_process(
     keep: str = "both",
     grace_s: float = DEFAULT_GRACE_S,
     handle: ProcessHandle | None = None,
+    rlimits: Mapping[str, int] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (no shell) in ``cwd`` in a new process group; on timeout kill the whole group.
 
@@ -149,6 +151,8 @@ def run_process(
         around a ``<... N characters cut ...>`` line; ``keep="tail"`` keeps the last characters only
         (and reads only the end of the output).
     :param handle: a :class:`ProcessHandle` through which another thread may cancel the run.
+    :param rlimits: resource limits set in the child before it executes, ``{"RLIMIT_NPROC": 256, ...}`` (names
+        of :mod:`resource` constants; soft and hard limit alike), inherited by everything it starts.
     :raises OSError: when the process cannot be started, as :class:`subprocess.Popen` raises it
         (``FileNotFoundError`` for a missing executable or ``cwd``, ``PermissionError``...). Callers turn it
         into their own message.
@@ -156,12 +160,13 @@ def run_process(
     if keep not in ("both", "tail"):
         raise ValueError(f"keep must be 'both' or 'tail', got {keep!r}")
     argv = tuple(str(a) for a in argv)
+    preexec = _rlimit_setter(rlimits) if rlimits else None
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, _stderr_file(merge_stderr) as err, _stdin_file(input) as stdin:
         def start() -> subprocess.Popen:
             return subprocess.Popen(argv, cwd=cwd, env=None if env is None else dict(env), stdin=stdin,
                                     stdout=out, stderr=subprocess.STDOUT if merge_stderr else err,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=preexec)
 
         proc = handle._start(start) if handle is not None else start()
         if proc is None:  # the handle was cancelled before we could start
@@ -213,6 +218,25 @@ def kill_process_group(proc: subprocess.Popen | int, grace_s: float = DEFAULT_GR
             time.sleep(_POLL_S)
     _signal_group(pgid, signal.SIGKILL, popen)
     _reap(popen)
+
+
+def count_user_processes(uid: int | None = None) -> int:
+    """How many processes (threads not counted) the user ``uid`` (default: ours) has now, as ``RLIMIT_NPROC``
+    counts them; 0 without procfs."""
+    uid = os.getuid() if uid is None else uid
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    total += 1
+            except OSError:
+                continue
+    return total
 
 
 def truncate_middle(text: str, limit: int) -> str:
@@ -278,6 +302,20 @@ def _reap(popen: subprocess.Popen | None) -> None:
         popen.wait(timeout=_REAP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _rlimit_setter(rlimits: Mapping[str, int]) -> Callable[[], None]:
+    import resource
+
+    pairs = [(getattr(resource, name), int(value)) for name, value in rlimits.items()]
+
+    def apply() -> None:  # runs in the child between fork and exec: C calls only, no locks
+        for which, value in pairs:
+            hard = resource.getrlimit(which)[1]
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above the hard limit
+            resource.setrlimit(which, (value, value))
+
+    return apply
 
 
 class _NullContext:
