@@ -334,7 +334,7 @@ def _namespace_args(*, network: bool) -> list[str]:
 
 def _hidden_places(extra: Iterable[str | os.PathLike[str]]) -> list[str]:
     """Real paths hidden in the bubblewrap box (existing ones only), deepest last."""
-    places = [os.path.expanduser("~"), os.environ.get("HOME", ""), os.environ.get("AIRFLOW_HOME", "")
+    places = [_account_home(), os.path.expanduser("~"), os.environ.get("HOME", ""), os.environ.get("AIRFLOW_HOME", "")
               or os.path.expanduser("~/airflow"),
               os.environ.get("AIRFLOW__WORKTREE__WORKTREE_ROOT", ""), os.environ.get("AIRFLOW__WORKTREE__CACHE_DIR", ""),
               os.environ.get("AIRFLOW_CONFIG", ""), *_SECRET_MOUNTS, *(os.fspath(p) for p in extra)]
@@ -349,6 +349,16 @@ def _hidden_places(extra: Iterable[str | os.PathLike[str]]) -> list[str]:
     return sorted(out, key=lambda p: p.count(os.sep))
 
 
+def _account_home() -> str:
+    """The worker user's home from the password database (``$HOME`` may have been changed)."""
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except (ImportError, KeyError):
+        return ""
+
+
 def _needed_paths(root: str, exe: str) -> list[str]:
     """What a command needs even when it lies in a hidden place: the interpreter this worker runs on (and its
     user site), the directories on ``PATH``, the executable's real directory, the worktree's git metadata."""
@@ -358,7 +368,7 @@ def _needed_paths(root: str, exe: str) -> list[str]:
         needed.append(user_site)
     needed += [p for p in os.environ.get("PATH", "").split(os.pathsep) if os.path.isabs(p)]
     needed += _git_dirs(root)
-    return [os.path.realpath(p) for p in needed if p and os.path.isdir(p)]
+    return [os.path.realpath(p) for p in needed if p and os.path.exists(p)]
 
 
 def _git_dirs(root: str) -> list[str]:
