@@ -99,7 +99,10 @@ def main(args):
     _kill_all()
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        try:
+            signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # SIGKILL, SIGSTOP: cannot be caught, already the default
+            pass
         os.kill(os.getpid(), sig)
         return 128 + sig
     return os.WEXITSTATUS(status)

@@ -93,6 +93,7 @@ class ProcessHandle:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._cancelled = False
+        self._min_grace = 0.0  # set per run: a first process that cleans up on SIGTERM (the box's reaper)
 
     @property
     def cancelled(self) -> bool:
@@ -109,13 +110,14 @@ class ProcessHandle:
             self._cancelled = True
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            kill_process_group(proc, self.grace_s)
+            kill_process_group(proc, max(self.grace_s, self._min_grace))
 
-    def _start(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen | None:
+    def _start(self, start: Callable[[], subprocess.Popen], min_grace: float = 0.0) -> subprocess.Popen | None:
         # Under the lock, so a cancel() either sees the process or prevents its start: never neither.
         with self._lock:
             if self._cancelled:
                 return None
+            self._min_grace = min_grace
             self._proc = start()
             return self._proc
 
@@ -150,7 +152,8 @@ def run_process(
     :param max_output_chars: cap on each of stdout and stderr. ``keep="both"`` keeps the head and the tail
         around a ``<... N characters cut ...>`` line; ``keep="tail"`` keeps the last characters only
         (and reads only the end of the output).
-    :param handle: a :class:`ProcessHandle` through which another thread may cancel the run.
+    :param handle: a :class:`ProcessHandle` through which another thread may cancel the run (its kill uses at
+        least this run's ``grace_s``, so a first process that cleans up on SIGTERM gets its moment).
     :param rlimits: resource limits set in the child before it executes, ``{"RLIMIT_NPROC": 256, ...}`` (names
         of :mod:`resource` constants; soft and hard limit alike), inherited by everything it starts.
     :raises OSError: when the process cannot be started, as :class:`subprocess.Popen` raises it
@@ -168,7 +171,7 @@ def run_process(
                                     stdout=out, stderr=subprocess.STDOUT if merge_stderr else err,
                                     start_new_session=True, preexec_fn=preexec)
 
-        proc = handle._start(start) if handle is not None else start()
+        proc = handle._start(start, grace_s) if handle is not None else start()
         if proc is None:  # the handle was cancelled before we could start
             return ProcessResult(argv, None, None, "", "", False, time.monotonic() - started, cancelled=True)
         timed_out = False
