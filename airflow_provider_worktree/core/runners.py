@@ -90,7 +90,8 @@ MAX_RETRY_AFTER_S = 60.0
 
 
 def _token_count(value: Any) -> int | None:
-    """A reported token count as a sane int: negative -> 0; not a finite number or absurd -> None."""
+    """A reported token count as a sane int; None (count the worst case) when it is negative, not a finite
+    number or absurd. Absent or null is 0 (cache fields are often missing)."""
     if value is None:
         return 0
     if isinstance(value, bool):
@@ -99,9 +100,9 @@ def _token_count(value: Any) -> int | None:
         number = float(value)
     except (TypeError, ValueError, OverflowError):
         return None
-    if not math.isfinite(number) or number > MAX_USAGE_TOKENS:
+    if not math.isfinite(number) or number > MAX_USAGE_TOKENS or number < 0:
         return None
-    return max(0, math.ceil(number))
+    return math.ceil(number)
 
 
 @dataclass
@@ -117,8 +118,8 @@ class Usage:
     def from_api(cls, usage: Any, worst: Usage | Callable[[], Usage] | None = None) -> Usage:
         """From an SDK ``Usage`` object or its dict (``cache_*_input_tokens`` may be absent or null).
 
-        Counts reported by a server (or a proxy) are untrusted: a negative one counts as 0; one that is not a
-        finite number or is absurd (over :data:`MAX_USAGE_TOKENS`) counts at the call's worst case, ``worst``
+        Counts reported by a server (or a proxy) are untrusted: one that is negative, not a finite number or
+        absurd (over :data:`MAX_USAGE_TOKENS`) counts at the call's worst case, ``worst``
         (its prompt's upper bound, its ``max_tokens``; a callable is asked only when needed), or at
         :data:`MAX_USAGE_TOKENS` without one, so a budget is never passed on a bad count."""
         if usage is None:
