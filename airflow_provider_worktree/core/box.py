@@ -274,9 +274,10 @@ def run_boxed(
     work = os.path.realpath(os.fspath(cwd)) if cwd is not None else root
     if not _within(work, root):
         raise ConfigurationError(f"the box's working directory {work} is outside its worktree {root}; run inside it.")
-    private = tempfile.mkdtemp(prefix="wt-box-")
+    # bubblewrap's HOME and /tmp are tmpfs inside the box; the others get a private directory removed afterwards.
+    private = None if mode == "bwrap" else tempfile.mkdtemp(prefix="wt-box-")
     try:
-        if mode == "bwrap":
+        if private is None:
             home, tmp = BOX_HOME, _BOX_TMP
         else:
             home, tmp = os.path.join(private, "home"), os.path.join(private, "tmp")
@@ -306,7 +307,8 @@ def run_boxed(
             done = run_process(argv, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
                                max_output_chars=max_output_chars, keep=keep, grace_s=grace_s, handle=handle)
     finally:
-        shutil.rmtree(private, ignore_errors=True)
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
     values = {f.name: getattr(done, f.name) for f in fields(ProcessResult)}
     values["argv"] = tuple(argv)
     return BoxResult(**values, isolation=mode)
