@@ -18,20 +18,16 @@ import os
 import signal
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _procfs import proc_stats  # noqa: E402 - the one /proc parser, imported by path (no package import)
+
+del sys.path[0]  # nothing else may come from the package directory
+
 
 def _descendants(root):
     children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1:
-            children.setdefault(int(fields[1]), []).append(int(entry))
+    for pid, _state, ppid, _pgrp in proc_stats():
+        children.setdefault(ppid, []).append(pid)
     found, todo = [], [root]
     while todo:
         for pid in children.get(todo.pop(), ()):

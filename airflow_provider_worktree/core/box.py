@@ -95,10 +95,11 @@ _SECRET_MOUNTS = ("/run/secrets", "/var/run/secrets")
 #: for the documentation and the fallback's warning).
 HOME_CREDENTIALS = (".ssh", ".aws", ".config", ".netrc", ".git-credentials", ".docker", ".kube", ".gnupg",
                     ".pypirc", ".npmrc", ".claude", ".anthropic")
-_BWRAP_HINT = ("install bubblewrap (`apt-get install bubblewrap`) and allow unprivileged user namespaces "
-               "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0; in a container, run "
-               "it with a seccomp/AppArmor profile that permits them), or set isolation='auto' to accept the "
-               "weaker fallback, or isolation='none' when the worker is itself the box (a pod per task)")
+_BWRAP_FIX = ("install bubblewrap (`apt-get install bubblewrap`) and allow unprivileged user namespaces "
+              "(sysctl kernel.unprivileged_userns_clone=1 / user.max_user_namespaces > 0; in a container, a "
+              "seccomp/AppArmor profile that permits them); see docs/security.md")
+_BWRAP_HINT = (_BWRAP_FIX + ", or set isolation='auto' to accept the weaker fallback, or isolation='none' when "
+               "the worker is itself the box (a pod per task)")
 _REAPER = str(Path(__file__).with_name("_reaper.py"))
 
 
@@ -208,7 +209,7 @@ def resolve_isolation(isolation: str) -> str:
         _warned = True
         log.warning("isolation=auto: bubblewrap is not usable here (%s); untrusted commands run in the fallback "
                     "box (allowlisted environment, resource limits, descendants killed) which does NOT hide the "
-                    "worker's files or /proc. Fix: %s.", detail, _BWRAP_HINT)
+                    "worker's files or /proc. Fix: %s.", detail, _BWRAP_FIX)
     return "fallback"
 
 

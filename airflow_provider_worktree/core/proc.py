@@ -35,6 +35,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from airflow_provider_worktree.core._procfs import proc_stats
+
 __all__ = [
     "DEFAULT_GRACE_S",
     "LEFTOVER_GRACE_S",
@@ -274,28 +276,13 @@ def _signal_group(pgid: int, sig: int, popen: subprocess.Popen | None) -> bool:
 def _group_alive(pgid: int) -> bool:
     """Whether any process of group ``pgid`` is still running (zombies do not count)."""
     try:
-        entries = os.listdir("/proc")
-    except OSError:
-        entries = None
-    if entries is None:  # no procfs: ask the kernel (zombies count as alive; the grace bounds the wait)
+        return any(pgrp == pgid and state not in (b"Z", b"X") for _pid, state, _ppid, pgrp in proc_stats())
+    except OSError:  # no procfs: ask the kernel (zombies count as alive; the grace bounds the wait)
         try:
             os.killpg(pgid, 0)
             return True
         except (ProcessLookupError, PermissionError):
             return False
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 def _reap(popen: subprocess.Popen | None) -> None:
