@@ -417,3 +417,13 @@ def test_stdin_reaches_the_command(isolation, wt):
     res = run_boxed([PY, "-c", "import sys; print(sys.stdin.read().upper())"], wt, isolation=isolation,
                     timeout=30, input="prompt on stdin")
     assert res.stdout.strip() == "PROMPT ON STDIN"
+
+
+def test_core_box_and_its_reaper_import_no_airflow():
+    import ast
+
+    for module in ("box.py", "_reaper.py", "_procfs.py"):
+        tree = ast.parse((Path(box.__file__).parent / module).read_text())
+        names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
+        assert not [n for n in names if n.split(".")[0] == "airflow"], module
