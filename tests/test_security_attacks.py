@@ -339,3 +339,22 @@ def test_usage_from_a_proxy_can_never_pass_the_budget(usage, git_repo):
     assert honest_stop == lied_stop == "budget"
     # A lie counts at the call's worst case: it never buys a call the true count would not have allowed.
     assert 1 <= lied_calls <= honest_calls, (lied_calls, honest_calls)
+
+
+def test_a_worktree_git_file_turned_fifo_or_device_never_hangs_the_package(isolation, tmp_path):
+    """Verify can write anything in the worktree, its ``.git`` file included: the box and the manager read it
+    afterwards, safely."""
+    from airflow_provider_worktree.core.worktree import WorktreeManager
+
+    repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
+    manager = WorktreeManager(repo, worktree_root=tmp_path / "wts")
+    wt = manager.create_worktree("run", "s1")
+    path = Path(wt.path if hasattr(wt, "path") else wt)
+    sabotage = (f"import os; os.remove('.git'); os.mkfifo('.git')")
+    res = run_verify([PY, "-c", sabotage], path, timeout=60, isolation=isolation)
+    assert res.ok, res.output_tail
+    again = run_verify([PY, "-c", "print('still fine')"], path, timeout=60, isolation=isolation)
+    assert again.ok and "still fine" in again.output_tail
+    os.remove(path / ".git")
+    (path / ".git").symlink_to("/dev/zero")
+    manager.remove_worktree(path, force=True)  # returns: the admin directory is not found through a device

@@ -376,10 +376,11 @@ def _needed_paths(root: str, exe: str) -> list[str]:
 
 def _git_dirs(root: str) -> list[str]:
     """A linked worktree's ``.git`` file names its admin directory, whose ``commondir`` is the repository."""
-    try:
-        with open(os.path.join(root, ".git"), "rb") as fh:
-            head = fh.read(4096).decode("utf-8", "replace")
-    except OSError:
+    from airflow_provider_worktree.core.sandbox import SandboxViolation, read_repo_bytes  # sandbox imports box
+
+    try:  # the worktree is writable by the box: its .git may have become a FIFO or a link to /dev/zero
+        head = read_repo_bytes(root, ".git", max_bytes=4096).decode("utf-8", "replace")
+    except (OSError, SandboxViolation):
         return []
     if not head.startswith("gitdir:"):
         return []

@@ -51,6 +51,7 @@ from urllib.parse import unquote
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
 from airflow_provider_worktree.core.gitcmd import git_version, run_git
 from airflow_provider_worktree.core.locks import DEFAULT_LOCK_TIMEOUT, InterProcessLock
+from airflow_provider_worktree.core.sandbox import SandboxViolation, read_repo_bytes
 
 log = logging.getLogger(__name__)
 
@@ -509,9 +510,9 @@ class WorktreeManager:
 
     def _admin_dir_of(self, path: str) -> str | None:
         """The ``.git/worktrees/<id>`` dir of the linked worktree at ``path`` if it belongs to this repo."""
-        try:
-            text = Path(path, ".git").read_text()
-        except (OSError, UnicodeDecodeError):
+        try:  # repository content (verify may have replaced it with a FIFO or a link): the safe read
+            text = read_repo_bytes(path, ".git", max_bytes=65536).decode("utf-8")
+        except (OSError, UnicodeDecodeError, SandboxViolation):
             return None
         if not text.startswith("gitdir:"):
             return None
