@@ -71,6 +71,7 @@ __all__ = [
     "IsolationUnavailable",
     "box_env",
     "bwrap_status",
+    "is_within",
     "resolve_isolation",
     "run_boxed",
 ]
@@ -273,7 +274,7 @@ def run_boxed(
     if not os.path.isdir(root):
         raise FileNotFoundError(2, "worktree is not a directory", root)
     work = os.path.realpath(os.fspath(cwd)) if cwd is not None else root
-    if not _within(work, root):
+    if not is_within(work, root):
         raise ConfigurationError(f"the box's working directory {work} is outside its worktree {root}; run inside it.")
     # bubblewrap's HOME and /tmp are tmpfs inside the box; the others get a private directory removed afterwards.
     private = None if mode == "bwrap" else tempfile.mkdtemp(prefix="wt-box-")
@@ -290,23 +291,20 @@ def run_boxed(
             raise FileNotFoundError(2, f"executable not found: {argv[0]!r}", argv[0])
         rlimits = limits.rlimits() if limits is not None else {}
         if mode == "bwrap":
+            # bwrap itself gets the box's environment: it is what /proc/1/environ shows inside.
             full = [_bwrap_path() or "bwrap", *_namespace_args(network=network),
                     *_mount_args(root, hide, ro_binds, exe), "--chdir", work, "--", *argv]
-            # bwrap itself gets the box's environment: it is what /proc/1/environ shows inside.
-            done = run_process(full, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
-                               max_output_chars=max_output_chars, keep=keep, grace_s=grace_s, handle=handle,
-                               rlimits=rlimits)
         elif mode == "fallback":
             if "RLIMIT_NPROC" in rlimits:  # the kernel counts every process of the user: add what is running
                 rlimits["RLIMIT_NPROC"] += count_user_processes()
             full = [sys.executable, "-I", "-S", _REAPER, json.dumps(rlimits), "--", *argv]
-            # The reaper cleans up on SIGTERM: give it a moment before any SIGKILL.
-            done = run_process(full, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
-                               max_output_chars=max_output_chars, keep=keep, grace_s=max(grace_s, 1.0),
-                               handle=handle)
+            rlimits = {}  # the reaper sets them, after it has started
+            grace_s = max(grace_s, 1.0)  # the reaper cleans up on SIGTERM: give it a moment before any SIGKILL
         else:
-            done = run_process(argv, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
-                               max_output_chars=max_output_chars, keep=keep, grace_s=grace_s, handle=handle)
+            full, rlimits = argv, {}
+        done = run_process(full, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
+                           max_output_chars=max_output_chars, keep=keep, grace_s=grace_s, handle=handle,
+                           rlimits=rlimits)
     finally:
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
@@ -316,7 +314,8 @@ def run_boxed(
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _within(path: str, root: str) -> bool:
+def is_within(path: str, root: str) -> bool:
+    """Whether the (real, normalised) ``path`` is ``root`` or lies below it."""
     return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
 
 
@@ -346,7 +345,7 @@ def _hidden_places(extra: Iterable[str | os.PathLike[str]]) -> list[str]:
         if not p:
             continue
         real = os.path.realpath(os.path.expanduser(p))
-        if real == "/" or _within(real, _BOX_TMP) or not os.path.lexists(real) or real in out:
+        if real == "/" or is_within(real, _BOX_TMP) or not os.path.lexists(real) or real in out:
             continue
         out.append(real)
     return sorted(out, key=lambda p: p.count(os.sep))
@@ -406,8 +405,8 @@ def _mount_args(root: str, hide: Iterable[str | os.PathLike[str]], ro_binds: Ite
     back = []
     for p in [*_needed_paths(root, exe), *(os.path.realpath(os.fspath(p)) for p in ro_binds)]:
         # Only what a hidden place covers, never a hidden place itself (or one of its parents).
-        covered = any(_within(p, h) and p != h for h in hidden) or _within(p, _BOX_TMP)
-        if covered and not any(_within(h, p) for h in hidden) and p not in back and not _within(p, root):
+        covered = any(is_within(p, h) and p != h for h in hidden) or is_within(p, _BOX_TMP)
+        if covered and not any(is_within(h, p) for h in hidden) and p not in back and not is_within(p, root):
             back.append(p)
     for p in sorted(back, key=lambda p: p.count(os.sep)):
         args += ["--ro-bind", p, p]

@@ -38,7 +38,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.box import BoxLimits, run_boxed
+from airflow_provider_worktree.core.box import BoxLimits, is_within, run_boxed
 from airflow_provider_worktree.core.proc import ProcessHandle
 
 TEXT_EDITOR_TYPE = "text_editor_20250728"
@@ -81,10 +81,6 @@ class ToolResult:
         return block
 
 
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def clean_text(text: str) -> str:
     """``text`` with every lone surrogate (from a non-UTF-8 file name or a hostile input) replaced by U+FFFD."""
     return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
@@ -105,8 +101,8 @@ def read_repo_bytes(root: str | os.PathLike[str], path: str | os.PathLike[str], 
     real_root = os.path.realpath(os.fspath(root))
     name = os.fspath(path)
     real = os.path.realpath(name if os.path.isabs(name) else os.path.join(real_root, name))
-    shown = os.path.relpath(real, real_root) if _is_within(real, real_root) else name
-    if not _is_within(real, real_root):
+    shown = os.path.relpath(real, real_root) if is_within(real, real_root) else name
+    if not is_within(real, real_root):
         raise SandboxViolation(f"{clean_text(name)} resolves outside the repository; it is not read.")
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
@@ -176,7 +172,7 @@ def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path
             raise SandboxViolation(f"path {user_path!r} cannot be inspected: {exc.strerror}.") from None
         if stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(candidate)
-            if not _is_within(target, real_root):
+            if not is_within(target, real_root):
                 raise SandboxViolation(
                     f"path {user_path!r} refused: {'/'.join(parts[:index + 1])} is a symlink leading outside "
                     "the repository."
@@ -187,7 +183,7 @@ def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path
         else:
             current = candidate
     final = os.path.realpath(current)
-    if not _is_within(final, real_root):  # belt and braces
+    if not is_within(final, real_root):  # belt and braces
         raise SandboxViolation(f"path {user_path!r} refused: it resolves outside the repository.")
     return Path(final)
 
@@ -567,7 +563,7 @@ class CommandTool:
 
     def _lands_inside(self, value: str) -> bool:
         path = value if os.path.isabs(value) else os.path.join(self._root_real, value)
-        return _is_within(os.path.realpath(path), self._root_real)
+        return is_within(os.path.realpath(path), self._root_real)
 
     def execute(self, tool_input: object) -> ToolResult:
         """Run one tool call; refusals, timeouts and missing programs come back as tool errors."""
