@@ -22,7 +22,7 @@ import anthropic
 import pytest
 
 from conftest import make_repo
-from test_box import BWRAP_WORKS, KEY, isolation, needs_bwrap, no_bwrap, wait_no_marker  # noqa: F401 - fixtures
+from test_box import KEY, isolation, no_bwrap, wait_no_marker  # noqa: F401 - fixtures used by name
 
 from airflow_provider_worktree.core.runners import ApiRunner, Budget
 from airflow_provider_worktree.core.sandbox import (
@@ -350,7 +350,7 @@ def test_a_worktree_git_file_turned_fifo_or_device_never_hangs_the_package(isola
     manager = WorktreeManager(repo, worktree_root=tmp_path / "wts")
     wt = manager.create_worktree("run", "s1")
     path = Path(wt.path if hasattr(wt, "path") else wt)
-    sabotage = (f"import os; os.remove('.git'); os.mkfifo('.git')")
+    sabotage = "import os; os.remove('.git'); os.mkfifo('.git')"
     res = run_verify([PY, "-c", sabotage], path, timeout=60, isolation=isolation)
     assert res.ok, res.output_tail
     again = run_verify([PY, "-c", "print('still fine')"], path, timeout=60, isolation=isolation)
