@@ -145,3 +145,42 @@ def test_core_proc_imports_no_airflow():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if n.split(".")[0] == "airflow"]
+
+
+def test_rlimits_are_set_in_the_child_and_never_above_the_hard_limit(tmp_path):
+    import resource
+
+    code = ("import resource; print(resource.getrlimit(resource.RLIMIT_FSIZE), "
+            "resource.getrlimit(resource.RLIMIT_NOFILE))")
+    hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    asked = hard_nofile + 1000 if hard_nofile != resource.RLIM_INFINITY else 4096
+    res = run_process([sys.executable, "-c", code], tmp_path, timeout=30,
+                      rlimits={"RLIMIT_FSIZE": 12345, "RLIMIT_NOFILE": asked})
+    fsize, nofile = res.stdout.strip().split(") (")
+    assert fsize == "(12345, 12345"
+    expected = min(asked, hard_nofile) if hard_nofile != resource.RLIM_INFINITY else asked
+    assert nofile == f"{expected}, {expected})"
+    assert resource.getrlimit(resource.RLIMIT_FSIZE)[0] != 12345  # the parent is untouched
+
+
+def test_count_user_processes_counts_ours(tmp_path):
+    before = P.count_user_processes()
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert P.count_user_processes() >= 1 and before >= 1
+        assert P.count_user_processes(uid=2 ** 31 - 7) == 0
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_cancel_uses_at_least_the_runs_grace(tmp_path):
+    """A handle with no grace still lets a first process that cleans up on SIGTERM do so (the box's reaper)."""
+    flag = tmp_path / "cleaned"
+    code = ("import signal, sys, time\n"
+            f"def bye(*a):\n    open({str(flag)!r}, 'w').write('1'); sys.exit(0)\n"
+            "signal.signal(signal.SIGTERM, bye)\nprint('ready', flush=True)\ntime.sleep(60)\n")
+    handle = ProcessHandle(grace_s=0)
+    threading.Timer(1.5, handle.cancel).start()
+    res = run_process([sys.executable, "-c", code], tmp_path, timeout=30, grace_s=3, handle=handle)
+    assert res.cancelled and flag.exists()

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_until_dead
+import uuid
+
+from test_box import isolation, wait_no_marker  # noqa: F401 - the fixture is used by name
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.sandbox import (
@@ -247,18 +249,19 @@ def test_command_tool_missing_program_is_a_tool_error(tree):
     assert res.is_error and "not installed" in res.content
 
 
-def test_command_timeout_kills_the_process_group(tree, tmp_path):
-    pid_file = tmp_path / "child.pid"
+def test_command_timeout_kills_everything_it_started(isolation, tree, tmp_path):
+    marker = f"sandbox-timeout-{uuid.uuid4().hex}"
     code = ("import subprocess, sys, time; "
-            f"p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
-            f"open('{pid_file.name}', 'w').write(str(p.pid)); time.sleep(60)")
-    tool = CommandTool(tmp_path, [[PY, "-c"]], timeout=1.5)
+            f"subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', '{marker}']); "
+            f"subprocess.Popen(['setsid', sys.executable, '-c', 'import time; time.sleep(60)', '{marker}']); "
+            "time.sleep(60)")
+    tool = CommandTool(tmp_path, [[PY, "-c"]], timeout=1.5, isolation=isolation)
     t0 = time.monotonic()
     res = tool.execute({"argv": [PY, "-c", code]})
-    assert time.monotonic() - t0 < 20
+    assert time.monotonic() - t0 < 30
     assert res.is_error and "timed out" in res.content
-    child = int(pid_file.read_text())
-    assert wait_until_dead(child), "the grandchild survived the timeout"
+    assert wait_no_marker(marker) == [], "a child survived the timeout"
+    assert tool.last_isolation == ("bwrap" if isolation == "bwrap" else "fallback")
 
 
 def test_command_output_is_truncated_and_secrets_scrubbed(tree, monkeypatch):
@@ -270,6 +273,7 @@ def test_command_output_is_truncated_and_secrets_scrubbed(tree, monkeypatch):
     assert "sk-ant-should-not-leak" not in res.content
     big = tool.execute({"command": f"{PY} -c 'print(\"x\" * 5000)'"})
     assert "characters cut" in big.content and len(big.content) < 400
-    env_res = CommandTool(tree["root"], [[PY, "-c"]], timeout=30).execute(
-        {"command": f"{PY} -c 'import os; print(os.environ.get(\"HARMLESS_SETTING\"))'"})
-    assert "visible" in env_res.content
+    show = {"command": f"{PY} -c 'import os; print(os.environ.get(\"HARMLESS_SETTING\"))'"}
+    assert "visible" not in CommandTool(tree["root"], [[PY, "-c"]], timeout=30).execute(show).content
+    named = CommandTool(tree["root"], [[PY, "-c"]], timeout=30, pass_env=["HARMLESS_SETTING"], env={"EXTRA": "1"})
+    assert "visible" in named.execute(show).content

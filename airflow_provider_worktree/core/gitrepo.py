@@ -22,6 +22,7 @@ from airflow_provider_worktree.core.errors import ConfigurationError, GitError
 from airflow_provider_worktree.core.gitcmd import git_version, run_git
 from airflow_provider_worktree.core.gitremote import CloneCache, credential_env, is_remote_url, strip_url_credentials
 from airflow_provider_worktree.core.locks import DEFAULT_LOCK_TIMEOUT, InterProcessLock
+from airflow_provider_worktree.core.sandbox import SandboxViolation, read_repo_bytes
 from airflow_provider_worktree.core.wtnames import (
     CONTROL_RE,
     check_ref_arg,
@@ -223,9 +224,9 @@ class GitRepo:
     # ------------------------------------------------------------------ worktrees
     def admin_dir_of(self, path: str) -> str | None:
         """The ``.git/worktrees/<id>`` dir of the linked worktree at ``path`` if it belongs to this repo."""
-        try:
-            text = Path(path, ".git").read_text()
-        except (OSError, UnicodeDecodeError):
+        try:  # repository content (verify may have replaced it with a FIFO or a link): the safe read
+            text = read_repo_bytes(path, ".git", max_bytes=65536).decode("utf-8")
+        except (OSError, UnicodeDecodeError, SandboxViolation):
             return None
         if not text.startswith("gitdir:"):
             return None

@@ -35,11 +35,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
+from airflow_provider_worktree.core._procfs import proc_stats
+
 __all__ = [
     "DEFAULT_GRACE_S",
     "LEFTOVER_GRACE_S",
     "ProcessHandle",
     "ProcessResult",
+    "count_user_processes",
     "kill_process_group",
     "run_process",
     "truncate_middle",
@@ -92,6 +95,7 @@ class ProcessHandle:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._cancelled = False
+        self._min_grace = 0.0  # set per run: a first process that cleans up on SIGTERM (the box's reaper)
 
     @property
     def cancelled(self) -> bool:
@@ -108,13 +112,14 @@ class ProcessHandle:
             self._cancelled = True
             proc = self._proc
         if proc is not None and proc.poll() is None:
-            kill_process_group(proc, self.grace_s)
+            kill_process_group(proc, max(self.grace_s, self._min_grace))
 
-    def _start(self, start: Callable[[], subprocess.Popen]) -> subprocess.Popen | None:
+    def _start(self, start: Callable[[], subprocess.Popen], min_grace: float = 0.0) -> subprocess.Popen | None:
         # Under the lock, so a cancel() either sees the process or prevents its start: never neither.
         with self._lock:
             if self._cancelled:
                 return None
+            self._min_grace = min_grace
             self._proc = start()
             return self._proc
 
@@ -136,6 +141,7 @@ def run_process(
     keep: str = "both",
     grace_s: float = DEFAULT_GRACE_S,
     handle: ProcessHandle | None = None,
+    rlimits: Mapping[str, int] | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (no shell) in ``cwd`` in a new process group; on timeout kill the whole group.
 
@@ -148,7 +154,10 @@ def run_process(
     :param max_output_chars: cap on each of stdout and stderr. ``keep="both"`` keeps the head and the tail
         around a ``<... N characters cut ...>`` line; ``keep="tail"`` keeps the last characters only
         (and reads only the end of the output).
-    :param handle: a :class:`ProcessHandle` through which another thread may cancel the run.
+    :param handle: a :class:`ProcessHandle` through which another thread may cancel the run (its kill uses at
+        least this run's ``grace_s``, so a first process that cleans up on SIGTERM gets its moment).
+    :param rlimits: resource limits set in the child before it executes, ``{"RLIMIT_NPROC": 256, ...}`` (names
+        of :mod:`resource` constants; soft and hard limit alike), inherited by everything it starts.
     :raises OSError: when the process cannot be started, as :class:`subprocess.Popen` raises it
         (``FileNotFoundError`` for a missing executable or ``cwd``, ``PermissionError``...). Callers turn it
         into their own message.
@@ -156,14 +165,15 @@ def run_process(
     if keep not in ("both", "tail"):
         raise ValueError(f"keep must be 'both' or 'tail', got {keep!r}")
     argv = tuple(str(a) for a in argv)
+    preexec = _rlimit_setter(rlimits) if rlimits else None
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, _stderr_file(merge_stderr) as err, _stdin_file(input) as stdin:
         def start() -> subprocess.Popen:
             return subprocess.Popen(argv, cwd=cwd, env=None if env is None else dict(env), stdin=stdin,
                                     stdout=out, stderr=subprocess.STDOUT if merge_stderr else err,
-                                    start_new_session=True)
+                                    start_new_session=True, preexec_fn=preexec)
 
-        proc = handle._start(start) if handle is not None else start()
+        proc = handle._start(start, grace_s) if handle is not None else start()
         if proc is None:  # the handle was cancelled before we could start
             return ProcessResult(argv, None, None, "", "", False, time.monotonic() - started, cancelled=True)
         timed_out = False
@@ -215,6 +225,25 @@ def kill_process_group(proc: subprocess.Popen | int, grace_s: float = DEFAULT_GR
     _reap(popen)
 
 
+def count_user_processes(uid: int | None = None) -> int:
+    """How many processes (threads not counted) the user ``uid`` (default: ours) has now, as ``RLIMIT_NPROC``
+    counts them; 0 without procfs."""
+    uid = os.getuid() if uid is None else uid
+    total = 0
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    total += 1
+            except OSError:
+                continue
+    return total
+
+
 def truncate_middle(text: str, limit: int) -> str:
     """``text`` if it fits in ``limit`` characters, else its head and tail around a
     ``<... N characters cut ...>`` line."""
@@ -247,28 +276,13 @@ def _signal_group(pgid: int, sig: int, popen: subprocess.Popen | None) -> bool:
 def _group_alive(pgid: int) -> bool:
     """Whether any process of group ``pgid`` is still running (zombies do not count)."""
     try:
-        entries = os.listdir("/proc")
-    except OSError:
-        entries = None
-    if entries is None:  # no procfs: ask the kernel (zombies count as alive; the grace bounds the wait)
+        return any(pgrp == pgid and state not in (b"Z", b"X") for _pid, state, _ppid, pgrp in proc_stats())
+    except OSError:  # no procfs: ask the kernel (zombies count as alive; the grace bounds the wait)
         try:
             os.killpg(pgid, 0)
             return True
         except (ProcessLookupError, PermissionError):
             return False
-    for entry in entries:
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp ...": comm may hold spaces and parentheses, so split after the last ")".
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) >= 3 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
 
 
 def _reap(popen: subprocess.Popen | None) -> None:
@@ -278,6 +292,20 @@ def _reap(popen: subprocess.Popen | None) -> None:
         popen.wait(timeout=_REAP_TIMEOUT_S)
     except subprocess.TimeoutExpired:
         pass
+
+
+def _rlimit_setter(rlimits: Mapping[str, int]) -> Callable[[], None]:
+    import resource
+
+    pairs = [(getattr(resource, name), int(value)) for name, value in rlimits.items()]
+
+    def apply() -> None:  # runs in the child between fork and exec: C calls only, no locks
+        for which, value in pairs:
+            hard = resource.getrlimit(which)[1]
+            value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above the hard limit
+            resource.setrlimit(which, (value, value))
+
+    return apply
 
 
 class _NullContext:

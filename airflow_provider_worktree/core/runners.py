@@ -27,7 +27,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
@@ -76,6 +76,28 @@ class ModelRequestError(WorktreeProviderError):
 # ---------------------------------------------------------------------------------------------------------------
 # Usage, prices, budget
 # ---------------------------------------------------------------------------------------------------------------
+#: A token count above this in one response is absurd (no model has such a context): it counts at the worst case.
+MAX_USAGE_TOKENS = 10_000_000
+#: Longest wait a ``retry-after`` header can impose (seconds); inf, nan, negative or a day are clamped to it.
+MAX_RETRY_AFTER_S = 60.0
+
+
+def _token_count(value: Any) -> int | None:
+    """A reported token count as a sane int; None (count the worst case) when it is negative, not a finite
+    number or absurd. Absent or null is 0 (cache fields are often missing)."""
+    if value is None:
+        return 0
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not math.isfinite(number) or number > MAX_USAGE_TOKENS or number < 0:
+        return None
+    return math.ceil(number)
+
+
 @dataclass
 class Usage:
     """Token counts of one call or a sum of calls. ``input_tokens`` excludes cache reads and writes (as the API)."""
@@ -86,13 +108,23 @@ class Usage:
     cache_write_tokens: int = 0
 
     @classmethod
-    def from_api(cls, usage: Any) -> Usage:
-        """From an SDK ``Usage`` object or its dict (``cache_*_input_tokens`` may be absent or null)."""
+    def from_api(cls, usage: Any, worst: Usage | Callable[[], Usage] | None = None) -> Usage:
+        """From an SDK ``Usage`` object or its dict (``cache_*_input_tokens`` may be absent or null).
+
+        Counts reported by a server (or a proxy) are untrusted: one that is negative, not a finite number or
+        absurd (over :data:`MAX_USAGE_TOKENS`) counts at the call's worst case, ``worst``
+        (its prompt's upper bound, its ``max_tokens``; a callable is asked only when needed), or at
+        :data:`MAX_USAGE_TOKENS` without one, so a budget is never passed on a bad count."""
         if usage is None:
             return cls()
         get = usage.get if isinstance(usage, Mapping) else (lambda k, d=None: getattr(usage, k, d))
-        return cls(int(get("input_tokens", 0) or 0), int(get("output_tokens", 0) or 0),
-                   int(get("cache_read_input_tokens", 0) or 0), int(get("cache_creation_input_tokens", 0) or 0))
+        keys = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        counts: list[int | None] = [_token_count(get(k, 0)) for k in keys]
+        if None in counts:
+            bound = worst() if callable(worst) else worst
+            fallback = (astuple(bound) if bound is not None else (MAX_USAGE_TOKENS,) * 4)
+            counts = [fallback[i] if c is None else c for i, c in enumerate(counts)]
+        return cls(*counts)  # type: ignore[arg-type]
 
     @property
     def prompt_tokens(self) -> int:
@@ -336,14 +368,15 @@ def _retry_after_seconds(exc: BaseException) -> float | None:
         return None
     try:
         ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000.0)
-        sec = headers.get("retry-after")
-        if sec is not None:
-            return max(0.0, float(sec))
-    except (TypeError, ValueError):
+        value = float(ms) / 1000.0 if ms is not None else None
+        if value is None:
+            sec = headers.get("retry-after")
+            value = float(sec) if sec is not None else None
+    except (TypeError, ValueError, OverflowError):
         return None
-    return None
+    if value is None or math.isnan(value):
+        return None
+    return min(max(0.0, value), MAX_RETRY_AFTER_S)  # inf, a day, a negative: clamped
 
 
 def _block_to_param(block: Any) -> tuple[dict[str, Any], Any]:
@@ -458,6 +491,11 @@ class ApiRunner:
         raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return math.ceil(len(raw) / _UPPER_BOUND_BYTES_PER_TOKEN) + _TOOL_OVERHEAD_TOKENS
 
+    def _worst_usage(self, request: dict[str, Any]) -> Usage:
+        """The most a call can have cost: its prompt's upper bound in each prompt field, its max_tokens out."""
+        prompt = self._upper_bound_tokens(request)
+        return Usage(prompt, int(request["max_tokens"]), prompt, prompt)
+
     def _count_prompt(self, request: dict[str, Any]) -> int:
         if self._use_count_tokens and hasattr(getattr(self.client, "messages", None), "count_tokens"):
             try:
@@ -517,7 +555,8 @@ class ApiRunner:
                     ) from None
                 told = _retry_after_seconds(exc)
                 if told is not None:
-                    delay = min(told, self.max_retry_wait) + random.uniform(0, 0.1 * max(told, 0.1))
+                    told = min(told, self.max_retry_wait)
+                    delay = told + random.uniform(0, 0.1 * max(told, 0.1))
                 else:
                     delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
                 attempt += 1
@@ -586,7 +625,8 @@ class ApiRunner:
                     return result("cancelled", "the run was cancelled")
                 response = self._create(request, stats)
                 turns += 1
-                call_usage = Usage.from_api(getattr(response, "usage", None))
+                call_usage = Usage.from_api(getattr(response, "usage", None),
+                                            worst=lambda: self._worst_usage(request))
                 usage.add(call_usage)
                 if budget is not None:
                     budget.record(call_usage, self.model)

@@ -12,8 +12,14 @@ Every path the model names goes through :func:`resolve_in_worktree`, which refus
 Refusals are *tool errors* (:class:`ToolResult` with ``is_error=True``) returned to the model, never
 exceptions out of the agent loop: the model reads the message and carries on inside the worktree.
 
-The command tool runs argv (no shell) only when its prefix is on an allowlist, in the worktree, in its own
-process group that a timeout kills as a whole, with an environment from which secrets are removed.
+The command tool runs argv (no shell) only when its prefix is on an allowlist, in the box
+(:mod:`airflow_provider_worktree.core.box`: the worktree the only writable path, an allowlisted environment,
+limits, everything it started killed at the end). Every argument, and every value after ``=`` in it, that names
+a path landing outside the worktree (symlinks followed) is refused before anything runs.
+
+:func:`read_repo_bytes` is the package's one way to read repository content itself (conventions files,
+metrics, the editor): it never leaves the worktree, never opens a FIFO or a device, and stops at a size cap.
+Text given back to the model never carries lone surrogates (non-UTF-8 file names are shown with U+FFFD).
 
 This module imports no Airflow.
 """
@@ -32,7 +38,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.proc import ProcessHandle, run_process
+from airflow_provider_worktree.core.box import BoxLimits, is_within, run_boxed
+from airflow_provider_worktree.core.proc import ProcessHandle
 
 TEXT_EDITOR_TYPE = "text_editor_20250728"
 TEXT_EDITOR_NAME = "str_replace_based_edit_tool"
@@ -48,8 +55,7 @@ DEFAULT_MAX_OUTPUT_CHARS = 20_000
 MAX_DIR_ENTRIES = 1_000
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-# Environment variables never handed to a command the model runs (it could print them).
-_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH)|^AIRFLOW_CONN_|^AIRFLOW__", re.IGNORECASE)
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
 
 
 class SandboxViolation(WorktreeProviderError):
@@ -63,6 +69,10 @@ class ToolResult:
     content: str
     is_error: bool = False
 
+    def __post_init__(self) -> None:
+        # A lone surrogate (a non-UTF-8 file name, a hostile tool input echoed back) cannot be sent as JSON.
+        object.__setattr__(self, "content", clean_text(self.content))
+
     def to_block(self, tool_use_id: str) -> dict[str, Any]:
         """The ``tool_result`` content block for the Messages API."""
         block: dict[str, Any] = {"type": "tool_result", "tool_use_id": tool_use_id, "content": self.content}
@@ -71,8 +81,51 @@ class ToolResult:
         return block
 
 
-def _is_within(path: str, root: str) -> bool:
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+def clean_text(text: str) -> str:
+    """``text`` with every lone surrogate (from a non-UTF-8 file name or a hostile input) replaced by U+FFFD."""
+    return _SURROGATES.sub("\ufffd", text) if _SURROGATES.search(text) else text
+
+
+def read_repo_bytes(root: str | os.PathLike[str], path: str | os.PathLike[str], *, max_bytes: int,
+                    truncate: bool = False) -> bytes:
+    """The bytes of a regular file of the repository at ``root``: the package's one way to read repository content.
+
+    ``path`` is relative to ``root`` or absolute; symlinks are followed, and the real path must stay inside
+    ``root``'s real path. Only a regular file is read: it is opened with ``O_NONBLOCK`` (a FIFO cannot hang us)
+    and checked with ``fstat`` (a device, a FIFO or a socket is refused). More than ``max_bytes`` is refused
+    (``truncate=True``: the first ``max_bytes`` are returned).
+
+    :raises FileNotFoundError: there is no such file.
+    :raises SandboxViolation: it leaves the repository, is not a regular file, or is too large.
+    """
+    real_root = os.path.realpath(os.fspath(root))
+    name = os.fspath(path)
+    real = os.path.realpath(name if os.path.isabs(name) else os.path.join(real_root, name))
+    shown = os.path.relpath(real, real_root) if is_within(real, real_root) else name
+    if not is_within(real, real_root):
+        raise SandboxViolation(f"{clean_text(name)} resolves outside the repository; it is not read.")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise
+    except IsADirectoryError:
+        raise SandboxViolation(f"{clean_text(shown)} is a directory.") from None
+    except OSError as exc:
+        raise SandboxViolation(f"{clean_text(shown)} cannot be opened: {exc.strerror}.") from None
+    with os.fdopen(fd, "rb") as fh:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SandboxViolation(f"{clean_text(shown)} is not a regular file (a directory, FIFO, socket or device);"
+                                   " it is not read.")
+        if st.st_size > max_bytes and not truncate:
+            raise SandboxViolation(f"file {clean_text(shown)} is {st.st_size} bytes, over the {max_bytes}-byte limit.")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        if not truncate:
+            raise SandboxViolation(f"file {clean_text(shown)} is over the {max_bytes}-byte limit.")
+        data = data[:max_bytes]
+    return data
 
 
 def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path:
@@ -88,6 +141,8 @@ def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path
         raise SandboxViolation(f"path must be a string, got {type(user_path).__name__}.")
     if _CONTROL_CHARS.search(user_path):
         raise SandboxViolation("path contains a NUL or control character; use a plain repository-relative path.")
+    if _SURROGATES.search(user_path):
+        raise SandboxViolation("path contains a lone surrogate (not valid Unicode); name files with valid UTF-8.")
     if "\\" in user_path:
         raise SandboxViolation(f"path {user_path!r} contains a backslash; use '/' as the separator.")
     if user_path.startswith("/"):
@@ -117,7 +172,7 @@ def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path
             raise SandboxViolation(f"path {user_path!r} cannot be inspected: {exc.strerror}.") from None
         if stat.S_ISLNK(st.st_mode):
             target = os.path.realpath(candidate)
-            if not _is_within(target, real_root):
+            if not is_within(target, real_root):
                 raise SandboxViolation(
                     f"path {user_path!r} refused: {'/'.join(parts[:index + 1])} is a symlink leading outside "
                     "the repository."
@@ -128,7 +183,7 @@ def resolve_in_worktree(root: str | os.PathLike[str], user_path: object) -> Path
         else:
             current = candidate
     final = os.path.realpath(current)
-    if not _is_within(final, real_root):  # belt and braces
+    if not is_within(final, real_root):  # belt and braces
         raise SandboxViolation(f"path {user_path!r} refused: it resolves outside the repository.")
     return Path(final)
 
@@ -218,13 +273,11 @@ class TextEditorTool:
     def _read_text(self, path: Path) -> str:
         if path.is_dir():
             raise SandboxViolation(f"{_relative(self._root_real, path)} is a directory.")
-        if not path.exists():
-            raise SandboxViolation(f"file {_relative(self._root_real, path)} does not exist; use create to make it.")
-        size = path.stat().st_size
-        if size > self.max_file_bytes:
-            raise SandboxViolation(f"file {_relative(self._root_real, path)} is {size} bytes, over the "
-                                   f"{self.max_file_bytes}-byte limit of this tool.")
-        data = path.read_bytes()
+        try:
+            data = read_repo_bytes(self._root_real, path, max_bytes=self.max_file_bytes)
+        except FileNotFoundError:
+            raise SandboxViolation(f"file {_relative(self._root_real, path)} does not exist; use create to make it.") \
+                from None
         if b"\x00" in data[:8192]:
             raise SandboxViolation(f"file {_relative(self._root_real, path)} is binary; only text files can be edited.")
         try:
@@ -312,7 +365,7 @@ class TextEditorTool:
                     continue
                 if len(entries) >= MAX_DIR_ENTRIES:
                     return
-                child_rel = _relative(self._root_real, Path(entry.path))
+                child_rel = clean_text(_relative(self._root_real, Path(entry.path)))
                 is_dir = entry.is_dir(follow_symlinks=False)
                 entries.append(child_rel + ("/" if is_dir else ""))
                 if is_dir and depth < 2:
@@ -393,35 +446,40 @@ class TextEditorTool:
         return "\n".join(f"{n:6}\t{lines[n - 1]}" for n in range(lo, hi + 1))
 
 
-def _scrubbed_env(base: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in base.items() if not _SECRET_ENV.search(k)}
-
-
 class CommandTool:
-    """A custom tool ``run_command``: runs allowlisted commands in the worktree, without a shell.
+    """A custom tool ``run_command``: runs allowlisted commands in the worktree, without a shell, in the box.
 
-    :param root: the worktree (the command's working directory).
+    :param root: the worktree (the command's working directory and its only writable path).
     :param allowlist: argv prefixes that may run, e.g. ``[["pytest"], ["python", "-m", "pytest"]]``; a string
         entry is split with :func:`shlex.split`. A command runs only if its argv starts with one of them.
-    :param timeout: seconds before the command's whole process group is killed.
+    :param timeout: seconds before everything the command started is killed.
     :param max_output_chars: output (stdout and stderr interleaved) longer than this keeps its head and tail.
-    :param env: the environment; default: this process's environment with every variable whose name looks
-        like a secret (``*KEY*``, ``*TOKEN*``, ``*SECRET*``, ``*PASSW*``, ``AIRFLOW_CONN_*``...) removed.
-    :param confine_args: refuse arguments that are absolute paths or contain ``..`` components, so an
-        allowed program is not pointed outside the worktree.
+    :param env: explicit variables for the command, on top of the box's allowlisted environment (the worker's
+        own environment is never passed: see :data:`~airflow_provider_worktree.core.box.ENV_ALLOWLIST`).
+    :param pass_env: names (or ``PREFIX*``) of worker variables the DAG author lets the command see.
+    :param isolation: the box: ``"auto"``, ``"bwrap"`` or ``"none"``
+        (:func:`~airflow_provider_worktree.core.box.run_boxed`); :attr:`last_isolation` tells which was in force.
+    :param network: let the command use the network (default: none in bubblewrap).
+    :param hide: more paths to hide from the command (other worktrees, clone caches).
+    :param limits: the box's resource limits.
+    :param confine_args: refuse arguments (and values after ``=``) naming a path that lands outside the
+        worktree, symlinks followed, so an allowed program is not pointed outside it.
 
-    The allowlist trusts the programs it names: ``python -m pytest`` runs the repository's own test code,
-    which can do anything the worker's user can. Allow only what you would run on the worktree yourself.
+    The allowlist trusts the programs it names: ``python -m pytest`` runs the repository's own test code. The
+    box decides what that code can reach; with the fallback box that is everything the worker's user can read.
     """
 
     name = COMMAND_TOOL_NAME
 
     def __init__(self, root: str | os.PathLike[str], allowlist: Iterable[Sequence[str] | str], timeout: float = 300,
                  *, max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS, env: Mapping[str, str] | None = None,
+                 pass_env: Sequence[str] = (), isolation: str = "auto", network: bool = False,
+                 hide: Sequence[str | os.PathLike[str]] = (), limits: BoxLimits | None = BoxLimits(),
                  confine_args: bool = True) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ConfigurationError(f"worktree {os.fspath(root)!r} is not a directory; create the worktree first.")
+        self._root_real = os.path.realpath(self.root)
         prefixes: list[tuple[str, ...]] = []
         for entry in allowlist:
             argv = shlex.split(entry) if isinstance(entry, str) else [str(a) for a in entry]
@@ -434,9 +492,16 @@ class CommandTool:
         self.allowlist = prefixes
         self.timeout = float(timeout)
         self.max_output_chars = max_output_chars
-        self.env = dict(env) if env is not None else _scrubbed_env(os.environ)
+        self.env = dict(env or {})
+        self.pass_env = tuple(pass_env)
+        self.isolation = isolation
+        self.network = network
+        self.hide = tuple(hide)
+        self.limits = limits
         self.confine_args = confine_args
-        # Timeout and cancel SIGKILL the command's group at once (no SIGTERM grace).
+        #: The isolation the last command ran with ("bwrap", "fallback", "none"); None before the first.
+        self.last_isolation: str | None = None
+        # Timeout and cancel kill at once; the fallback box's reaper still gets its moment (see run_boxed).
         self._handle = ProcessHandle(grace_s=0)
 
     def definition(self) -> dict[str, Any]:
@@ -487,12 +552,18 @@ class CommandTool:
             raise SandboxViolation(f"command {shlex.join(argv)!r} is not allowed; allowed commands start with: "
                                    f"{allowed}.")
         if self.confine_args:
-            for arg in argv[1:]:
-                value = arg.split("=", 1)[1] if arg.startswith("-") and "=" in arg else arg
-                if value.startswith(("/", "~")) or ".." in PurePosixPath(value).parts:
-                    raise SandboxViolation(f"argument {arg!r} points outside the repository; use repository-relative "
-                                           "paths.")
+            prefix = next(len(p) for p in self.allowlist if tuple(argv[: len(p)]) == p)
+            for arg in argv[prefix:]:
+                for value in _path_candidates(arg):
+                    if not self._lands_inside(value):
+                        raise SandboxViolation(f"argument {clean_text(arg)!r} names a path outside the repository "
+                                               f"({clean_text(value)!r}, symlinks followed); use repository-relative "
+                                               "paths that stay inside it.")
         return argv
+
+    def _lands_inside(self, value: str) -> bool:
+        path = value if os.path.isabs(value) else os.path.join(self._root_real, value)
+        return is_within(os.path.realpath(path), self._root_real)
 
     def execute(self, tool_input: object) -> ToolResult:
         """Run one tool call; refusals, timeouts and missing programs come back as tool errors."""
@@ -501,12 +572,17 @@ class CommandTool:
         except SandboxViolation as exc:
             return ToolResult(f"Error: {exc}", is_error=True)
         try:
-            done = run_process(argv, self.root, timeout=self.timeout, env=self.env, merge_stderr=True,
-                               max_output_chars=self.max_output_chars, grace_s=0, handle=self._handle)
+            done = run_boxed(argv, self.root, isolation=self.isolation, timeout=self.timeout, env=self.env,
+                             pass_env=self.pass_env, network=self.network, hide=self.hide, limits=self.limits,
+                             merge_stderr=True, max_output_chars=self.max_output_chars, grace_s=0,
+                             handle=self._handle)
+            self.last_isolation = done.isolation
         except FileNotFoundError:
             return ToolResult(f"Error: program {argv[0]!r} is not installed on this worker.", is_error=True)
         except OSError as exc:
             return ToolResult(f"Error: could not start {argv[0]!r}: {exc.strerror}", is_error=True)
+        except ConfigurationError as exc:  # isolation='bwrap' unavailable, bad setting: the DAG's to fix
+            return ToolResult(f"Error: {exc}", is_error=True)
         if not done.started:
             return ToolResult("Error: the run was cancelled; no more commands.", is_error=True)
         text = done.stdout
@@ -516,3 +592,19 @@ class CommandTool:
         if done.cancelled:
             return ToolResult(f"Error: command killed because the run was cancelled.\n{text}", is_error=True)
         return ToolResult(f"exit code: {done.returncode}\n{text}")
+
+
+def _path_candidates(arg: str) -> list[str]:
+    """The parts of a command argument that may name a path: the argument itself, every value after an ``=``
+    (``-o cache_dir=/abs``, ``--junitxml=link/x``), the value glued to a short option (``-o/abs``), each split
+    at ``,`` and ``:`` (lists, ``PATH``-like values). ``~`` counts as absolute (a home directory)."""
+    raw = [arg]
+    raw += [arg[i + 1:] for i, ch in enumerate(arg) if ch == "="]
+    if len(arg) > 2 and arg[0] == "-" and arg[1] != "-":
+        raw.append(arg[2:])
+    out: list[str] = []
+    for item in raw:
+        for piece in re.split(r"[,:]", item):
+            if piece and piece not in out:
+                out.append("/" if piece.startswith("~") else piece)
+    return out

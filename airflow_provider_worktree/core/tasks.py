@@ -29,10 +29,10 @@ from typing import Any
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, WorktreeProviderError
 from airflow_provider_worktree.core.gitcmd import run_git
 from airflow_provider_worktree.core import repofiles as R
-from airflow_provider_worktree.core.proc import run_process
+from airflow_provider_worktree.core.box import run_boxed
 from airflow_provider_worktree.core.repofiles import Listing, match_glob
 from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_FILE_BYTES as EDITOR_MAX_FILE_BYTES
-from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_VIEW_CHARS
+from airflow_provider_worktree.core.sandbox import DEFAULT_MAX_VIEW_CHARS, SandboxViolation, read_repo_bytes
 
 __all__ = [
     "TASKS", "MaintenanceTask", "TodoTask", "DocstringsTask", "LintTask", "TestsTask", "CustomTask",
@@ -114,14 +114,20 @@ def count_todo_markers(text: str) -> int:
     return total
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path, root: Path | None = None) -> str | None:
+    """The text of a repository file (invalid UTF-8 replaced; "" for binary); None when it is missing, leaves
+    ``root`` (default: its directory), is not a regular file or is over :data:`_METRIC_MAX_BYTES`."""
     try:
-        data = path.read_bytes()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+        data = read_repo_bytes(root if root is not None else path.parent, path, max_bytes=_METRIC_MAX_BYTES)
+    except (OSError, SandboxViolation):
         return None
     if b"\0" in data[:8192]:
         return ""
     return data.decode("utf-8", errors="replace")
+
+
+#: Largest file a metric reads (bytes); a larger one counts as missing.
+_METRIC_MAX_BYTES = 8_000_000
 
 
 def _missing_docstrings(source: str) -> list[tuple[str, int]]:
@@ -219,6 +225,8 @@ class VerifyResult:
     duration_s: float
     timed_out: bool = False
     command: tuple[str, ...] = ()
+    #: The box the command ran in: "bwrap", "fallback" or "none" (None: it did not run).
+    isolation: str | None = None
 
 
 def _argv(command: str | Sequence[str], what: str = "command") -> list[str]:
@@ -235,14 +243,19 @@ def _argv(command: str | Sequence[str], what: str = "command") -> list[str]:
 
 
 def _run_command(argv: list[str], cwd: str | os.PathLike[str], timeout: float | None,
-                 env: Mapping[str, str] | None = None) -> tuple[VerifyResult, str]:
-    """Run ``argv`` (no shell) with :func:`~airflow_provider_worktree.core.proc.run_process`: its own process
-    group, stdout and stderr interleaved; on timeout the whole group gets SIGTERM, then SIGKILL.
+                 env: Mapping[str, str] | None = None, *, isolation: str = "auto",
+                 pass_env: Sequence[str] = (), network: bool = False,
+                 hide: Sequence[str | os.PathLike[str]] = ()) -> tuple[VerifyResult, str]:
+    """Run ``argv`` (no shell) in the box (:func:`~airflow_provider_worktree.core.box.run_boxed`) with ``cwd`` as
+    its only writable path: stdout and stderr interleaved; on timeout everything it started is killed.
     Returns the result and the (last ``_OUTPUT_CAP`` characters of the) output."""
     start = time.monotonic()
+    # The command is the DAG author's: files it names by absolute path (a lint script) are shown read-only.
+    named = [a for a in argv if os.path.isabs(a) and os.path.exists(a)]
     try:
-        done = run_process(argv, cwd, timeout=timeout, env={**os.environ, **(env or {})}, merge_stderr=True,
-                           max_output_chars=_OUTPUT_CAP, keep="tail", grace_s=2.0)
+        done = run_boxed(argv, cwd, isolation=isolation, timeout=timeout, env=env, pass_env=pass_env,
+                         network=network, hide=hide, ro_binds=named, merge_stderr=True, max_output_chars=_OUTPUT_CAP, keep="tail",
+                         grace_s=2.0)
     except FileNotFoundError:
         msg = (f"executable not found: {argv[0]!r}. Install it, put it on PATH, or fix the command "
                f"{shlex.join(argv)!r}.")
@@ -257,21 +270,28 @@ def _run_command(argv: list[str], cwd: str | os.PathLike[str], timeout: float | 
         text += f"\n[timed out after {timeout}s; the command's process group was killed]"
     tail = text[-_TAIL_CHARS:]
     ok = done.returncode == 0 and not done.timed_out
-    return VerifyResult(ok, done.returncode, tail, done.duration_s, done.timed_out, tuple(argv)), text
+    return VerifyResult(ok, done.returncode, tail, done.duration_s, done.timed_out, tuple(argv),
+                        isolation=done.isolation), text
 
 
 def run_verify(command: str | Sequence[str], cwd: str | os.PathLike[str],
                timeout: float | None = DEFAULT_VERIFY_TIMEOUT, *,
-               env: Mapping[str, str] | None = None) -> VerifyResult:
-    """Run a verify command in ``cwd`` without a shell (a string is split with :func:`shlex.split`).
+               env: Mapping[str, str] | None = None, isolation: str = "auto", pass_env: Sequence[str] = (),
+               network: bool = False, hide: Sequence[str | os.PathLike[str]] = ()) -> VerifyResult:
+    """Run a verify command in ``cwd`` without a shell (a string is split with :func:`shlex.split`), in the box.
 
-    ``ok`` is True only for exit status 0. On timeout the command's whole process group (children
-    included) gets SIGTERM, then SIGKILL. A missing executable is a result (``ok=False``,
-    ``returncode=None``, the reason in ``output_tail``), not an exception. ``env`` adds to the environment.
+    ``ok`` is True only for exit status 0. On timeout everything the command started is killed. A missing
+    executable is a result (``ok=False``, ``returncode=None``, the reason in ``output_tail``), not an exception.
+    The command never sees the worker's environment: it gets the box's allowlist, the ``pass_env`` names and
+    the ``env`` values. ``isolation`` (``"auto"``, ``"bwrap"``, ``"none"``), ``network`` and ``hide`` are the
+    box's (:func:`~airflow_provider_worktree.core.box.run_boxed`); the result's ``isolation`` says which one was
+    in force. ``isolation="bwrap"`` where bubblewrap does not work raises
+    :class:`~airflow_provider_worktree.core.box.IsolationUnavailable`.
     """
     if timeout is not None and timeout <= 0:
         raise ConfigurationError(f"timeout must be positive, got {timeout}. Pass seconds, e.g. 600.")
-    result, _ = _run_command(_argv(command, "verify command"), cwd, timeout, env)
+    result, _ = _run_command(_argv(command, "verify command"), cwd, timeout, env, isolation=isolation,
+                             pass_env=pass_env, network=network, hide=hide)
     return result
 
 
@@ -524,7 +544,7 @@ class TodoTask(MaintenanceTask):
         root = Path(worktree_path)
         per_file: dict[str, int] = {}
         for f in files:
-            text = _read_text(root / f)
+            text = _read_text(root / f, root)
             if text is not None:
                 per_file[f] = count_todo_markers(text)
         return {"markers": sum(per_file.values()), "per_file": per_file,
@@ -581,7 +601,7 @@ class DocstringsTask(MaintenanceTask):
         syntax_errors: dict[str, str] = {}
         missing_files = []
         for f in files:
-            text = _read_text(root / f)
+            text = _read_text(root / f, root)
             if text is None:
                 missing_files.append(f)
                 continue
@@ -762,7 +782,7 @@ class TestsTask(MaintenanceTask):
         for rel in sorted({os.fsdecode(name) for name in out.split(b"\0") if name}):
             if not rel.endswith(".py") or not _is_test_path(rel) or PurePosixPath(rel).name == "conftest.py":
                 continue
-            text = _read_text(root / rel)
+            text = _read_text(root / rel, root)
             if text is None:
                 continue
             try:
@@ -1247,14 +1267,11 @@ def read_conventions(repo_path: str | os.PathLike[str], cap: int = DEFAULT_CONVE
     parts: list[str] = []
     remaining = cap
     for name in CONVENTION_FILES:
-        path = root / name
         try:
-            real = path.resolve()
-            if not real.is_file() or not real.is_relative_to(root):
-                continue
-            text = real.read_bytes()[: remaining * 4].decode("utf-8", errors="replace").strip()
-        except OSError:
+            data = read_repo_bytes(root, name, max_bytes=max(remaining, 0) * 4, truncate=True)
+        except (OSError, SandboxViolation):
             continue
+        text = data.decode("utf-8", errors="replace").strip()
         if not text or remaining <= 0:
             continue
         header = f"### {name}\n"
