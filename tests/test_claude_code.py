@@ -17,10 +17,11 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_until_dead
+from conftest import pid_alive
 
 from airflow_provider_worktree.core.claude_code import (
     DEFAULT_TOOLS,
@@ -28,6 +29,7 @@ from airflow_provider_worktree.core.claude_code import (
     ClaudeCodeRunner,
     cli_flags,
 )
+from airflow_provider_worktree.core.box import BOX_HOME
 from airflow_provider_worktree.core.runners import ClaudeCodeRunner as ReExported
 from airflow_provider_worktree.core.runners import ModelRequestError
 from airflow_provider_worktree.core.store import ShardStore
@@ -191,24 +193,29 @@ def test_cli_is_confined_to_the_worktree_and_its_allowed_commands(claude_cli, gi
         tool_use_reply("Read", {"file_path": str(outside)}),
         tool_use_reply("Write", {"file_path": str(tmp_path / "planted.txt"), "content": "x\n"}),
         tool_use_reply("Bash", {"command": "env"}),
-        tool_use_reply("Bash", {"command": "touch not-allowed.txt"}),
+        tool_use_reply("Bash", {"command": "python3 -c 'open(\"not-allowed.txt\", \"w\")'"}),
+        tool_use_reply("Bash", {"command": f"cat {outside}"}),
         text_reply("done"),
     ])
     with OfflineMessagesServer(model) as srv:
-        result = runner(claude_cli, srv, allow_commands=[["env"]]).run(git_repo, "Look around.")
+        result = runner(claude_cli, srv, allow_commands=[["env"], ["cat"]]).run(git_repo, "Look around.")
         results = tool_results(srv.message_requests()[-1])
     assert result.stop_reason == "end_turn", result
-    read, write, env_out, touch = results
+    read, write, env_out, other, cat = results
     assert read.get("is_error") and "private" not in result_text(read)
     assert write.get("is_error") and not (tmp_path / "planted.txt").exists()
-    assert touch.get("is_error") and not (git_repo / "not-allowed.txt").exists()
+    assert other.get("is_error") and not (git_repo / "not-allowed.txt").exists()
     # the allowed command ran and saw the CLI's environment: the allowlist, no worker secret
     seen = result_text(env_out)
     assert not env_out.get("is_error") and "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1" in seen
     for name, value in worker_secrets.items():
         assert name not in seen and value not in seen
-    if shutil.which("bwrap"):
-        assert KEY not in seen, "with bubblewrap the CLI scrubs the key from its commands' environment"
+    if not shutil.which("bwrap"):
+        return
+    # In the bubblewrap box the commands see the CLI's key but nothing of the worker: not its files either.
+    assert "CLAUDE_CODE_SUBPROCESS_ENV_SCRUB" not in seen, "the CLI's own sandbox cannot nest inside the box"
+    assert f"HOME={BOX_HOME}" in seen
+    assert cat.get("is_error") and "private" not in result_text(cat), "an allowed command cannot read the worker's files"
 
 
 def test_dollar_cap_stops_the_cli(claude_cli, git_repo):
@@ -333,7 +340,7 @@ STAND_IN = textwrap.dedent("""\
         sys.exit(0)
     mode = open("standin-mode").read().strip() if os.path.exists("standin-mode") else "ok"
     if mode == "sleep":
-        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "standin-sleeper", os.getcwd()])
         open("standin-child", "w").write(str(child.pid))
         time.sleep(120)
     if mode == "garbage":
@@ -373,12 +380,32 @@ def test_stand_in_result_parsing_and_stop_reasons(stand_in, git_repo, worker_sec
     assert result.stop_reason == "error" and "without a JSON result" in result.error and "boom" in result.error
 
 
+def _wait_no_process_with(words: list[str], timeout: float = 10.0) -> bool:
+    """True once no process on this host has all ``words`` in its command line."""
+    def alive() -> bool:
+        for d in Path("/proc").iterdir():
+            try:
+                cmd = (d / "cmdline").read_bytes().decode(errors="replace").split("\0") if d.name.isdigit() else []
+            except OSError:
+                continue
+            if all(w in cmd for w in words) and pid_alive(int(d.name)):
+                return True
+        return False
+    deadline = time.monotonic() + timeout
+    while alive():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
+
+
 def test_stand_in_timeout_and_cancel_kill_the_process_group(stand_in, git_repo):
     (git_repo / "standin-mode").write_text("sleep")
     result = ClaudeCodeRunner(executable=stand_in, timeout=2).run(git_repo, "go")
     assert result.stop_reason == "error" and "timeout" in result.error
-    child = int((git_repo / "standin-child").read_text())
-    assert wait_until_dead(child), "the stand-in's child survived the timeout"
+    assert (git_repo / "standin-child").exists()
+    # in the bubblewrap box the child's pid is the box's own: find it on the host by its command line
+    assert _wait_no_process_with(["standin-sleeper", str(git_repo)]), "the stand-in's child survived the timeout"
     r = ClaudeCodeRunner(executable=stand_in, timeout=60)
     threading.Timer(1.0, r.cancel).start()
     assert r.run(git_repo, "go").stop_reason == "cancelled"  # not "error": the cancel, not the timeout, ended it

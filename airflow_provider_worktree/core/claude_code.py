@@ -22,8 +22,10 @@ what it may do (the flags are those of ``claude --help``, checked against the in
   ``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1`` keeps the API key out of the commands' environment (the CLI needs
   bubblewrap for that; without it the runner warns).
 
-The process starts through :func:`~airflow_provider_worktree.core.proc.run_process` (own process group, timeout
-and cancel kill the group). API errors the CLI hit (``api_error_status`` in its result) are raised as
+The process runs in the box (:func:`~airflow_provider_worktree.core.box.run_boxed`, ``isolation`` as for verify):
+with bubblewrap the worktree is its only writable path besides a private home and ``/tmp``, the worker's
+``AIRFLOW_HOME``, credentials, clone caches and ``/proc`` are out of sight, and the network is shared (it needs
+the API). Timeout and cancel kill everything it started. API errors the CLI hit (``api_error_status`` in its result) are raised as
 :class:`~airflow_provider_worktree.core.runners.ModelRequestError` with the HTTP status and the API's message.
 
 Plain Python: no Airflow import.
@@ -42,6 +44,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from airflow_provider_worktree.core.box import resolve_isolation, run_boxed
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.proc import ProcessHandle, run_process, truncate_middle
 from airflow_provider_worktree.core.runners import ModelRequestError, PriceTable, RunResult, Usage
@@ -140,8 +143,8 @@ class ClaudeCodeRunner:
                  executable: str = "claude", extra_args: Sequence[str] = (), *,
                  max_budget_usd: float | None = None, allow_commands: Sequence[Sequence[str]] | None = None,
                  env: Mapping[str, str] | None = None, pass_env: Sequence[str] = (), api_key: str | None = None,
-                 base_url: str | None = None, prices: PriceTable | None = None,
-                 logger: logging.Logger | None = None) -> None:
+                 base_url: str | None = None, prices: PriceTable | None = None, isolation: str = "auto",
+                 hide: Sequence[str] = (), logger: logging.Logger | None = None) -> None:
         if max_budget_usd is not None and (not isinstance(max_budget_usd, (int, float)) or max_budget_usd <= 0):
             raise ConfigurationError(f"max_budget_usd={max_budget_usd!r} must be a positive number of dollars or None.")
         self.model = model
@@ -161,6 +164,10 @@ class ClaudeCodeRunner:
         self.pass_env = tuple(pass_env)
         self._api_key = api_key
         self._base_url = base_url
+        self.isolation = isolation
+        self.hide = tuple(hide)
+        #: The isolation the last run had ("bwrap", "fallback" or "none"), for the shard's record.
+        self.last_isolation: str | None = None
         self.prices = prices or PriceTable()
         self.log = logger or logging.getLogger(__name__)
         # SIGTERM first: claude gets 5 s to stop its tools before the SIGKILL.
@@ -181,10 +188,11 @@ class ClaudeCodeRunner:
     def _bash_rules(self) -> list[str]:
         return [f"Bash({' '.join(prefix)} *)" for prefix in self.allow_commands]
 
-    def build_command(self, worktree: str | os.PathLike[str], *, home: str | os.PathLike[str],
+    def build_command(self, worktree: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None,
                       system_prompt: str | None = None) -> tuple[list[str], dict[str, str]]:
-        """``(argv, env)`` for one run in ``worktree`` with ``home`` as the CLI's private home (the prompt goes on
-        stdin). The one place that decides the CLI's tools, limits and environment."""
+        """``(argv, env)`` for one run in ``worktree`` (the prompt goes on stdin). The one place that decides the
+        CLI's tools, limits and environment. ``home``: the CLI's private home; None leaves ``HOME`` to the box,
+        which gives every run a fresh private one."""
         exe = self._resolve_executable()
         flags = cli_flags(exe)
         missing = [f for f in REQUIRED_FLAGS if f not in flags]
@@ -214,11 +222,18 @@ class ClaudeCodeRunner:
         env.setdefault("PATH", os.defpath)
         env.setdefault("LANG", "C.UTF-8")
         env.update(FIXED_ENV)
-        home = os.fspath(home)
-        env.update(HOME=home, CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"), PWD=os.fspath(worktree),
-                   XDG_CONFIG_HOME=os.path.join(home, ".config"), XDG_CACHE_HOME=os.path.join(home, ".cache"))
+        if home is not None:
+            home = os.fspath(home)
+            env.update(HOME=home, CLAUDE_CONFIG_DIR=os.path.join(home, ".claude"), PWD=os.fspath(worktree),
+                       XDG_CONFIG_HOME=os.path.join(home, ".config"), XDG_CACHE_HOME=os.path.join(home, ".cache"))
         if self.allow_commands:
-            if shutil.which("bwrap", path=env["PATH"]):
+            if resolve_isolation(self.isolation) == "bwrap":
+                # The CLI's own sandbox cannot nest inside ours: its commands run in our box, which shows them no
+                # worker secret and no file outside the worktree, but they do see the CLI's API key.
+                self.log.warning("allow_commands with runner='claude_code': the commands Claude Code runs share its "
+                                 "box and can read its API key (not the worker's other secrets or files); use the "
+                                 "api runner's command tool to keep the key away from commands.")
+            elif shutil.which("bwrap", path=env["PATH"]):
                 # The CLI then runs its shell commands without the API key in their environment (it uses bubblewrap).
                 env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
             else:
@@ -249,18 +264,18 @@ class ClaudeCodeRunner:
         started = time.monotonic()
         if not Path(worktree_path).is_dir():
             raise ConfigurationError(f"worktree {os.fspath(worktree_path)!r} is not a directory.")
-        home = tempfile.mkdtemp(prefix="claude-code-home-")
+        argv, env = self.build_command(worktree_path, system_prompt=system_prompt)
+        self.log.info("running Claude Code: tools=%s budget=%s max_turns=%d", ",".join(self.tool_set()),
+                      f"${self.max_budget_usd:g}" if self.max_budget_usd is not None else "none", self.max_turns)
         try:
-            argv, env = self.build_command(worktree_path, home=home, system_prompt=system_prompt)
-            self.log.info("running Claude Code: tools=%s budget=%s max_turns=%d", ",".join(self.tool_set()),
-                          f"${self.max_budget_usd:g}" if self.max_budget_usd is not None else "none", self.max_turns)
-            try:
-                done = run_process(argv, worktree_path, timeout=self.timeout, env=env, input=shard_prompt,
-                                   grace_s=self._handle.grace_s, handle=self._handle)
-            except FileNotFoundError:
-                raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
-        finally:
-            shutil.rmtree(home, ignore_errors=True)
+            # env is the complete allowlisted environment (set last in the box); the CLI's install (often under a
+            # hidden $HOME, e.g. an npm prefix) is shown read-only.
+            done = run_boxed(argv, worktree_path, isolation=self.isolation, timeout=self.timeout, network=True,
+                             env=env, hide=self.hide, ro_binds=[_install_root(argv[0])], input=shard_prompt,
+                             grace_s=self._handle.grace_s, handle=self._handle)
+        except FileNotFoundError:
+            raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
+        self.last_isolation = done.isolation
         return self._result(done, worktree_path, started)
 
     def _result(self, done: Any, worktree_path: str | os.PathLike[str], started: float) -> RunResult:
@@ -311,6 +326,16 @@ class ClaudeCodeRunner:
             if stop == "error" and text:
                 error += f": {text[:500]}"
         return result(stop, error=error, **common)
+
+
+def _install_root(executable: str) -> str:
+    """The directory holding the CLI's installation: the npm prefix above ``node_modules`` when there is one (the
+    ``claude`` on PATH is a link into it), else the executable's directory."""
+    real = os.path.realpath(executable)
+    parts = Path(real).parts
+    if "node_modules" in parts:
+        return str(Path(*parts[: parts.index("node_modules")]))
+    return os.path.dirname(real)
 
 
 def _usage_of(data: Mapping[str, Any]) -> Usage:
