@@ -240,6 +240,15 @@ class Budget:
         return all(v is None for v in (self.max_input_tokens, self.max_output_tokens, self.max_total_tokens,
                                        self.max_cost_usd))
 
+    def less(self, spent: Usage, spent_usd: float) -> Budget:
+        """The budget left after ``spent`` (earlier attempts of the same shard): every cap reduced by it, never
+        below 0, so a shard's attempts together stay within the caps."""
+        def left(cap: int | float | None, used: int | float) -> int | float | None:
+            return None if cap is None else max(0, cap - max(0, used))
+
+        return Budget(left(self.max_input_tokens, spent.prompt_tokens), left(self.max_output_tokens, spent.output_tokens),
+                      left(self.max_total_tokens, spent.total_tokens), left(self.max_cost_usd, spent_usd), self.prices)
+
     def record(self, usage: Usage, model: str | None = None) -> None:
         with self._lock:
             self.spent.add(usage)

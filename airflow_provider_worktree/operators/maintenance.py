@@ -6,13 +6,15 @@ operator's parameters and Airflow connections into the core objects and the resu
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
+from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
 from airflow_provider_worktree.core.runners import Budget, PriceTable
 from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
@@ -31,7 +33,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
     in the shard status database (skipping it when already completed, so a rerun resumes), creates a
     worktree on the shard's branch, runs Claude with tools confined to the worktree under a hard token
     budget, verifies the result, commits, records it and removes the worktree (uncommitted work is saved
-    on a salvage branch first). A failed shard raises, so Airflow's retries apply.
+    on a salvage branch first). A failed shard raises: a transient failure (lease lost, database, git or
+    network trouble) so Airflow's retries apply; a permanent one (metric not improved, scope violation,
+    budget spent, the API refused the request, bad configuration) as ``AirflowFailException``, without retry.
+    The token budget is the shard's across all its tries.
 
     :param shard: the shard dict from ``plan_shards`` (``shard_id``, ``task``, ``files``).
     :param task_name: maintenance task from the catalog (``todo``, ``docstrings``, ``lint``, ``tests``,
@@ -65,6 +70,11 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param heartbeat_interval: seconds between lease heartbeats.
     :param lease_timeout: seconds without a heartbeat after which a retry on another host may take the shard
         over (default: the store's 600 s). A retry on the same host takes over a dead holder's lease at once.
+    :param isolation: how code the model wrote or the repository holds runs (verify, commands):
+        ``auto`` (bubblewrap when it works here, else an allowlisted environment with limits and a WARNING),
+        ``bwrap`` (required) or ``none``. Recorded on the shard and in the report.
+    :param max_active_shards: at most this many shards of the run work at once (a slot semaphore in the
+        shard database; templated, so a DAG Param sets it at trigger time). ``None``: no limit.
     :param claude_code_options: keyword arguments for the ``claude_code`` runner (``permission_mode``,
         ``allowed_tools``, ``timeout``, ``executable``).
     """
@@ -72,6 +82,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
         "max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "push",
+        "isolation", "max_active_shards",
     )
     template_fields_renderers = {"shard": "json", "prompt": "md"}
     ui_color = "#e8d5f5"
@@ -107,6 +118,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
         heartbeat_interval: float = 30.0,
         lease_timeout: float | None = None,
         claude_code_options: dict | None = None,
+        isolation: str = "auto",
+        max_active_shards: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -145,6 +158,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.heartbeat_interval = heartbeat_interval
         self.lease_timeout = lease_timeout
         self.claude_code_options = claude_code_options or {}
+        if "{{" not in str(isolation):
+            validate_isolation(isolation)
+        self.isolation = isolation
+        self.max_active_shards = max_active_shards
         self._active_runner: Any = None
 
     def _check_rendered(self) -> None:
@@ -173,6 +190,18 @@ class ClaudeMaintenanceOperator(BaseOperator):
             self.push = self.push.strip().lower() in ("1", "true", "yes")
         self.model = self.model or None
         self.verify_command = self.verify_command or None
+        self.isolation = validate_isolation(self.isolation)
+        limit = self.max_active_shards
+        if limit in ("", "None", 0, "0"):
+            limit = None
+        if limit is not None:
+            try:
+                limit = int(limit)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit!r}.") from None
+            if limit < 1:
+                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit}.")
+        self.max_active_shards = limit
 
     def _validated_shard(self) -> dict:
         shard = self.shard
@@ -203,6 +232,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
             max_cost_usd=self.max_cost_usd,
             prices=prices,
         )
+        extra = {"isolation": self.isolation} if "isolation" in inspect.signature(ApiRunner).parameters else {}
         return ApiRunner(
             hook.get_conn(),
             self.model or hook.default_model,
@@ -212,9 +242,20 @@ class ClaudeMaintenanceOperator(BaseOperator):
             allow_commands=self.allow_commands,
             allowed_write=allowed_write,
             logger=self.log,
+            **extra,
         )
 
     def execute(self, context: Context) -> dict:
+        try:
+            return self._execute(context)
+        except ShardFailed as exc:
+            if exc.permanent:
+                raise AirflowFailException(f"shard failed permanently, not retried: {exc}") from exc
+            raise
+        except ConfigurationError as exc:
+            raise AirflowFailException(f"configuration error, not retried: {exc}") from exc
+
+    def _execute(self, context: Context) -> dict:
         self._check_rendered()
         shard = self._validated_shard()
         name = self.task_name or shard.get("task") or "custom"
@@ -233,7 +274,17 @@ class ClaudeMaintenanceOperator(BaseOperator):
             else None
         )
         self._active_runner = self._build_runner(allowed_write=task.allowed_paths(shard))
-        result = run_shard(
+        result = self._run(shard, task, git_hook, store, extra_prompt, context)
+        self.log.info(
+            "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
+            result.shard_id, result.status, result.branch, result.commit_sha,
+            result.input_tokens, result.output_tokens, result.cost_usd,
+        )
+        return result.to_dict()
+
+    def _run(self, shard: dict, task: Any, git_hook: GitWorktreeHook, store: Any, extra_prompt: str | None,
+             context: Context) -> Any:
+        return run_shard(
             shard,
             context["run_id"],
             task=task,
@@ -249,15 +300,11 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 sparse=self.sparse,
                 heartbeat_interval=self.heartbeat_interval,
                 custom_prompt=extra_prompt,
+                isolation=self.isolation,
+                max_active_shards=self.max_active_shards,
             ),
             logger=self.log,
         )
-        self.log.info(
-            "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
-            result.shard_id, result.status, result.branch, result.commit_sha,
-            result.input_tokens, result.output_tokens, result.cost_usd,
-        )
-        return result.to_dict()
 
     def on_kill(self) -> None:
         """Stop the model loop or the Claude Code process; the lifecycle's finally block cleans up."""
