@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
 from airflow_provider_worktree.core.proc import truncate_middle
@@ -99,6 +100,25 @@ def bounded_error(text: str, secrets: tuple[str, ...] = ()) -> str:
     return truncate_middle(_KEY_RE.sub("sk-ant-***", out), MAX_ERROR_CHARS)
 
 
+OFFLINE_MODEL_ID = "claude-offline-test-double"  # the offline test double's own model id (testing.server)
+
+
+def is_offline_double(model: str | None, base_url: str | None, api_key: str | None = None) -> bool:
+    """Whether a run talked to the package's offline Messages API test double rather than Claude: its model
+    id, the smoke run's placeholder key, or a loopback base URL (where the double serves; a proxy on loopback
+    gets the same label, which only changes how the report shows cost)."""
+    if model == OFFLINE_MODEL_ID or (api_key or "").startswith("sk-offline-"):
+        return True
+    host = (urlsplit(str(base_url)).hostname or "") if base_url and "://" in str(base_url) else ""
+    return host in ("127.0.0.1", "localhost", "::1") or host.startswith("127.")
+
+
+def _runner_endpoint(runner: Any) -> tuple[str | None, str | None]:
+    """(model, base URL) the runner talks to, as far as it tells."""
+    base = getattr(runner, "_base_url", None) or getattr(getattr(runner, "client", None), "base_url", None)
+    return getattr(runner, "model", None), (str(base) if base else None)
+
+
 def _runner_secrets(runner: Any) -> tuple[str, ...]:
     found = [os.environ.get("ANTHROPIC_API_KEY"), getattr(runner, "_api_key", None),
              getattr(getattr(runner, "client", None), "api_key", None)]
@@ -144,6 +164,8 @@ class ShardResult:
     retryable: bool = True
     isolation: str | None = None
     excluded_files: list[str] = field(default_factory=list)
+    model: str | None = None
+    offline: bool = False  # talked to the offline test double: its cost is not a real bill
     totals: dict = field(default_factory=dict)  # every attempt of the shard so far: tokens and cost summed
     durations: dict = field(default_factory=dict)
 
@@ -171,6 +193,8 @@ class ShardResult:
                 "verify": self.verify,
                 "salvage_branch": self.salvage_branch,
                 "excluded_files": self.excluded_files,
+                "model": self.model,
+                "offline": self.offline,
                 "retryable": self.retryable,
                 "worktree_path": self.worktree_path,
                 "peak_rss_mib": self.peak_rss_mib,
@@ -284,6 +308,8 @@ def run_shard(
     res = ShardResult(run_id=run_id, shard_id=shard_id, task=task.name, status="running", worker_id=worker,
                       isolation=cfg.isolation)
     secrets = _runner_secrets(runner)
+    res.model, base_url = _runner_endpoint(runner)
+    res.offline = is_offline_double(res.model, base_url, next((k for k in secrets if k.startswith("sk-offline-")), None))
     t0 = time.monotonic()
 
     lease = None
@@ -538,6 +564,8 @@ def _copy_usage(res: ShardResult, run: Any) -> None:
     res.input_tokens, res.output_tokens = usage.input_tokens, usage.output_tokens
     res.cache_read_tokens, res.cache_write_tokens = usage.cache_read_tokens, usage.cache_write_tokens
     res.cost_usd = round(float(run.cost_usd or 0.0), 6)
+    res.model = getattr(run, "model", None) or res.model
+    res.offline = res.offline or res.model == OFFLINE_MODEL_ID
 
 
 def _finish(res: ShardResult, store, lease, manager, wt, heartbeat, t0: float, lg: logging.Logger) -> None:
