@@ -245,5 +245,9 @@ class ShardStatusHook(DbApiHook):
         """Counts, durations, tokens and cost (see :meth:`ShardStore.summary`)."""
         return self.get_store().summary(run_id)
 
+    def list_attempts(self, run_id: str, shard_id: str | None = None) -> list[dict[str, Any]]:
+        """Every attempt of the run's shards (or one shard): worker, outcome, tokens, cost, isolation."""
+        return self.get_store().list_attempts(run_id, shard_id)
+
 
 __all__ = ["ShardStatusHook", "resolve_store_target", "target_from_connection", "DEFAULT_CONN_ID"]
