@@ -407,7 +407,8 @@ def run_shard(
         partial = getattr(exc, "result", None)  # a runner error carries the spend so far
         if partial is not None and hasattr(partial, "usage"):
             _copy_usage(res, partial)
-        raise_as: BaseException = exc if isinstance(exc, ShardFailed) else ShardFailed(
+        # The raised message is the bounded, key-free one too (it reaches the task log and Airflow's UI).
+        raise_as: BaseException = exc if isinstance(exc, ShardFailed) and str(exc) == res.error else ShardFailed(
             res.error, res, permanent=not res.retryable)
         if isinstance(raise_as, ShardFailed):
             raise_as.result = res
