@@ -483,8 +483,7 @@ def _confirm_lease(store: ShardStore | None, lease: Lease | None, step: str) -> 
 def _push_fenced(manager: Any, wt: Any, expect: str | None, attempt: int, lg: logging.Logger) -> None:
     """Push with compare-and-swap: the remote branch must still hold ``expect`` (None: must not exist), so a
     fenced-out attempt can never replace what a newer attempt pushed."""
-    params = inspect.signature(manager.push).parameters
-    if "expect" in params and hasattr(manager, "remote_branch_sha"):
+    if hasattr(manager, "remote_branch_sha"):  # comes with push(expect=) in the same WorktreeManager
         manager.push(wt.branch, path=wt.path, expect=expect)
         return
     # Older WorktreeManager without compare-and-swap: a retry replaces what an earlier attempt pushed.
