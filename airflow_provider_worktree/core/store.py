@@ -864,10 +864,10 @@ class ShardStore:
         d = self.dialect
 
         def _claim(cur: Any) -> Lease | None:
-            now = self._now()
-            note = None
             if max_active is not None:
                 d.lock_run_slots(cur, run_id)
+            now = self._now()  # after the lock: the claim's times never precede the slot it was given
+            note = None
             if shard_id is None:
                 self._q(cur, "SELECT shard_id FROM shard_status WHERE run_id = ? AND status = 'pending' "
                              f"ORDER BY priority DESC, shard_id LIMIT 1{d.skip_locked}", (run_id,))
@@ -1010,11 +1010,11 @@ class ShardStore:
             raise ConfigurationError(f"{action} needs a Lease from assign_shard (or Lease.from_dict), got {lease!r}")
         usage = {k: result.pop(k) for k in _USAGE_FIELDS if k in result}
         sets, params = self._result_sets(result)
-        nowt = _ts(self._now())
         sets = [f"status = '{status}'", "completed_at = ?", "updated_at = ?", "error_message = ?",
                 "lease_expires_at = NULL", *sets]
 
         def _write(cur: Any) -> dict[str, Any]:
+            nowt = _ts(self._now())
             self._q(cur, f"UPDATE shard_status SET {', '.join(sets)} WHERE run_id = ? AND shard_id = ? "
                          "AND lease_token = ? AND status = 'running'",
                     [nowt, nowt, error_message, *params, lease.run_id, lease.shard_id, lease.token])
