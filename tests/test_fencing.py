@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from marker_edits import resolve_markers
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
 from airflow_provider_worktree.core.runners import RunResult, Usage
@@ -37,10 +38,7 @@ class TodoRunner:
         self.pause, self.cancelled, self.model = pause, False, "claude-sonnet-4-6"
 
     def run(self, worktree_path, shard_prompt, system_prompt=None):
-        for path in Path(worktree_path).rglob("*.py"):
-            text = path.read_text()
-            path.write_text("\n".join(ln for ln in text.splitlines() if "TODO" not in ln and "FIXME" not in ln)
-                            + "\n")
+        resolve_markers(worktree_path)
         if self.pause:
             _rendezvous(self.pause, lambda: self.cancelled)
         return RunResult(stop_reason="end_turn", turns=1, usage=Usage(100, 10), cost_usd=0.001, model=self.model)

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from marker_edits import resolve_markers
 from conftest import make_repo, wait_until_dead
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
@@ -42,8 +43,7 @@ class SlotRunner:
         while len(list(self.marks.glob("*.active"))) < LIMIT and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(0.2)
-        for path in Path(worktree_path).rglob("*.py"):
-            path.write_text("\n".join(ln for ln in path.read_text().splitlines() if "TODO" not in ln) + "\n")
+        resolve_markers(worktree_path)
         (self.marks / f"{self.name}.end").write_text(repr(time.time()))
         active.unlink()
         return RunResult(stop_reason="end_turn", turns=1, usage=Usage(10, 1), model=self.model)
