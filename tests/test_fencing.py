@@ -150,3 +150,42 @@ def test_retry_frozen_right_before_push_cannot_replace_the_completed_commit(remo
     shard, b, a, store = _freeze_and_overtake(remote, tmp_path, git_repo, "push", earlier_attempts=1)
     assert a["status"] == "failed", a
     _assert_remote_and_db_agree(remote, store, shard, b)
+
+
+class _DatabaseGoesAwayRunner:
+    """Drops the shard database (as an outage would) once the model starts, then works until cancelled."""
+
+    model = "claude-sonnet-4-6"
+
+    def __init__(self, admin_dsn: str, name: str) -> None:
+        self.admin_dsn, self.name, self.cancelled = admin_dsn, name, False
+
+    def run(self, worktree_path, shard_prompt, system_prompt=None):
+        import psycopg2
+
+        admin = psycopg2.connect(self.admin_dsn)
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE "{self.name}" WITH (FORCE)')
+        admin.close()
+        deadline = time.monotonic() + 120
+        while not self.cancelled and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return RunResult(stop_reason="cancelled" if self.cancelled else "end_turn", usage=Usage(5, 1))
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def test_worker_that_cannot_reach_the_database_stops(pg_url, git_repo, tmp_path):
+    from conftest import PG_DSN
+
+    store = ShardStore.open(pg_url)
+    runner = _DatabaseGoesAwayRunner(PG_DSN, pg_url.rsplit("/", 1)[1])
+    shard = plan_shards(str(git_repo), "todo", max_files=5)[0]
+    manager = WorktreeManager(git_repo, worktree_root=tmp_path / "wt")
+    with pytest.raises(ShardFailed, match="unreachable for 3 heartbeats") as info:
+        run_shard(shard, RUN, task=get_task("todo"), manager=manager, runner=runner, store=store,
+                  config=ShardConfig(heartbeat_interval=0.2, heartbeat_max_misses=3))
+    assert runner.cancelled and not info.value.permanent, "stopped, and Airflow's retry may run it again"
+    assert manager.list_worktrees()[1:] == [], "the worktree is cleaned up all the same"
