@@ -169,9 +169,11 @@ class ShardStatusHook(DbApiHook):
             return False, str(exc)
 
     # ------------------------------------------------------------------------- seed names
-    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None) -> Lease | None:
-        """Claim a shard (next pending, or the given one); see :meth:`ShardStore.assign_shard`."""
-        lease = self.get_store().assign_shard(run_id, worker_id, shard_id)
+    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None, *,
+                     max_active: int | None = None) -> Lease | None:
+        """Claim a shard (next pending, or the given one), within the run's slot limit ``max_active``;
+        see :meth:`ShardStore.assign_shard`."""
+        lease = self.get_store().assign_shard(run_id, worker_id, shard_id, max_active=max_active)
         if lease is None:
             self.log.info("No pending shard left in run %s", run_id)
         else:
