@@ -33,6 +33,7 @@ from airflow_provider_worktree.core.store import (
     ShardAlreadyCompleted,
     ShardBusy,
     ShardStore,
+    bound_error,
 )
 from airflow_provider_worktree.core.tasks import (
     MaintenanceTask,
@@ -90,14 +91,26 @@ def is_permanent(exc: BaseException) -> bool:
 _KEY_RE = re.compile(r"sk-ant-[A-Za-z0-9_\-]{4,}")
 
 
-def bounded_error(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """An error message fit for the shard row and XCom: API keys removed, the cause (first lines) kept, the
-    middle of a long one cut to :data:`~airflow_provider_worktree.core.store.MAX_ERROR_CHARS`."""
+def redact_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """``text`` with API keys (``sk-ant-...`` and the given ``secrets``) replaced by ``***``."""
     out = str(text)
     for secret in secrets:
         if secret and len(secret) >= 8:
             out = out.replace(secret, "***")
-    return truncate_middle(_KEY_RE.sub("sk-ant-***", out), MAX_ERROR_CHARS)
+    return _KEY_RE.sub("sk-ant-***", out)
+
+
+def bounded_error(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """An error message fit for the shard row, XCom and the task log: API keys removed, the cause first
+    (``core.errors.summarize_error`` where this build has it), at most about
+    :data:`~airflow_provider_worktree.core.store.MAX_ERROR_CHARS` characters."""
+    from airflow_provider_worktree.core import errors
+
+    clean = redact_secrets(text, secrets)
+    summarize = getattr(errors, "summarize_error", None)  # the git work's summariser; absent in older builds
+    if summarize is not None and len(clean) > MAX_ERROR_CHARS:
+        clean = summarize(clean, limit=MAX_ERROR_CHARS, max_lines=8)
+    return bound_error(clean)
 
 
 OFFLINE_MODEL_ID = "claude-offline-test-double"  # the offline test double's own model id (testing.server)
@@ -373,7 +386,7 @@ def run_shard(
             verify = _run_verify(cfg, wt.path)
             res.isolation = getattr(verify, "isolation", None) or res.isolation
             res.verify = {"ok": verify.ok, "returncode": verify.returncode,
-                          "output_tail": bounded_error(verify.output_tail[-2000:], secrets)}
+                          "output_tail": redact_secrets(verify.output_tail[-2000:], secrets)}
             res.durations["verify_s"] = round(time.monotonic() - t, 3)
             verify_ok: bool | None = verify.ok
         else:
