@@ -47,7 +47,10 @@ from airflow_provider_worktree.core.worktree import WorktreeManager, pid_alive
 
 log = logging.getLogger(__name__)
 
-ISOLATION_MODES = ("auto", "bwrap", "none")
+try:  # the box (core/box.py) owns the isolation modes; this fallback only serves builds without it
+    from airflow_provider_worktree.core.box import ISOLATION_MODES
+except ImportError:  # pragma: no cover - removed once core/box.py is merged
+    ISOLATION_MODES = ("auto", "bwrap", "none")
 #: HTTP statuses a retry may cure (timeout, conflict, rate limit); any other 4xx is the request's own fault.
 RETRYABLE_4XX = (408, 409, 429)
 
@@ -348,9 +351,10 @@ def run_shard(
                                    cfg.heartbeat_max_misses)
             heartbeat.__enter__()
             _budget_after_earlier_attempts(store, lease, runner, lg)
+        res.isolation = _isolation_in_force(cfg.isolation)  # before any spend: 'bwrap' unavailable fails here
         expect = _remote_sha_at_claim(manager, run_id, shard_id, cfg, lg)
         if store is not None and lease is not None:
-            store.update_attempt(lease, isolation=cfg.isolation, remote_sha=expect)
+            store.update_attempt(lease, isolation=res.isolation, remote_sha=expect)
         t = time.monotonic()
         wt = manager.create_worktree(
             run_id, shard_id, attempt=max(res.attempt, 1), base_ref=cfg.base_ref,
@@ -515,6 +519,16 @@ def _commit_in_scope(manager: Any, path: str, message: str, trailers: dict, scop
         raise ShardFailed(f"files outside the shard appeared after verify: {', '.join(stray[:10])}; not committed",
                           permanent=True)
     return manager.commit(path, message, trailers)
+
+
+def _isolation_in_force(setting: str) -> str:
+    """What the setting means on this worker: ``bwrap``, ``fallback`` or ``none`` (the box decides; raises a
+    ConfigurationError for ``bwrap`` where bubblewrap does not work). The setting itself without the box."""
+    try:
+        from airflow_provider_worktree.core.box import resolve_isolation
+    except ImportError:  # pragma: no cover - builds without core/box.py
+        return setting
+    return resolve_isolation(setting)
 
 
 def _run_verify(cfg: ShardConfig, path: str) -> Any:
