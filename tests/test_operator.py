@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from airflow.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardFailed
 from airflow_provider_worktree.core.store import ShardStore

@@ -10,8 +10,8 @@ import inspect
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airflow.exceptions import AirflowFailException
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
@@ -24,6 +24,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RUNNERS = ("api", "claude_code")
+
+
+class InvalidMaintenanceConfig(AirflowFailException, ConfigurationError):
+    """A configuration error of the task: fails it without retry, and is still a ``ConfigurationError``
+    (a ``ValueError``) for callers that catch those."""
 
 
 class ClaudeMaintenanceOperator(BaseOperator):
@@ -253,7 +258,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 raise AirflowFailException(f"shard failed permanently, not retried: {exc}") from exc
             raise
         except ConfigurationError as exc:
-            raise AirflowFailException(f"configuration error, not retried: {exc}") from exc
+            raise InvalidMaintenanceConfig(f"configuration error, not retried: {exc}") from exc
 
     def _execute(self, context: Context) -> dict:
         self._check_rendered()
