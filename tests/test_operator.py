@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardFailed
 from airflow_provider_worktree.core.store import ShardStore
@@ -94,7 +95,7 @@ def test_rerun_skips_completed_shard(git_repo, env, server):
 
 def test_verify_failure_commits_nothing_and_records_reason(git_repo, env):
     shard = _todo_shards(git_repo)[0]
-    with pytest.raises(ShardFailed, match="verif"):
+    with pytest.raises(AirflowFailException, match="verif"):  # a failed check is not retried
         _operator(git_repo, shard, env, verify_command="python -c 'import sys; sys.exit(3)'").execute(
             {"run_id": RUN_ID})
     row = ShardStore.open(str(env["db"])).get_shard(RUN_ID, shard["shard_id"])
@@ -149,7 +150,7 @@ def test_change_outside_the_shard_is_rejected(git_repo, env, server):
         text_reply("done"),
     ])
     # the runner's write scope refuses the edit as a tool error; nothing outside the shard changes
-    with pytest.raises(ShardFailed):
+    with pytest.raises(AirflowFailException):
         _operator(git_repo, shard, env).execute({"run_id": RUN_ID})
     assert (git_repo / outside).read_text() == "Guide\n"
     row = ShardStore.open(str(env["db"])).get_shard(RUN_ID, shard["shard_id"])
@@ -161,9 +162,9 @@ def test_tracking_off_and_bad_shard(git_repo, env):
     result = _operator(git_repo, shard, env, shard_status_conn_id=None).execute({"run_id": RUN_ID})
     assert result["status"] == "completed"
     assert not env["db"].exists(), "no database is touched when tracking is off"
-    with pytest.raises(ValueError, match="shard must be a dict"):
+    with pytest.raises(AirflowFailException, match="shard must be a dict"):
         _operator(git_repo, {"shard_id": "x"}, env).execute({"run_id": RUN_ID})
-    with pytest.raises(ValueError, match="runner="):
+    with pytest.raises(AirflowFailException, match="runner="):
         _operator(git_repo, shard, env, runner="gpt").execute({"run_id": RUN_ID})
 
 

@@ -190,15 +190,22 @@ def bwrap_status(*, refresh: bool = False) -> tuple[bool, str]:
         return _probe
 
 
+def validate_isolation(value: object) -> str:
+    """``value`` if it is an isolation mode (``auto``, ``bwrap``, ``none``); else a one-line ConfigurationError."""
+    mode = str(value).strip().lower() if isinstance(value, str) else value
+    if mode not in ISOLATION_MODES:
+        raise ConfigurationError(f"isolation={value!r} is not one of {', '.join(ISOLATION_MODES)}: use 'auto' "
+                                 "(bubblewrap when it works here, else a reported fallback), 'bwrap' or 'none'.")
+    return mode  # type: ignore[return-value]
+
+
 def resolve_isolation(isolation: str) -> str:
     """The isolation a box gets on this worker for the setting ``isolation``: ``"bwrap"``, ``"fallback"`` or
     ``"none"``. Raises :class:`IsolationUnavailable` for ``"bwrap"`` when bubblewrap does not work, and
     :class:`ConfigurationError` for an unknown setting. ``"auto"`` without bubblewrap logs a WARNING (once per
     process)."""
     global _warned
-    if isolation not in ISOLATION_MODES:
-        raise ConfigurationError(f"isolation must be one of {', '.join(map(repr, ISOLATION_MODES))}, got "
-                                 f"{isolation!r}. Use 'auto' unless you know better.")
+    isolation = validate_isolation(isolation)
     if isolation == "none":
         return "none"
     works, detail = bwrap_status()

@@ -1,5 +1,9 @@
 """A run's report: per shard status, branch, commit, diffstat, tokens, cost, duration; totals; failures.
 
+Tokens and cost are every attempt's, summed (the shard row's cumulative columns; each attempt is listed
+too). Input tokens are shown whole: uncached plus cache reads plus cache writes. A run against the offline
+test double is labelled as such: its cost is what the model's prices would have been, nothing was billed.
+
 Plain Python (no Airflow import); the example DAG's aggregate step and ``airflow-worktree report`` both
 build it here. :func:`merge_branches` makes the optional integration branch, listing conflicts instead of
 failing.
@@ -22,13 +26,26 @@ def _duration_s(row: dict) -> float | None:
     return round(end - start, 3) if start is not None and end is not None else None
 
 
+_ATTEMPT_KEYS = ("attempt", "status", "worker_id", "started_at", "ended_at", "isolation", "commit_sha",
+                 "error_message", *_TOKEN_KEYS, "cost_usd")
+
+
+def _input_total(d: dict) -> int:
+    return int(d.get("input_tokens") or 0) + int(d.get("cache_read_tokens") or 0) + int(d.get("cache_write_tokens") or 0)
+
+
 def build_report(store: Any, run_id: str) -> dict:
-    """Collect the run's shards from the store into a JSON-safe report."""
+    """Collect the run's shards (and each shard's attempts) from the store into a JSON-safe report."""
     rows = store.list_shards(run_id=run_id)
+    attempts: dict[str, list[dict]] = {}
+    for a in (store.list_attempts(run_id) if hasattr(store, "list_attempts") else []):
+        attempts.setdefault(a["shard_id"], []).append({k: a.get(k) for k in _ATTEMPT_KEYS})
     shards = []
     totals: dict[str, Any] = {k: 0 for k in _TOKEN_KEYS}
-    totals.update(cost_usd=0.0, shards=len(rows), by_status={}, files_changed=0)
+    totals.update(cost_usd=0.0, shards=len(rows), by_status={}, files_changed=0, input_total=0, attempts=0,
+                  offline=False, isolation=[])
     for row in sorted(rows, key=lambda r: r["shard_id"]):
+        summary = row.get("result_summary") or {}
         entry = {
             "shard_id": row["shard_id"],
             "status": row["status"],
@@ -42,10 +59,20 @@ def build_report(store: Any, run_id: str) -> dict:
             "cost_usd": float(row.get("cost_usd") or 0.0),
             "error_message": row.get("error_message"),
             **{k: int(row.get(k) or 0) for k in _TOKEN_KEYS},
+            "input_total": _input_total(row),
+            "isolation": row.get("isolation"),
+            "model": summary.get("model") if isinstance(summary, dict) else None,
+            "offline": bool(isinstance(summary, dict) and summary.get("offline")),
+            "excluded_files": (summary.get("excluded_files") if isinstance(summary, dict) else None) or [],
+            "attempts": attempts.get(row["shard_id"], []),
         }
         shards.append(entry)
-        for k in _TOKEN_KEYS:
+        for k in (*_TOKEN_KEYS, "input_total"):
             totals[k] += entry[k]
+        totals["attempts"] += int(entry["attempt"] or 0)
+        totals["offline"] = totals["offline"] or entry["offline"]
+        if entry["isolation"] and entry["isolation"] not in totals["isolation"]:
+            totals["isolation"].append(entry["isolation"])
         totals["cost_usd"] = round(totals["cost_usd"] + entry["cost_usd"], 6)
         totals["files_changed"] += len(entry["files_changed"])
         totals["by_status"][entry["status"]] = totals["by_status"].get(entry["status"], 0) + 1
@@ -56,30 +83,60 @@ def build_report(store: Any, run_id: str) -> dict:
     return {"run_id": run_id, "totals": totals, "failed": failed, "shards": shards, "integration": None}
 
 
+def _tokens_cell(d: dict) -> str:
+    return (f"{d['input_total']} ({d['input_tokens']}+{d['cache_read_tokens']}+{d['cache_write_tokens']})"
+            f" / {d['output_tokens']}")
+
+
+def _cost_cell(d: dict) -> str:
+    return f"${d['cost_usd']:.4f}" + (" (offline, not billed)" if d.get("offline") else "")
+
+
 def render_markdown(report: dict) -> str:
     """The report as a Markdown page."""
     t = report["totals"]
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(t["by_status"].items())) or "none"
+    if t.get("offline"):
+        cost = (f"- Cost: none billed: this run used the OFFLINE TEST DOUBLE, not Claude (at the model's list "
+                f"prices it would be ${t['cost_usd']:.4f})")
+    else:
+        cost = f"- Cost: ${t['cost_usd']:.4f} (every attempt, summed)"
     lines = [
         f"# Maintenance run `{report['run_id']}`",
         "",
-        f"- Shards: {t['shards']} ({statuses})",
-        f"- Tokens: {t['input_tokens']} in, {t['output_tokens']} out, "
-        f"{t['cache_read_tokens']} cache read, {t['cache_write_tokens']} cache write",
-        f"- Cost: ${t['cost_usd']:.4f}",
+        f"- Shards: {t['shards']} ({statuses}); attempts: {t.get('attempts', 0)}",
+        f"- Tokens in: {t.get('input_total', 0)} ({t['input_tokens']} uncached, {t['cache_read_tokens']} cache "
+        f"read, {t['cache_write_tokens']} cache write); out: {t['output_tokens']}",
+        cost,
+        f"- Isolation: {', '.join(t.get('isolation') or []) or 'not recorded'}",
         f"- Files changed: {t['files_changed']}",
         "",
-        "| shard | status | branch | commit | diffstat | tokens in/out | cost | duration |",
-        "|---|---|---|---|---|---|---|---|",
+        "| shard | status | attempts | branch | commit | diffstat | tokens in (uncached+cache read+cache write) / out "
+        "| cost | isolation | duration |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in report["shards"]:
         commit = (s["commit_sha"] or "")[:10]
         stat = (s["diffstat"].strip().splitlines() or [""])[-1].strip()
         dur = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
         lines.append(
-            f"| {s['shard_id']} | {s['status']} | {s['branch'] or ''} | {commit} | {stat} | "
-            f"{s['input_tokens']}/{s['output_tokens']} | ${s['cost_usd']:.4f} | {dur} |"
+            f"| {s['shard_id']} | {s['status']} | {s['attempt'] or 0} | {s['branch'] or ''} | {commit} | {stat} | "
+            f"{_tokens_cell(s)} | {_cost_cell(s)} | {s.get('isolation') or ''} | {dur} |"
         )
+    retried = [s for s in report["shards"] if len(s.get("attempts") or []) > 1]
+    if retried:
+        lines += ["", "## Attempts", "", "| shard | attempt | status | worker | tokens in / out | cost | error |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in retried:
+            for a in s["attempts"]:
+                err = (a.get("error_message") or "").splitlines()[0][:120] if a.get("error_message") else ""
+                lines.append(f"| {s['shard_id']} | {a['attempt']} | {a['status']} | {a.get('worker_id') or ''} | "
+                             f"{_input_total(a)} / {int(a.get('output_tokens') or 0)} | "
+                             f"${float(a.get('cost_usd') or 0):.4f} | {err} |")
+    excluded = [s for s in report["shards"] if s.get("excluded_files")]
+    if excluded:
+        lines += ["", "## Files written outside a shard (not committed)", ""]
+        lines += [f"- `{s['shard_id']}`: {', '.join(s['excluded_files'][:20])}" for s in excluded]
     if report["failed"]:
         lines += ["", "## Failed shards", ""]
         lines += [f"- `{f['shard_id']}`: {f['error']}" for f in report["failed"]]

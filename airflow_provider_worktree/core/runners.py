@@ -265,6 +265,15 @@ class Budget:
         return all(v is None for v in (self.max_input_tokens, self.max_output_tokens, self.max_total_tokens,
                                        self.max_cost_usd))
 
+    def less(self, spent: Usage, spent_usd: float) -> Budget:
+        """The budget left after ``spent`` (earlier attempts of the same shard): every cap reduced by it, never
+        below 0, so a shard's attempts together stay within the caps."""
+        def left(cap: int | float | None, used: int | float) -> int | float | None:
+            return None if cap is None else max(0, cap - max(0, used))
+
+        return Budget(left(self.max_input_tokens, spent.prompt_tokens), left(self.max_output_tokens, spent.output_tokens),
+                      left(self.max_total_tokens, spent.total_tokens), left(self.max_cost_usd, spent_usd), self.prices)
+
     def record(self, usage: Usage, model: str | None = None) -> None:
         with self._lock:
             self.spent.add(usage)
@@ -421,7 +430,7 @@ class ApiRunner:
                  max_retries: int = 5, logger: logging.Logger | None = None,
                  allowed_write: Callable[[str], bool] | None = None, max_tokens_floor: int = 256,
                  backoff_base: float = 0.5, backoff_max: float = 30.0, max_retry_wait: float = 120.0,
-                 count_tokens: bool = True) -> None:
+                 count_tokens: bool = True, isolation: str = "auto", hide: Sequence[str] = ()) -> None:
         if not model:
             raise ConfigurationError("model is empty: pass a model id such as 'claude-sonnet-4-5', or set "
                                      "extra['model'] on the anthropic connection.")
@@ -444,6 +453,8 @@ class ApiRunner:
         self.backoff_max = backoff_max
         self.max_retry_wait = max_retry_wait
         self._use_count_tokens = count_tokens
+        self.isolation = isolation  # how the command tool's commands run (core/box.py)
+        self.hide = tuple(hide)
         self._cancel = threading.Event()
         self._command_tool: CommandTool | None = None
 
@@ -573,7 +584,8 @@ class ApiRunner:
         refuses a request or stays unavailable; every other ending is a :class:`RunResult`."""
         started = time.monotonic()
         editor = TextEditorTool(worktree_path, allowed_write=self.allowed_write)
-        cmd = CommandTool(worktree_path, self.allow_commands, self.command_timeout) if self.allow_commands else None
+        cmd = (CommandTool(worktree_path, self.allow_commands, self.command_timeout, isolation=self.isolation,
+                           hide=self.hide) if self.allow_commands else None)
         self._command_tool = cmd
         if self._cancel.is_set() and cmd is not None:
             cmd.cancel()

@@ -56,6 +56,7 @@ __all__ = [
     "STATUSES",
     "Lease",
     "LeaseLostError",
+    "NoSlotAvailable",
     "ShardAlreadyCompleted",
     "ShardBusy",
     "ShardNotFound",
@@ -69,7 +70,12 @@ PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed
 STATUSES: tuple[str, ...] = (PENDING, RUNNING, COMPLETED, FAILED)
 LEGACY_RUN_ID = "legacy"
 DEFAULT_STALE_AFTER_S = 600.0
-CURRENT_SCHEMA_VERSION = 2
+CURRENT_SCHEMA_VERSION = 3
+#: Statuses of a row in ``shard_attempts``: the attempt's own outcome. ``lost``: fenced out (taken over,
+#: reclaimed as stale) before it recorded an outcome; ``released``: gave the shard back.
+ATTEMPT_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "lost", "released")
+#: Longest ``error_message`` the store keeps (the middle of a longer one is cut; the cause comes first).
+MAX_ERROR_CHARS = 2000
 SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 #: The runbook's schema, verbatim: schema version 1.
@@ -84,18 +90,27 @@ RUNBOOK_V1_SCHEMA = """CREATE TABLE shard_status (
 );"""
 
 _JSON_COLUMNS = ("files", "files_changed", "result_summary")
-_TS_COLUMNS = ("started_at", "completed_at", "updated_at", "heartbeat_at", "lease_expires_at", "created_at")
+_TS_COLUMNS = ("started_at", "completed_at", "updated_at", "heartbeat_at", "lease_expires_at", "created_at",
+               "ended_at")
 _INT_RESULT_FIELDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
-RESULT_FIELDS = ("branch", "commit_sha", "files_changed", "diffstat", *_INT_RESULT_FIELDS, "cost_usd", "summary")
+RESULT_FIELDS = ("branch", "commit_sha", "files_changed", "diffstat", *_INT_RESULT_FIELDS, "cost_usd", "summary",
+                 "isolation")
+_USAGE_FIELDS = (*_INT_RESULT_FIELDS, "cost_usd")
 
 COLUMNS: tuple[str, ...] = (
     "shard_id", "status", "started_at", "completed_at", "updated_at", "error_message", "worker_id", "run_id",
     "task", "files", "priority", "attempt", "heartbeat_at", "lease_token", "lease_expires_at",
     "branch", "commit_sha", "files_changed", "diffstat",
     "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
-    "result_summary", "created_at",
+    "result_summary", "created_at", "isolation",
 )
 _COLS_SQL = ", ".join(COLUMNS)
+ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "run_id", "shard_id", "attempt", "worker_id", "lease_token", "started_at", "ended_at", "status",
+    "error_message", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+    "isolation", "commit_sha", "remote_sha",
+)
+_ATT_COLS_SQL = ", ".join(ATTEMPT_COLUMNS)
 
 
 # --------------------------------------------------------------------------------------------- errors
@@ -113,6 +128,10 @@ class ShardAlreadyCompleted(StoreError):
 
 class ShardBusy(StoreError):
     """A claim of a given shard found it running under a lease whose heartbeat is still fresh."""
+
+
+class NoSlotAvailable(StoreError):
+    """A claim found the run's ``max_active`` shards already running under live leases; try again later."""
 
 
 class LeaseLostError(StoreError):
@@ -198,6 +217,13 @@ def _redact(target: str) -> str:
     return target
 
 
+def bound_error(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` cut in the middle to at most about ``limit`` characters (its first line, the cause, kept)."""
+    from airflow_provider_worktree.core.proc import truncate_middle
+
+    return truncate_middle(str(message), limit)
+
+
 # ------------------------------------------------------------------------------------------ dialects
 class _Dialect:
     """Everything that differs between SQLite and PostgreSQL."""
@@ -254,6 +280,10 @@ class _Dialect:
 
     def create_token_counter(self, cur: Any) -> None:
         raise NotImplementedError
+
+    def lock_run_slots(self, cur: Any, run_id: str) -> None:
+        """Serialise slot-limited claims of one run inside the current write transaction (SQLite's
+        ``BEGIN IMMEDIATE`` already does)."""
 
     def size_bytes(self, cur: Any) -> int:
         raise NotImplementedError
@@ -382,9 +412,15 @@ class _PostgresDialect(_Dialect):
     def create_token_counter(self, cur: Any) -> None:
         cur.execute("CREATE SEQUENCE IF NOT EXISTS shard_lease_token_seq")
 
+    def lock_run_slots(self, cur: Any, run_id: str) -> None:
+        # READ COMMITTED lets two claims of different rows count the same running set; a transaction-level
+        # advisory lock per run makes "count, then claim" atomic among slot-limited claims.
+        cur.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (self._ADVISORY_KEY & 0x7FFFFFFF, run_id))
+
     def size_bytes(self, cur: Any) -> int:
         cur.execute("SELECT COALESCE(pg_total_relation_size(to_regclass('shard_status')), 0) "
-                    "+ COALESCE(pg_total_relation_size(to_regclass('schema_version')), 0)")
+                    "+ COALESCE(pg_total_relation_size(to_regclass('schema_version')), 0) "
+                    "+ COALESCE(pg_total_relation_size(to_regclass('shard_attempts')), 0)")
         return int(cur.fetchone()[0])
 
 
@@ -528,7 +564,46 @@ def _migrate_1_to_2(d: _Dialect, cur: Any) -> None:
     d.create_token_counter(cur)
 
 
-MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2}
+def _migrate_2_to_3(d: _Dialect, cur: Any) -> None:
+    """Version 3: one row per attempt (``shard_attempts``), the isolation in force on the shard row.
+
+    The shard row's token and cost columns become cumulative over all attempts (the sum of its
+    ``shard_attempts`` rows). Each v2 row that was ever claimed keeps its last attempt's numbers as that
+    attempt's row (earlier attempts' spend was overwritten by v2 and is not known).
+    """
+    ts, big, real = d.ts_type, d.big_type, d.real_type
+    cur.execute(f"""CREATE TABLE shard_attempts (
+    run_id TEXT NOT NULL,
+    shard_id TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    worker_id TEXT,
+    lease_token {big},
+    started_at {ts},
+    ended_at {ts},
+    status TEXT NOT NULL,
+    error_message TEXT,
+    input_tokens {big} NOT NULL DEFAULT 0,
+    output_tokens {big} NOT NULL DEFAULT 0,
+    cache_read_tokens {big} NOT NULL DEFAULT 0,
+    cache_write_tokens {big} NOT NULL DEFAULT 0,
+    cost_usd {real} NOT NULL DEFAULT 0,
+    isolation TEXT,
+    commit_sha TEXT,
+    remote_sha TEXT,
+    PRIMARY KEY (run_id, shard_id, attempt)
+)""")
+    cur.execute("ALTER TABLE shard_status ADD COLUMN isolation TEXT")
+    cur.execute(
+        "INSERT INTO shard_attempts (run_id, shard_id, attempt, worker_id, lease_token, started_at, ended_at, "
+        "status, error_message, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, "
+        "commit_sha) SELECT run_id, shard_id, attempt, worker_id, lease_token, started_at, "
+        "CASE WHEN status IN ('completed', 'failed') THEN completed_at END, "
+        "CASE WHEN status = 'pending' THEN 'lost' ELSE status END, error_message, input_tokens, output_tokens, "
+        "cache_read_tokens, cache_write_tokens, cost_usd, commit_sha FROM shard_status WHERE attempt > 0")
+
+
+MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2,
+                                                          3: _migrate_2_to_3}
 
 
 # ------------------------------------------------------------------------------------------- the store
@@ -764,7 +839,8 @@ class ShardStore:
         return self._tx(_insert) if rows else 0
 
     # ------------------------------------------------------------------------------------- claiming
-    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None) -> Lease | None:
+    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None, *,
+                     max_active: int | None = None) -> Lease | None:
         """Claim a shard atomically and return its :class:`Lease`.
 
         Without ``shard_id``: the next pending shard of the run (highest priority, then shard id), or ``None``
@@ -772,14 +848,25 @@ class ShardStore:
         stale heartbeat (taken over; the old holder's token stops working). Raises
         :class:`ShardAlreadyCompleted` if completed, :class:`ShardBusy` if running with a fresh heartbeat,
         :class:`ShardNotFound` if not registered. A claim sets status running, attempt+1, a new fencing
-        token, ``started_at`` and ``heartbeat_at`` to now."""
+        token, ``started_at`` and ``heartbeat_at`` to now, and adds the attempt's row to ``shard_attempts``
+        (an earlier attempt still marked running there becomes ``lost``).
+
+        ``max_active``: the run's slot limit. The claim succeeds only while fewer than ``max_active`` other
+        shards of the run are running under a live lease (heartbeat fresher than ``stale_after_s``); otherwise
+        :class:`NoSlotAvailable`, and nothing changes. A dead holder's slot frees itself when its heartbeat
+        goes stale."""
         self._check_run_id(run_id)
+        if max_active is not None and (isinstance(max_active, bool) or not isinstance(max_active, int)
+                                       or max_active < 1):
+            raise ConfigurationError(f"max_active={max_active!r} must be a positive integer (or None: no limit)")
         if not worker_id or not isinstance(worker_id, str):
             raise ConfigurationError("assign_shard needs a non-empty worker_id (e.g. host:pid:task-instance)")
         d = self.dialect
 
         def _claim(cur: Any) -> Lease | None:
-            now = self._now()
+            if max_active is not None:
+                d.lock_run_slots(cur, run_id)
+            now = self._now()  # after the lock: the claim's times never precede the slot it was given
             note = None
             if shard_id is None:
                 self._q(cur, "SELECT shard_id FROM shard_status WHERE run_id = ? AND status = 'pending' "
@@ -811,6 +898,16 @@ class ShardStore:
                             "or reclaim it once stale (reset_stale / airflow-worktree reset-stale)")
                     note = (f"lease taken over from worker {holder} (token {token}, last heartbeat {last} UTC, "
                             f"stale after {self.stale_after_s:.0f}s)")
+            if max_active is not None:
+                fresh = _ts(now - _dt.timedelta(seconds=self.stale_after_s))
+                self._q(cur, "SELECT COUNT(*) FROM shard_status WHERE run_id = ? AND status = 'running' "
+                             "AND shard_id <> ? AND COALESCE(heartbeat_at, started_at, updated_at) >= ?",
+                        (run_id, sid, fresh))
+                active = int(cur.fetchone()[0])
+                if active >= max_active:
+                    raise NoSlotAvailable(
+                        f"run {run_id!r} already has {active} shard(s) running under live leases "
+                        f"(max_active={max_active}): wait for a slot")
             token = d.next_token(cur)
             nowt = _ts(now)
             exp = _ts(now + _dt.timedelta(seconds=self.stale_after_s))
@@ -823,6 +920,14 @@ class ShardStore:
             self._q(cur, f"UPDATE shard_status SET {sets} WHERE run_id = ? AND shard_id = ? "
                          "RETURNING attempt, task, files", [*params, run_id, sid])
             attempt, task, files = cur.fetchone()
+            self._q(cur, "UPDATE shard_attempts SET status = 'lost', ended_at = ?, error_message = COALESCE("
+                         "error_message, ?) WHERE run_id = ? AND shard_id = ? AND status = 'running'",
+                    (nowt, f"lease taken over by worker {worker_id} (attempt {attempt})", run_id, sid))
+            self._q(cur, f"INSERT INTO shard_attempts (run_id, shard_id, attempt, worker_id, lease_token, "
+                         "started_at, status) VALUES (?, ?, ?, ?, ?, ?, 'running') ON CONFLICT (run_id, shard_id, "
+                         "attempt) DO UPDATE SET worker_id = excluded.worker_id, lease_token = excluded.lease_token, "
+                         "started_at = excluded.started_at, status = 'running', ended_at = NULL",
+                    (run_id, sid, int(attempt), worker_id, token, nowt))
             return Lease(run_id=run_id, shard_id=sid, worker_id=worker_id, token=int(token), attempt=int(attempt),
                          task=task, files=list(_loads(files, [])))
 
@@ -897,34 +1002,141 @@ class ShardStore:
                 params.append(str(value))
         return sets, params
 
+    def _finish_fenced(self, lease: Lease, action: str, status: str, error_message: str | None,
+                       result: dict[str, Any]) -> dict[str, Any]:
+        """Fenced: the shard row's outcome, this attempt's row (its own spend) and the shard row's cumulative
+        spend, in one transaction."""
+        if not isinstance(lease, Lease):
+            raise ConfigurationError(f"{action} needs a Lease from assign_shard (or Lease.from_dict), got {lease!r}")
+        usage = {k: result.pop(k) for k in _USAGE_FIELDS if k in result}
+        sets, params = self._result_sets(result)
+        sets = [f"status = '{status}'", "completed_at = ?", "updated_at = ?", "error_message = ?",
+                "lease_expires_at = NULL", *sets]
+
+        def _write(cur: Any) -> dict[str, Any]:
+            nowt = _ts(self._now())
+            self._q(cur, f"UPDATE shard_status SET {', '.join(sets)} WHERE run_id = ? AND shard_id = ? "
+                         "AND lease_token = ? AND status = 'running'",
+                    [nowt, nowt, error_message, *params, lease.run_id, lease.shard_id, lease.token])
+            if cur.rowcount != 1:
+                self._q(cur, "SELECT status, worker_id, lease_token, attempt FROM shard_status "
+                             "WHERE run_id = ? AND shard_id = ?", (lease.run_id, lease.shard_id))
+                raise self._lease_lost(lease, action, cur.fetchone())
+            self._write_attempt(cur, lease, status, error_message, usage, result, nowt)
+            return self._refresh_totals(cur, lease.run_id, lease.shard_id)
+
+        return self._tx(_write)
+
+    def _write_attempt(self, cur: Any, lease: Lease, status: str, error_message: str | None,
+                       usage: dict[str, Any], result: dict[str, Any], nowt: str) -> None:
+        vals = [max(0, int(usage.get(k) or 0)) for k in _INT_RESULT_FIELDS]
+        cost = max(0.0, float(usage.get("cost_usd") or 0.0))
+        self._q(cur, "INSERT INTO shard_attempts (run_id, shard_id, attempt, worker_id, lease_token, ended_at, "
+                     "status, error_message, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+                     "cost_usd, isolation, commit_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                     "ON CONFLICT (run_id, shard_id, attempt) DO UPDATE SET ended_at = excluded.ended_at, "
+                     "status = excluded.status, error_message = excluded.error_message, "
+                     "input_tokens = excluded.input_tokens, output_tokens = excluded.output_tokens, "
+                     "cache_read_tokens = excluded.cache_read_tokens, "
+                     "cache_write_tokens = excluded.cache_write_tokens, cost_usd = excluded.cost_usd, "
+                     "isolation = COALESCE(excluded.isolation, shard_attempts.isolation), "
+                     "commit_sha = COALESCE(excluded.commit_sha, shard_attempts.commit_sha)",
+                (lease.run_id, lease.shard_id, lease.attempt, lease.worker_id, lease.token, nowt, status,
+                 error_message, *vals, cost, result.get("isolation"), result.get("commit_sha")))
+
+    def _refresh_totals(self, cur: Any, run_id: str, shard_id: str) -> dict[str, Any]:
+        sub = ("(SELECT COALESCE(SUM({c}), 0) FROM shard_attempts a WHERE a.run_id = shard_status.run_id "
+               "AND a.shard_id = shard_status.shard_id)")
+        sets = ", ".join(f"{c} = {sub.format(c=c)}" for c in _USAGE_FIELDS)
+        self._q(cur, f"UPDATE shard_status SET {sets} WHERE run_id = ? AND shard_id = ? RETURNING {_COLS_SQL}",
+                (run_id, shard_id))
+        return self._row(cur, cur.fetchone())  # type: ignore[return-value]
+
     def complete(self, lease: Lease, **result: Any) -> dict[str, Any]:
         """Mark the shard completed with its result fields (``branch, commit_sha, files_changed, diffstat,
-        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, summary``).
+        input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd, summary, isolation``).
 
+        The token and cost fields are this attempt's spend: they go to the attempt's ``shard_attempts`` row,
+        and the shard row's token and cost columns become the sum over all its attempts.
         Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
-        sets, params = self._result_sets(result)
-        nowt = _ts(self._now())
-        sets = ["status = 'completed'", "completed_at = ?", "updated_at = ?", "error_message = NULL",
-                "lease_expires_at = NULL", *sets]
-        return self._fenced(lease, "complete", ", ".join(sets), [nowt, nowt, *params])
+        return self._finish_fenced(lease, "complete", COMPLETED, None, dict(result))
 
     def fail(self, lease: Lease, error_message: str, **result: Any) -> dict[str, Any]:
-        """Mark the shard failed with ``error_message`` (and any result fields known so far, e.g. tokens spent).
+        """Mark the shard failed with ``error_message`` (bounded to :data:`MAX_ERROR_CHARS`) and any result
+        fields known so far (this attempt's tokens spent, as for :meth:`complete`).
 
         Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
-        sets, params = self._result_sets(result)
+        return self._finish_fenced(lease, "fail", FAILED, bound_error(error_message), dict(result))
+
+    def record_attempt(self, lease: Lease, status: str, error_message: str | None = None,
+                       **usage: Any) -> dict[str, Any]:
+        """Record an attempt's own outcome and spend without touching the shard's result: for an attempt that
+        was fenced out (``status='lost'``) but spent tokens. Not fenced (the spend happened); the shard row's
+        cumulative token and cost columns are refreshed. Returns the shard row."""
+        if status not in ATTEMPT_STATUSES:
+            raise ConfigurationError(f"attempt status {status!r}: use one of {', '.join(ATTEMPT_STATUSES)}")
+        unknown = set(usage) - set(_USAGE_FIELDS) - {"isolation", "commit_sha"}
+        if unknown:
+            raise ConfigurationError(f"unknown attempt field(s) {sorted(unknown)}: allowed are "
+                                     f"{', '.join(_USAGE_FIELDS)}, isolation, commit_sha")
         nowt = _ts(self._now())
-        sets = ["status = 'failed'", "completed_at = ?", "updated_at = ?", "error_message = ?",
-                "lease_expires_at = NULL", *sets]
-        return self._fenced(lease, "fail", ", ".join(sets), [nowt, nowt, str(error_message), *params])
+        err = None if error_message is None else bound_error(error_message)
+
+        def _write(cur: Any) -> dict[str, Any]:
+            self._write_attempt(cur, lease, status, err, usage, usage, nowt)
+            return self._refresh_totals(cur, lease.run_id, lease.shard_id)
+
+        return self._tx(_write)
+
+    def update_attempt(self, lease: Lease, *, isolation: str | None = None, remote_sha: str | None = None) -> None:
+        """Note facts about a running attempt on its ``shard_attempts`` row (and ``isolation`` on the shard
+        row while the lease is current)."""
+        def _write(cur: Any) -> None:
+            self._q(cur, "UPDATE shard_attempts SET isolation = COALESCE(?, isolation), "
+                         "remote_sha = COALESCE(?, remote_sha) WHERE run_id = ? AND shard_id = ? AND attempt = ?",
+                    (isolation, remote_sha, lease.run_id, lease.shard_id, lease.attempt))
+            if isolation is not None:
+                self._q(cur, "UPDATE shard_status SET isolation = ? WHERE run_id = ? AND shard_id = ? "
+                             "AND lease_token = ?", (isolation, lease.run_id, lease.shard_id, lease.token))
+
+        self._tx(_write)
+
+    def list_attempts(self, run_id: str, shard_id: str | None = None) -> list[dict[str, Any]]:
+        """The ``shard_attempts`` rows of a run (or one shard), ordered by shard id and attempt."""
+        sql = f"SELECT {_ATT_COLS_SQL} FROM shard_attempts WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if shard_id is not None:
+            sql += " AND shard_id = ?"
+            params.append(shard_id)
+        sql += " ORDER BY shard_id, attempt"
+        return self._tx(lambda cur: self._rows(self._q(cur, sql, params)), write=False)
+
+    def prior_spend(self, run_id: str, shard_id: str, before_attempt: int) -> dict[str, Any]:
+        """What the shard's attempts numbered below ``before_attempt`` spent: ``{input_tokens, output_tokens,
+        cache_read_tokens, cache_write_tokens, cost_usd, attempts}`` (sums)."""
+        sums = ", ".join(f"COALESCE(SUM({c}), 0)" for c in _USAGE_FIELDS)
+
+        def _read(cur: Any) -> dict[str, Any]:
+            self._q(cur, f"SELECT {sums}, COUNT(*) FROM shard_attempts WHERE run_id = ? AND shard_id = ? "
+                         "AND attempt < ?", (run_id, shard_id, int(before_attempt)))
+            r = cur.fetchone()
+            out: dict[str, Any] = {k: int(v) for k, v in zip(_INT_RESULT_FIELDS, r)}
+            out["cost_usd"], out["attempts"] = float(r[4]), int(r[5])
+            return out
+
+        return self._tx(_read, write=False)
 
     def release(self, lease: Lease) -> dict[str, Any]:
         """Give the shard back: status pending, ready for another claim (the attempt stays counted).
 
         Fenced: raises :class:`LeaseLostError` if the lease is no longer current. Returns the updated row."""
         nowt = _ts(self._now())
-        return self._fenced(lease, "release", "status = 'pending', started_at = NULL, heartbeat_at = NULL, "
-                            "lease_expires_at = NULL, completed_at = NULL, updated_at = ?", [nowt])
+        row = self._fenced(lease, "release", "status = 'pending', started_at = NULL, heartbeat_at = NULL, "
+                           "lease_expires_at = NULL, completed_at = NULL, updated_at = ?", [nowt])
+        self._tx(lambda cur: self._q(cur, "UPDATE shard_attempts SET status = 'released', ended_at = ? WHERE "
+                                          "run_id = ? AND shard_id = ? AND attempt = ? AND status = 'running'",
+                                     (nowt, lease.run_id, lease.shard_id, lease.attempt)))
+        return row
 
     # ---------------------------------------------------------------------------------------- reads
     def get_shard(self, run_id: str, shard_id: str) -> dict[str, Any]:
@@ -995,7 +1207,16 @@ class ShardStore:
             sql += " AND run_id = ?"
             params.append(run_id)
         sql += f" RETURNING {_COLS_SQL}"
-        rows = self._tx(lambda cur: self._rows(self._q(cur, sql, params)))
+
+        def _reset(cur: Any) -> list[dict[str, Any]]:
+            rows = self._rows(self._q(cur, sql, params))
+            for r in rows:
+                self._q(cur, "UPDATE shard_attempts SET status = 'lost', ended_at = ?, error_message = COALESCE("
+                             "error_message, 'reclaimed as stale') WHERE run_id = ? AND shard_id = ? "
+                             "AND status = 'running'", (nowt, r["run_id"], r["shard_id"]))
+            return rows
+
+        rows = self._tx(_reset)
         return sorted(rows, key=lambda r: (r["run_id"], r["shard_id"]))
 
     def summary(self, run_id: str | None = None) -> dict[str, Any]:

@@ -169,9 +169,11 @@ class ShardStatusHook(DbApiHook):
             return False, str(exc)
 
     # ------------------------------------------------------------------------- seed names
-    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None) -> Lease | None:
-        """Claim a shard (next pending, or the given one); see :meth:`ShardStore.assign_shard`."""
-        lease = self.get_store().assign_shard(run_id, worker_id, shard_id)
+    def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None, *,
+                     max_active: int | None = None) -> Lease | None:
+        """Claim a shard (next pending, or the given one), within the run's slot limit ``max_active``;
+        see :meth:`ShardStore.assign_shard`."""
+        lease = self.get_store().assign_shard(run_id, worker_id, shard_id, max_active=max_active)
         if lease is None:
             self.log.info("No pending shard left in run %s", run_id)
         else:
@@ -244,6 +246,10 @@ class ShardStatusHook(DbApiHook):
     def summary(self, run_id: str | None = None) -> dict[str, Any]:
         """Counts, durations, tokens and cost (see :meth:`ShardStore.summary`)."""
         return self.get_store().summary(run_id)
+
+    def list_attempts(self, run_id: str, shard_id: str | None = None) -> list[dict[str, Any]]:
+        """Every attempt of the run's shards (or one shard): worker, outcome, tokens, cost, isolation."""
+        return self.get_store().list_attempts(run_id, shard_id)
 
 
 __all__ = ["ShardStatusHook", "resolve_store_target", "target_from_connection", "DEFAULT_CONN_ID"]

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
+from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
 from airflow_provider_worktree.core.runners import Budget, PriceTable
 from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
@@ -24,6 +25,11 @@ if TYPE_CHECKING:
 RUNNERS = ("api", "claude_code")
 
 
+class InvalidMaintenanceConfig(AirflowFailException, ConfigurationError):
+    """A configuration error of the task: fails it without retry, and is still a ``ConfigurationError``
+    (a ``ValueError``) for callers that catch those."""
+
+
 class ClaudeMaintenanceOperator(BaseOperator):
     """Have Claude perform a maintenance task on one shard of a repository, in its own git worktree.
 
@@ -31,7 +37,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
     in the shard status database (skipping it when already completed, so a rerun resumes), creates a
     worktree on the shard's branch, runs Claude with tools confined to the worktree under a hard token
     budget, verifies the result, commits, records it and removes the worktree (uncommitted work is saved
-    on a salvage branch first). A failed shard raises, so Airflow's retries apply.
+    on a salvage branch first). A failed shard raises: a transient failure (lease lost, database, git or
+    network trouble) so Airflow's retries apply; a permanent one (metric not improved, scope violation,
+    budget spent, the API refused the request, bad configuration) as ``AirflowFailException``, without retry.
+    The token budget is the shard's across all its tries.
 
     :param shard: the shard dict from ``plan_shards`` (``shard_id``, ``task``, ``files``).
     :param task_name: maintenance task from the catalog (``todo``, ``docstrings``, ``lint``, ``tests``,
@@ -65,6 +74,11 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param heartbeat_interval: seconds between lease heartbeats.
     :param lease_timeout: seconds without a heartbeat after which a retry on another host may take the shard
         over (default: the store's 600 s). A retry on the same host takes over a dead holder's lease at once.
+    :param isolation: how code the model wrote or the repository holds runs (verify, commands, the Claude Code
+        CLI): ``auto`` (bubblewrap when it works here, else an allowlisted environment with limits and a
+        WARNING), ``bwrap`` (required) or ``none``. Recorded on the shard and in the report.
+    :param max_active_shards: at most this many shards of the run work at once (a slot semaphore in the
+        shard database; templated, so a DAG Param sets it at trigger time). ``None``: no limit.
     :param claude_code_options: keyword arguments for the ``claude_code`` runner (``allowed_tools``, ``timeout``,
         ``executable``, ``pass_env``, ``env``, ``permission_mode``); it gets ``max_cost_usd`` as its dollar cap and
         ``allow_commands`` as its only shell commands. Token caps do not apply to it (the CLI has a dollar cap only).
@@ -73,6 +87,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
         "max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "push",
+        "isolation", "max_active_shards",
     )
     template_fields_renderers = {"shard": "json", "prompt": "md"}
     ui_color = "#e8d5f5"
@@ -108,6 +123,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
         heartbeat_interval: float = 30.0,
         lease_timeout: float | None = None,
         claude_code_options: dict | None = None,
+        isolation: str = "auto",
+        max_active_shards: int | str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -146,6 +163,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.heartbeat_interval = heartbeat_interval
         self.lease_timeout = lease_timeout
         self.claude_code_options = claude_code_options or {}
+        if "{{" not in str(isolation):
+            validate_isolation(isolation)
+        self.isolation = isolation
+        self.max_active_shards = max_active_shards
         self._active_runner: Any = None
 
     def _check_rendered(self) -> None:
@@ -174,6 +195,18 @@ class ClaudeMaintenanceOperator(BaseOperator):
             self.push = self.push.strip().lower() in ("1", "true", "yes")
         self.model = self.model or None
         self.verify_command = self.verify_command or None
+        self.isolation = validate_isolation(self.isolation)
+        limit = self.max_active_shards
+        if limit in ("", "None", 0, "0"):
+            limit = None
+        if limit is not None:
+            try:
+                limit = int(limit)
+            except (TypeError, ValueError):
+                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit!r}.") from None
+            if limit < 1:
+                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit}.")
+        self.max_active_shards = limit
 
     def _validated_shard(self) -> dict:
         shard = self.shard
@@ -199,7 +232,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
                                          "dollar cap only): use max_cost_usd, or runner='api'.")
             conn = hook.get_connection(self.anthropic_conn_id)
             options = {"max_budget_usd": self.max_cost_usd, "allow_commands": self.allow_commands,
-                       **self.claude_code_options}
+                       "isolation": self.isolation, **self.claude_code_options}
             return ClaudeCodeRunner(
                 model=self.model, max_turns=self.max_turns, api_key=conn.password or None,
                 base_url=conn.host or None, prices=prices, logger=self.log, **options,
@@ -220,9 +253,20 @@ class ClaudeMaintenanceOperator(BaseOperator):
             allow_commands=self.allow_commands,
             allowed_write=allowed_write,
             logger=self.log,
+            isolation=self.isolation,
         )
 
     def execute(self, context: Context) -> dict:
+        try:
+            return self._execute(context)
+        except ShardFailed as exc:
+            if exc.permanent:
+                raise AirflowFailException(f"shard failed permanently, not retried: {exc}") from exc
+            raise
+        except ConfigurationError as exc:
+            raise InvalidMaintenanceConfig(f"configuration error, not retried: {exc}") from exc
+
+    def _execute(self, context: Context) -> dict:
         self._check_rendered()
         shard = self._validated_shard()
         name = self.task_name or shard.get("task") or "custom"
@@ -241,7 +285,17 @@ class ClaudeMaintenanceOperator(BaseOperator):
             else None
         )
         self._active_runner = self._build_runner(allowed_write=task.allowed_paths(shard))
-        result = run_shard(
+        result = self._run(shard, task, git_hook, store, extra_prompt, context)
+        self.log.info(
+            "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
+            result.shard_id, result.status, result.branch, result.commit_sha,
+            result.input_tokens, result.output_tokens, result.cost_usd,
+        )
+        return result.to_dict()
+
+    def _run(self, shard: dict, task: Any, git_hook: GitWorktreeHook, store: Any, extra_prompt: str | None,
+             context: Context) -> Any:
+        return run_shard(
             shard,
             context["run_id"],
             task=task,
@@ -257,15 +311,11 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 sparse=self.sparse,
                 heartbeat_interval=self.heartbeat_interval,
                 custom_prompt=extra_prompt,
+                isolation=self.isolation,
+                max_active_shards=self.max_active_shards,
             ),
             logger=self.log,
         )
-        self.log.info(
-            "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
-            result.shard_id, result.status, result.branch, result.commit_sha,
-            result.input_tokens, result.output_tokens, result.cost_usd,
-        )
-        return result.to_dict()
 
     def on_kill(self) -> None:
         """Stop the model loop or the Claude Code process; the lifecycle's finally block cleans up."""
