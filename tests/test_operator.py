@@ -100,9 +100,8 @@ def test_verify_failure_commits_nothing_and_records_reason(git_repo, env):
             {"run_id": RUN_ID})
     row = ShardStore.open(str(env["db"])).get_shard(RUN_ID, shard["shard_id"])
     assert row["status"] == "failed" and "verif" in row["error_message"]
-    assert row["commit_sha"] is None
-    branch = f"refs/heads/{row['branch']}"
-    assert _git(git_repo, "rev-parse", branch) == _git(git_repo, "rev-parse", "main"), "nothing committed"
+    assert row["commit_sha"] is None and row["branch"] is None, "nothing committed, no empty shard branch left"
+    assert not _git(git_repo, "branch", "--list", "worktree/*"), "the empty shard branch was deleted"
     # the uncommitted edits were saved on a salvage branch before the worktree was removed
     salvage = _git(git_repo, "branch", "--list", "worktree-salvage/*")
     assert salvage, "the failed shard's work is kept"

@@ -563,8 +563,11 @@ def _finish(res: ShardResult, store, lease, manager, wt, heartbeat, t0: float, l
         heartbeat.__exit__(None, None, None)
     if wt is not None:
         try:
-            removed = manager.remove_worktree(wt.path, force=True, keep_branch=True)
-            res.salvage_branch = getattr(removed, "salvage_branch", None)
+            # a shard branch with no commit beyond its base (a failed shard) is deleted: no empty branches left
+            removed = manager.remove_worktree(wt.path, force=True)
+            if removed.branch_deleted:
+                res.branch = None
+            res.salvage_branch = removed.salvage_branch
             if res.salvage_branch:
                 lg.warning("shard %s: uncommitted work saved on branch %s", res.shard_id, res.salvage_branch)
         except Exception as exc:  # noqa: BLE001 - cleanup must not hide the shard's own outcome
