@@ -776,9 +776,8 @@ def cmd_example_dags(args: argparse.Namespace, style: Style) -> tuple[Any, str, 
 # ---------------------------------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors: exit 3 (2 means "critical" here)
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # usage errors: one line, exit 3 (2 means "critical" here)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(sub: argparse.ArgumentParser) -> None:

@@ -117,7 +117,7 @@ def _runbook_v1(cmd: str) -> Callable[[Path], list[str]]:
         conn.execute(RUNBOOK_V1_SCHEMA.rstrip(";"))
         conn.execute("INSERT INTO shard_status (shard_id, status, started_at, completed_at) VALUES "
                      "('s-1', 'completed', '2025-01-01 10:00:00', '2025-01-01 10:05:00'), "
-                     "('s-2', 'failed', '2025-01-01 10:00:00', '2025-01-01 10:01:00')")
+                     "('s-2', 'completed', '2025-01-01 10:00:00', '2025-01-01 10:01:00')")
         conn.commit()
         conn.close()
         return [cmd, "--db", str(d / "shard_status.db")]
@@ -189,7 +189,7 @@ CASES: list[Case] = [
     *[Case(f"runbook-v1-{c}", _runbook_v1(c), 0, ("",)) for c in READ_COMMANDS],
     Case("read-only-file-reset-stale", _read_only_file("reset-stale"), 3, ("is read-only for this user", "owner"),
          as_nobody=True),
-    Case("read-only-file-archive", lambda d: _read_only_file("db")(d) + ["archive", "--older-than", "1d"], 3,
+    Case("read-only-file-archive", lambda d: ["db", "archive", "--older-than", "1d", *_read_only_file("x")(d)[1:]], 3,
          ("is read-only for this user",), as_nobody=True),
     Case("read-only-file-status-works", _read_only_file("status"), 0, ("completed",), as_nobody=True),
     Case("unwritable-dir-reset-stale", _unwritable_dir("reset-stale"), 3, ("is not writable", "journal"),
@@ -255,7 +255,7 @@ def test_runbook_era_database_is_read_not_migrated(shared_dir: Path):
     out = run([*args, "--json"], shared_dir)
     assert out.returncode == 0, out.stderr
     (rep,) = json.loads(out.stdout)["runs"]
-    assert rep["run_id"] == "legacy" and rep["totals"]["by_status"] == {"completed": 1, "failed": 1}
+    assert rep["run_id"] == "legacy" and rep["totals"]["by_status"] == {"completed": 2}
     assert "airflow-worktree db upgrade --db" in out.stderr  # says which command upgrades it
     assert db.read_bytes() == before and sorted(p.name for p in shared_dir.iterdir()) == ["shard_status.db"]
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
