@@ -326,8 +326,9 @@ def vacuum(target: str) -> dict[str, Any]:
         before = store.db_size_bytes()
         conn = store._conn()
         if store.dialect.name == "sqlite":
-            _guard(store.description, lambda: (conn.execute("PRAGMA wal_checkpoint(TRUNCATE)"),
-                                               conn.execute("VACUUM")))
+            _guard(store.description, lambda: (conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall(),
+                                               conn.execute("VACUUM").fetchall(),
+                                               conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()))
         else:
             conn.rollback()
             conn.autocommit = True
