@@ -129,3 +129,56 @@ def test_store_module_imports_no_airflow():
             "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_configured_conn_id_is_the_default(airflow_home, tmp_path, monkeypatch):
+    """``[worktree] shard_status_conn_id`` names the connection the hook (and CLI, sensor) use by default."""
+    db = str(tmp_path / "configured.db")
+    monkeypatch.setenv("AIRFLOW__WORKTREE__SHARD_STATUS_CONN_ID", "team_shards")
+    monkeypatch.setenv("AIRFLOW_CONN_TEAM_SHARDS", json.dumps({"conn_type": "shard_status", "host": db}))
+    hook = ShardStatusHook()
+    assert hook.shard_status_conn_id == "team_shards" and hook.target == db
+    assert resolve_store_target() == db
+    monkeypatch.delenv("AIRFLOW_CONN_TEAM_SHARDS")
+    with pytest.raises(ConfigurationError, match="'team_shards' .* does not exist"):
+        resolve_store_target()
+
+
+def test_test_connection_creates_no_file(airflow_home, tmp_path, monkeypatch):
+    db = tmp_path / "later.db"
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status", "host": str(db)}))
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "first DAG run creates it" in message
+    assert list(tmp_path.iterdir()) == [airflow_home]  # no database, no -wal/-shm
+    store = ShardStore.open(str(db))
+    store.register_shards(RUN, ["s-1"])
+    store.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "schema version" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    db.write_bytes(b"not a database at all" * 10)
+    ok, message = ShardStatusHook().test_connection()
+    assert not ok and "not an SQLite database" in message and "\n" not in message
+
+
+def test_dsn_extra_is_masked_in_logs_and_the_rest_api_model(airflow_home, monkeypatch):
+    """The database URL (with its password) lives in the ``dsn`` extra: a sensitive name Airflow redacts in
+    the REST API (and so the UI); the hook also registers the password with the log masker."""
+    from airflow.api_fastapi.core_api.datamodels.connections import ConnectionResponse
+    from airflow.sdk._shared.secrets_masker import redact
+
+    from airflow_provider_worktree.get_provider_info import get_provider_info
+
+    url = "postgresql://shard_user:s3cr3t-pw@db.example:5432/shards"
+    (conn_type,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "shard_status"]
+    assert conn_type["conn-fields"]["dsn"]["schema"]["format"] == "password"
+    assert "url" not in conn_type["conn-fields"]
+    extra = json.dumps({"dsn": url})
+    fields = dict.fromkeys(("description", "host", "login", "schema", "port", "password", "team_name"))
+    response = ConnectionResponse(connection_id="shard_status_default", conn_type="shard_status", extra=extra,
+                                  **fields)
+    assert "s3cr3t-pw" not in response.extra and "***" in response.extra
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status", "extra": extra}))
+    assert ShardStatusHook().target == url  # the 0.x "url" extra still works too
+    assert "s3cr3t-pw" not in redact(f"connecting to {url}")
