@@ -83,7 +83,7 @@ def test_wheel_carries_licence_example_dags_and_tested_minimum_versions(dist: Pa
 
 
 def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: Path):
-    wheel = _one(dist, "*.whl")
+    assert _one(dist, "*.whl").name.startswith(NAME)
     env_dir = tmp_path / "fresh-venv"
     venv.EnvBuilder(with_pip=True).create(env_dir)
     bin_dir = env_dir / "bin"
