@@ -225,3 +225,46 @@ def test_airflow_worktree_runs_the_same_commands(tmp_path: Path):
     assert bad.returncode == 3 and "no shard database at" in bad.stderr
     helped = subprocess.run([str(airflow), "--help"], capture_output=True, text=True, timeout=300, env=env)
     assert "worktree" in helped.stdout
+
+
+@pytest.mark.integration
+def test_health_dag_with_empty_params_skips_worktrees_and_archives_on_request(tmp_path: Path):
+    """worktree_health triggered with no repository: the worktree part is skipped, the database checks run;
+    with ``archive_older_than_days`` set and the database past its size warning, old finished runs move to
+    the archive."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[1]
+    home = tmp_path / "home"
+    (home / "dags").mkdir(parents=True)
+    shutil.copy(root / "airflow_provider_worktree" / "example_dags" / "worktree_health.py", home / "dags")
+    db = home / "shards.db"
+    old = ShardStore.open(str(db), clock=_utc(-40 * 86400))
+    _finished_run(old, "run-old", 10)
+    old.close()
+    new = ShardStore.open(str(db))
+    _finished_run(new, "run-new", 3)
+    new.close()
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.update(AIRFLOW_HOME=str(home), AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+               AIRFLOW__CORE__LOAD_EXAMPLES="False", PYTHONWARNINGS="ignore",
+               AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+               AIRFLOW_CONN_SHARD_STATUS_DEFAULT=json.dumps({"conn_type": "shard_status", "host": str(db)}))
+    subprocess.run([airflow, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
+    conf = {"archive_older_than_days": 30, "thresholds": {"db_size_bytes_warning": 1}}
+    proc = subprocess.run([airflow, "dags", "test", "worktree_health", "-c", json.dumps(conf)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "state=success" in out, out[-5000:]
+    assert "no repository configured" in out  # prune skipped cleanly
+    assert "Archived 10 shard row(s) of 1 run(s)" in out, out[-5000:]
+    live = ShardStore.open(str(db), read_only=True)
+    assert [r["run_id"] for r in live.runs()] == ["run-new"]
+    live.close()
+    assert (home / "shards.archive.db").exists()
+    # Without the Param, archiving is off: nothing moves.
+    proc = subprocess.run([airflow, "dags", "test", "worktree_health", "-c", "{}"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "archiving is off" in out, out[-5000:]

@@ -82,6 +82,7 @@ def test_wheel_carries_licence_example_dags_and_tested_minimum_versions(dist: Pa
         assert ">=" in spec, spec
 
 
+@pytest.mark.timeout(2400)
 def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: Path):
     assert _one(dist, "*.whl").name.startswith(NAME)
     env_dir = tmp_path / "fresh-venv"
@@ -91,8 +92,14 @@ def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: 
     env.update(PATH=f"{bin_dir}:{env.get('PATH', '')}", PIP_DISABLE_PIP_VERSION_CHECK="1",
                AIRFLOW_HOME=str(tmp_path / "airflow-home"), AIRFLOW__CORE__LOAD_EXAMPLES="False",
                PYTHONWARNINGS="ignore")
-    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--find-links", str(dist),
-          "airflow-provider-worktree"], env=env, cwd=tmp_path)
+    # Pinned to the versions this suite runs against (its own venv), so pip resolves without backtracking
+    # and takes the wheels from its cache.
+    frozen = _run([sys.executable, "-m", "pip", "freeze", "--exclude-editable"]).stdout
+    constraints = tmp_path / "constraints.txt"
+    constraints.write_text("".join(line + "\n" for line in frozen.splitlines()
+                                   if line and not line.startswith(("-e ", "airflow-provider-worktree"))))
+    _run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--prefer-binary", "-c", str(constraints),
+          "--find-links", str(dist), "airflow-provider-worktree"], env=env, cwd=tmp_path, timeout=2000)
     # the installed package is the wheel's, not this checkout
     where = _run([str(bin_dir / "python"), "-c", f"import {NAME}; print({NAME}.__file__)"], env=env,
                  cwd=tmp_path).stdout
