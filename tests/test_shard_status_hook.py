@@ -182,3 +182,22 @@ def test_dsn_extra_is_masked_in_logs_and_the_rest_api_model(airflow_home, monkey
     monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status", "extra": extra}))
     assert ShardStatusHook().target == url  # the 0.x "url" extra still works too
     assert "s3cr3t-pw" not in redact(f"connecting to {url}")
+
+
+def test_test_connection_on_an_empty_postgresql_database_creates_no_table(airflow_home, monkeypatch, pg_url):
+    import psycopg2
+
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status",
+                                                                         "extra": {"dsn": pg_url}}))
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "first DAG run creates the shard tables" in message
+    conn = psycopg2.connect(pg_url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+    bad = pg_url.rsplit("/", 1)[0] + "/no_such_db_for_test_connection"
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status",
+                                                                         "extra": {"dsn": bad}}))
+    ok, message = ShardStatusHook().test_connection()
+    assert not ok and "does not exist" in message and "\n" not in message

@@ -10,7 +10,13 @@ from urllib.parse import quote, urlsplit
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store import Lease, ShardStore, connection_factory
+from airflow_provider_worktree.core.store import (
+    CURRENT_SCHEMA_VERSION,
+    Lease,
+    ShardStore,
+    connection_factory,
+    newer_schema_message,
+)
 
 DEFAULT_CONN_ID = "shard_status_default"
 DB_FILENAME = "shard_status.db"
@@ -200,10 +206,10 @@ class ShardStatusHook(DbApiHook):
     def test_connection(self) -> tuple[bool, str]:
         """Open the database read-only and report its schema version; creates, migrates and writes nothing.
 
-        A SQLite file that does not exist yet is not an error when its directory is writable (the first
-        run creates it there)."""
+        A SQLite file that does not exist yet (with a writable directory) and a reachable PostgreSQL database
+        without the tables are fine: the first DAG run creates them."""
         try:
-            connect, dialect, description = connection_factory(self.target)
+            connect, dialect, description = connection_factory(self.target, read_only=True)
             if dialect == "sqlite" and not os.path.exists(description):
                 parent = os.path.dirname(description)
                 if not os.access(parent, os.W_OK):
@@ -211,12 +217,18 @@ class ShardStatusHook(DbApiHook):
                                    "grant the Airflow workers write access, or choose another path")
                 return True, (f"no database at {description} yet; the first DAG run creates it "
                               f"(the directory {parent} is writable)")
-            store = ShardStore.open(self.target, read_only=True)
+            store = ShardStore(connect, dialect, description=description, read_only=True)
             try:
-                version = store.upgraded_from or store.schema_version()
+                version = store.schema_version()
             finally:
                 store.close()
-            note = "" if store.upgraded_from is None else "; run `airflow-worktree db upgrade` to upgrade it"
+            if version == 0:
+                return True, f"{description} ({dialect}) is reachable; the first DAG run creates the shard tables"
+            if version > CURRENT_SCHEMA_VERSION:
+                return False, newer_schema_message(description, version)
+            note = "" if version == CURRENT_SCHEMA_VERSION else (
+                f" (older than this package's {CURRENT_SCHEMA_VERSION}: workers upgrade it on first use, or run "
+                "`airflow-worktree db upgrade`)")
             return True, f"shard status database {description} OK ({dialect}), schema version {version}{note}"
         except Exception as exc:  # noqa: BLE001 - reported to the UI, one line
             text = str(exc).strip()
