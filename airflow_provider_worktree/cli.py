@@ -560,7 +560,8 @@ def cmd_report(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
             lines.append(render_table(["SHARD", "STATUS", "BRANCH", "COMMIT", "DURATION", "TOKENS IN/OUT", "COST"],
                                       rows, style, right=(4, 5, 6)))
         for f in rep["failed"]:
-            lines.append(f"  {style('failed', 'red')} {f['shard_id']}: {_short(f['error'], 100)}")
+            room = (table_width() or 10**6) - len(f"  failed {f['shard_id']}: ")
+            lines.append(f"  {style('failed', 'red')} {f['shard_id']}: {_short(f['error'], max(20, min(100, room)))}")
         lines.append("")
     return data, "\n".join(lines).rstrip(), EXIT_OK
 

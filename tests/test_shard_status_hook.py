@@ -201,3 +201,34 @@ def test_test_connection_on_an_empty_postgresql_database_creates_no_table(airflo
                                                                          "extra": {"dsn": bad}}))
     ok, message = ShardStatusHook().test_connection()
     assert not ok and "does not exist" in message and "\n" not in message
+
+
+def test_hook_methods_fail_with_one_line_naming_the_fix(airflow_home, tmp_path):
+    from airflow_provider_worktree.core.store import StoreError
+    from test_cli_errors import make_db
+
+    damaged = make_db(tmp_path / "damaged.db", n=400)
+    conn = sqlite3.connect(damaged)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'shard_status'").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(damaged, "r+b") as fh:  # the table's root page: every query of the table reads it
+        fh.seek(page_size * (root - 1))
+        fh.write(b"\xff" * page_size)
+    with pytest.raises(StoreError) as err:
+        ShardStatusHook(db_path=str(damaged)).list_shards()
+    assert "is corrupted" in str(err.value) and "restore it from a backup" in str(err.value)
+    assert "\n" not in str(err.value)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ConfigurationError, match="is a directory, not a shard status database file"):
+        ShardStatusHook(db_path=str(tmp_path / "adir")).list_shards()
+    (tmp_path / "text.db").write_text("plain text, not sqlite\n" * 30)
+    with pytest.raises(StoreError, match="is not an SQLite database"):
+        ShardStatusHook(db_path=str(tmp_path / "text.db")).summary()
+    newer = make_db(tmp_path / "newer.db")
+    conn = sqlite3.connect(newer)
+    conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, '2030-01-01')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer than this package understands .*pip install -U"):
+        ShardStatusHook(db_path=str(newer)).register_shards(RUN, ["x"])

@@ -44,8 +44,9 @@ def _get_airflow_connection(conn_id: str) -> Any | None:
 
 
 def _mask_password_of(url: str) -> None:
-    """Register the password of a ``url`` extra (and the URL itself) with Airflow's secrets masker, so logs
-    and rendered fields show ``***`` (the UI masks the field: ``sensitive`` in the provider's conn-fields)."""
+    """Register the password of a ``dsn`` (or old ``url``) extra, and the URL itself, with Airflow's secrets
+    masker, so logs show ``***``. The UI and REST API mask ``dsn`` by its name (a sensitive field name), and
+    the form shows it as a password field (``format: password`` in the provider's conn-fields)."""
     try:
         from airflow.sdk.log import mask_secret
     except ImportError:  # pragma: no cover
