@@ -986,7 +986,8 @@ def get_provider_cli_commands() -> list:
         name="worktree",
         help="Shard database and worktrees of airflow-provider-worktree (same as the airflow-worktree command)",
         description="Runs airflow-worktree with the arguments that follow, e.g. `airflow worktree status`, "
-                    "`airflow worktree db backup /backups`. `airflow worktree --help` lists the commands.",
+                    "`airflow worktree db backup /backups`. Commands: status, stale, reset-stale, report, prune, "
+                    "check, thresholds, db, example-dags; `airflow worktree COMMAND --help` shows their options.",
         func=_airflow_worktree,
         args=(Arg(("worktree_args",), nargs=argparse.REMAINDER, metavar="COMMAND ...",
                   help="an airflow-worktree command and its options"),),
