@@ -335,7 +335,7 @@ def vacuum(target: str) -> dict[str, Any]:
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = "
-                                "current_schema() AND table_name LIKE 'shard%%' OR table_name = 'schema_version'")
+                                "current_schema() AND (table_name LIKE 'shard%' OR table_name = 'schema_version')")
                     for (name,) in cur.fetchall():
                         cur.execute(f"VACUUM ANALYZE {name}")
             finally:
