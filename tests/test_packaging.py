@@ -116,10 +116,12 @@ def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: 
 
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     _run([str(bin_dir / "airflow"), "db", "migrate"], env=env, cwd=tmp_path)
-    listed_dags = _run([str(bin_dir / "airflow"), "dags", "list", "-o", "json"], env=env, cwd=tmp_path).stdout
+    # --local: parse the dags folder now (without it, Airflow 3 lists what its DAG processor stored)
+    listed_dags = _run([str(bin_dir / "airflow"), "dags", "list", "--local", "-o", "json"], env=env,
+                       cwd=tmp_path).stdout
     ids = {d["dag_id"] for d in json.loads(listed_dags[listed_dags.index("["):])}
     assert {"parallel_maintenance_poc", "worktree_health"} <= ids
-    errors = _run([str(bin_dir / "airflow"), "dags", "list-import-errors", "-o", "json"], env=env,
+    errors = _run([str(bin_dir / "airflow"), "dags", "list-import-errors", "--local", "-o", "json"], env=env,
                   cwd=tmp_path).stdout
     assert "parallel_maintenance_poc" not in errors and "worktree_health" not in errors
     # the provider's CLI entry works from the wheel install too
