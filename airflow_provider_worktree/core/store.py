@@ -29,6 +29,13 @@ Key decisions (see also docs/architecture.md):
 * **Schema versions.** ``schema_version`` records applied migrations. Migrations run on open inside one
   write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a session advisory lock), so several
   processes opening a new or old database at once apply each step exactly once.
+* **Read-only opening.** ``ShardStore.open(target, read_only=True)`` (the CLI's reading commands, the hook's
+  ``test_connection``) creates, migrates and writes nothing: SQLite files are opened ``mode=ro`` (``immutable``
+  when a WAL file is checkpointed, so no ``-wal``/``-shm`` is left behind), PostgreSQL sessions are READ ONLY.
+  An older SQLite schema is read through an upgraded in-memory copy; an empty database or a newer schema is a
+  :class:`StoreError` naming the fix.
+* **Errors.** Driver errors leave the store as one-line :class:`StoreError` messages that name the problem and
+  the fix (:func:`describe_db_error`: damaged page, not a database, read-only file, unwritable directory, ...).
 
 All dialect differences live in :class:`_Dialect` and its two subclasses.
 """
