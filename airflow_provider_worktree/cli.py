@@ -1,6 +1,9 @@
 """``airflow-worktree``: the runbook's procedures as one command.
 
-Subcommands: ``status``, ``stale``, ``reset-stale``, ``report``, ``prune``, ``check``, ``thresholds``.
+Subcommands: ``status``, ``stale``, ``reset-stale``, ``report``, ``prune``, ``check``, ``thresholds``,
+``db backup|restore|integrity|archive|vacuum|upgrade`` and ``example-dags``. The same commands run as
+``airflow worktree ...`` (the provider's ``cli`` entry). Read-only commands (status, stale, report, check,
+thresholds, db integrity, db backup) create, migrate and write nothing.
 Each takes ``--json`` and ``--db PATH`` or ``--conn-id ID``. With ``--db`` nothing here imports Airflow;
 ``--conn-id`` (and the default, the ``shard_status_default`` connection when it exists, else
 ``$AIRFLOW_HOME/shard_status.db``) imports it lazily.
@@ -10,7 +13,10 @@ Exit codes (Nagios-style, so cron and monitoring can alert on them):
 - 0: done; every evaluated threshold is ok.
 - 1: ``check`` only: a warning threshold is crossed.
 - 2: a critical threshold is crossed (``status``, ``stale`` and ``check`` evaluate thresholds).
-- 3: could not run: no database, a file that is not the shard database, a bad connection, bad arguments.
+- 2: also ``db integrity`` finding damage.
+- 3: could not run: no database, a file that is not the shard database, a damaged or read-only database, a
+  bad connection, bad arguments. Always one line on stderr, never a traceback
+  (``AIRFLOW_WORKTREE_DEBUG=1`` shows it).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import sqlite3
 import sys
 import time
@@ -129,14 +136,53 @@ def use_color(mode: str, stream=None) -> bool:
 Cell = Any  # str, or (str, styler) where styler(text) -> coloured text
 
 
+def shorten_middle(text: str, width: int) -> str:
+    """One line of at most ``width`` characters: the head and tail of ``text`` around ``…``
+    (branch names and paths differ at both ends). ``--json`` keeps full values."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    head = (width - 1 + 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+def table_width() -> int | None:
+    """Columns available: the terminal's on a TTY, else ``$COLUMNS`` when set, else no limit (files, pipes)."""
+    if sys.stdout.isatty():
+        return shutil.get_terminal_size().columns
+    try:
+        return int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        return None
+
+
+def _fit(widths: list[int], headers: Sequence[str], limit: int | None) -> list[int]:
+    """Narrow the widest columns (never below their header or 6 characters) until the row fits ``limit``."""
+    widths = list(widths)
+    if limit is None:
+        return widths
+    floor = [max(len(h), 6) for h in headers]
+    while sum(widths) + 2 * (len(widths) - 1) > limit:
+        i = max(range(len(widths)), key=lambda k: widths[k] - floor[k])
+        if widths[i] <= floor[i]:
+            break
+        widths[i] -= 1
+    return widths
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence[Cell]], style: Style,
-                 right: Sequence[int] = ()) -> str:
-    """Columns aligned on the plain text; colour applied after padding so ANSI codes never skew widths."""
+                 right: Sequence[int] = (), width: int | None = -1) -> str:
+    """Columns aligned on the plain text; colour applied after padding so ANSI codes never skew widths.
+
+    Rows fit ``width`` columns (default :func:`table_width`): long cells are shortened in the middle."""
     plain = [[c[0] if isinstance(c, tuple) else ("" if c is None else str(c)) for c in row] for row in rows]
     widths = [len(h) for h in headers]
     for row in plain:
         for i, cell in enumerate(row):
             widths[i] = max(widths[i], len(cell))
+    widths = _fit(widths, headers, table_width() if width == -1 else width)
+    plain = [[shorten_middle(cell, widths[i]) for i, cell in enumerate(row)] for row in plain]
     out = ["  ".join(style(h.ljust(w) if i < len(headers) - 1 else h, "bold")
                      for i, (h, w) in enumerate(zip(headers, widths))).rstrip()]
     for raw, row in zip(rows, plain):
@@ -190,12 +236,16 @@ def _sqlite_path_of(target: str) -> str | None:
     return target
 
 
-def check_sqlite_file(path: str) -> None:
-    """Refuse, with a message naming the fix, a missing file or one that is not the shard database.
+def check_sqlite_file(path: str, *, write: bool = False) -> None:
+    """Refuse, with a message naming the fix, a missing file or one that is not the shard database; with
+    ``write``, also a file or directory this user cannot write.
 
-    Read-only: never creates the file (opening it through the store would).
-    """
+    Never creates or changes anything (the file is opened read-only, see ``sqlite_read_only_uri``)."""
+    from airflow_provider_worktree.core.store import describe_db_error, sqlite_read_only_uri
+
     p = Path(path)
+    if not p.parent.is_dir():
+        raise CliError(f"no directory {p.parent} for the shard database: check the path passed with --db")
     if not p.exists():
         raise CliError(f"no shard database at {p}: run the DAG first or pass --db")
     if p.is_dir():
@@ -204,24 +254,38 @@ def check_sqlite_file(path: str) -> None:
         with open(p, "rb") as fh:
             header = fh.read(16)
     except OSError as exc:
-        raise CliError(f"cannot read {p}: {exc.strerror}; check its permissions") from None
-    if header and header != b"SQLite format 3\x00":
-        raise CliError(f"{p} is not an SQLite database: pass the shard database file with --db")
+        raise CliError(f"cannot read {p}: {exc.strerror}; check its permissions (run as its owner)") from None
+    if header != b"SQLite format 3\x00":
+        what = "an empty file" if not header else "not an SQLite database"
+        raise CliError(f"{p} is {what}: pass the shard database file with --db")
     try:
-        conn = sqlite3.connect(f"file:{p.absolute()}?mode=ro", uri=True)
+        conn = sqlite3.connect(sqlite_read_only_uri(str(p)), uri=True)
         try:
             row = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type='table' AND name='shard_status'"
             ).fetchone()
         finally:
             conn.close()
-    except sqlite3.DatabaseError as exc:
-        raise CliError(f"{p} is not a readable SQLite database ({exc}): pass the shard database with --db") from None
+    except sqlite3.Error as exc:
+        raise CliError(describe_db_error(exc, str(p))) from None
     if row is None:
         raise CliError(
             f"{p} is an SQLite database without a shard_status table, so not a shard database: "
             f"pass the right file with --db"
         )
+    if write:
+        check_writable(p)
+
+
+def check_writable(p: Path) -> None:
+    """A command that writes needs the file and its directory (SQLite's journal) writable."""
+    if not os.access(p, os.W_OK):
+        raise CliError(f"{p} is read-only for this user: run this command as the owner of the file "
+                       f"(ls -l {p}) or make it writable (chmod u+w); read-only commands (status, stale, "
+                       "report, check) work as they are")
+    if not os.access(p.parent, os.W_OK):
+        raise CliError(f"the directory {p.parent} is not writable for this user, and SQLite writes its journal "
+                       f"there: run this command as the directory's owner or grant write access to it")
 
 
 def _default_sqlite_path() -> str:
@@ -229,52 +293,65 @@ def _default_sqlite_path() -> str:
     return os.path.join(home, "shard_status.db")
 
 
-def resolve_target(args: argparse.Namespace) -> tuple[str, str]:
+def resolve_target(args: argparse.Namespace, *, write: bool = False) -> tuple[str, str]:
     """``(store target, description for humans)`` from ``--db`` / ``--conn-id`` / the default."""
     db = getattr(args, "db", None)
     conn_id = getattr(args, "conn_id", None)
     if db:
-        path = os.path.abspath(os.path.expanduser(db)) if "://" not in db else db
-        sqlite_path = _sqlite_path_of(path)
-        if sqlite_path:
-            check_sqlite_file(sqlite_path)
-        return path, path
-    try:
-        # Imports Airflow: only for --conn-id and the default resolution.
-        from airflow_provider_worktree.hooks.shard_status import resolve_store_target
-    except ImportError as exc:
-        if conn_id:
-            raise CliError(
-                f"--conn-id needs Apache Airflow ({exc}); install it or pass the SQLite file with --db"
-            ) from None
-        target = _default_sqlite_path()
+        target = os.path.abspath(os.path.expanduser(db)) if "://" not in db else db
     else:
         try:
-            target = str(resolve_store_target(conn_id=conn_id, db_path=None))
-        except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, ConfigurationError, ...
-            name = conn_id or DEFAULT_CONN_ID
-            raise CliError(f"cannot use connection {name!r}: {exc}") from None
+            # Imports Airflow: only for --conn-id and the default resolution.
+            from airflow_provider_worktree.hooks.shard_status import resolve_store_target
+        except ImportError as exc:
+            if conn_id:
+                raise CliError(
+                    f"--conn-id needs Apache Airflow ({exc}); install it or pass the SQLite file with --db"
+                ) from None
+            target = _default_sqlite_path()
+        else:
+            try:
+                target = str(resolve_store_target(conn_id=conn_id, db_path=None, create_home=False))
+            except Exception as exc:  # noqa: BLE001 - AirflowNotFoundException, ConfigurationError, ...
+                name = conn_id or DEFAULT_CONN_ID
+                raise CliError(f"cannot use connection {name!r}: {_one_line(exc)}") from None
     sqlite_path = _sqlite_path_of(target)
     if sqlite_path:
-        check_sqlite_file(sqlite_path)
+        check_sqlite_file(sqlite_path, write=write)
         return target, sqlite_path
     return target, _redact(target)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _redact(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_store(args: argparse.Namespace):
-    target, desc = resolve_target(args)
+def open_store(args: argparse.Namespace, *, write: bool = False):
+    """The shard store of ``--db``/``--conn-id``. Read-only unless ``write``: nothing is created, migrated or
+    left behind (an older SQLite schema is read through an upgraded in-memory copy). SQLite files pass
+    ``PRAGMA quick_check`` first, so a damaged page is reported whichever rows the command reads."""
+    target, desc = resolve_target(args, write=write)
+    from airflow_provider_worktree.core import dbmaint
     from airflow_provider_worktree.core.store import ShardStore
 
     try:
-        store = ShardStore.open(target)
+        if _sqlite_path_of(target):
+            problems = dbmaint.integrity_check(target, quick=True, max_errors=1)
+            if not dbmaint.is_ok(problems):
+                raise CliError(f"the shard database {desc} is corrupted ({problems[0]}): restore it from a "
+                               f"backup with `{PROG} db restore BACKUP --db {desc}` (see `{PROG} db integrity`)")
+        store = ShardStore.open(target, read_only=not write)
     except WorktreeProviderError as exc:  # the store's messages name the database and the fix
         raise CliError(str(exc)) from None
-    except Exception as exc:  # noqa: BLE001 - driver errors: name them, no traceback
-        raise CliError(f"cannot open the shard database {desc}: {type(exc).__name__}: {exc}") from None
+    if store.upgraded_from is not None:
+        print(f"{PROG}: note: {desc} has schema version {store.upgraded_from} (older than this package's); "
+              f"read through an upgraded in-memory copy, the file is unchanged. Upgrade it with: "
+              f"{PROG} db upgrade --db {desc}", file=sys.stderr)
     return store, desc
 
 
@@ -421,7 +498,7 @@ def cmd_stale(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
 
 
 def cmd_reset_stale(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
-    store, desc = open_store(args)
+    store, desc = open_store(args, write=not args.dry_run)
     try:
         if args.dry_run:
             shards = store.stale_leases(args.older_than, run_id=args.run_id)
@@ -483,7 +560,8 @@ def cmd_report(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
             lines.append(render_table(["SHARD", "STATUS", "BRANCH", "COMMIT", "DURATION", "TOKENS IN/OUT", "COST"],
                                       rows, style, right=(4, 5, 6)))
         for f in rep["failed"]:
-            lines.append(f"  {style('failed', 'red')} {f['shard_id']}: {_short(f['error'], 100)}")
+            room = (table_width() or 10**6) - len(f"  failed {f['shard_id']}: ")
+            lines.append(f"  {style('failed', 'red')} {f['shard_id']}: {_short(f['error'], max(20, min(100, room)))}")
         lines.append("")
     return data, "\n".join(lines).rstrip(), EXIT_OK
 
@@ -558,6 +636,8 @@ def cmd_check(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
                                else ""), "dim")]
     lines += ["", f"Overall: {style.level(level.upper())}"]
     code = {OK: EXIT_OK, WARNING: EXIT_WARNING, CRITICAL: EXIT_CRITICAL}[level]
+    if args.quiet and level == OK:  # cron mails whatever a job prints: nothing when all is well
+        return data, None, code
     return data, "\n".join(lines), code
 
 
@@ -578,13 +658,127 @@ def cmd_thresholds(args: argparse.Namespace, style: Style) -> tuple[Any, str, in
 
 
 # ---------------------------------------------------------------------------------------------------------
+# db: the runbook's database procedures (core.dbmaint)
+# ---------------------------------------------------------------------------------------------------------
+
+def _size(n: int | None) -> str:
+    return "-" if n is None else format_value("db_size_bytes", n)
+
+
+def cmd_db_backup(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    target, desc = resolve_target(args)
+    data = dbmaint.backup(target, args.dest, overwrite=args.overwrite)
+    return data, (f"Backed up {desc} to {data['backup']} ({_size(data['bytes'])}, integrity ok).\n"
+                  f"Restore it with: {PROG} db restore {data['backup']} --db {desc}"), EXIT_OK
+
+
+def cmd_db_restore(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    db = getattr(args, "db", None)
+    target = (os.path.abspath(os.path.expanduser(db)) if db and "://" not in db else db) or resolve_target(args)[0]
+    data = dbmaint.restore(target, args.source)
+    aside = f"; the replaced file is kept as {data['moved_aside']}" if data["moved_aside"] else ""
+    return data, f"Restored {data['database']} from {data['restored_from']}{aside}.", EXIT_OK
+
+
+def cmd_db_integrity(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    db = getattr(args, "db", None)
+    if db and "://" not in db:  # a damaged file may not even pass the shard-database checks: check it as it is
+        target = desc = os.path.abspath(os.path.expanduser(db))
+        if not os.path.isfile(target):
+            raise CliError(f"no database file at {target}: pass the shard database with --db")
+    else:
+        target, desc = resolve_target(args)
+    problems = dbmaint.integrity_check(target, quick=args.quick)
+    ok = dbmaint.is_ok(problems)
+    data = {"database": desc, "check": "quick_check" if args.quick else "integrity_check", "ok": ok,
+            "problems": [] if ok else problems}
+    if ok:
+        return data, f"{desc}: integrity {style.level('ok')} ({data['check']})", EXIT_OK
+    lines = [f"{desc}: {style.level(CRITICAL.upper())} the database is damaged ({len(problems)} problem(s)):"]
+    lines += [f"  {p}" for p in problems[:10]]
+    lines += ["", f"Restore it from a backup: {PROG} db restore BACKUP --db {desc} (pause the DAGs first)"]
+    return data, "\n".join(lines), EXIT_CRITICAL
+
+
+def cmd_db_archive(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    target, desc = resolve_target(args, write=not args.dry_run)
+    data = dbmaint.archive(target, args.older_than, archive_path=args.to, dry_run=args.dry_run)
+    if args.vacuum and not args.dry_run and data["rows"]:
+        data["vacuum"] = dbmaint.vacuum(target)
+    verb = "Would move" if args.dry_run else "Moved"
+    text = (f"{verb} {data['rows']} shard row(s) of {len(data['runs'])} finished run(s) that ended before "
+            f"{data['cutoff']} UTC from {desc} to {data['archive']}"
+            + (style(" (dry run: nothing changed)", "yellow") if args.dry_run else "."))
+    if data.get("vacuum"):
+        text += (f"\nVacuumed: {_size(data['vacuum']['bytes_before'])} -> {_size(data['vacuum']['bytes_after'])}")
+    elif data["rows"] and not args.dry_run:
+        text += f"\nThe file shrinks after: {PROG} db vacuum --db {desc}"
+    return data, text, EXIT_OK
+
+
+def cmd_db_vacuum(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    target, desc = resolve_target(args, write=True)
+    data = dbmaint.vacuum(target)
+    return data, f"Vacuumed {desc}: {_size(data['bytes_before'])} -> {_size(data['bytes_after'])}", EXIT_OK
+
+
+def cmd_db_upgrade(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    from airflow_provider_worktree.core import dbmaint
+
+    db = getattr(args, "db", None)
+    if db and "://" not in db:  # upgrade may create the tables in a new file: no shard-database checks
+        target = desc = os.path.abspath(os.path.expanduser(db))
+        if os.path.exists(target):
+            check_writable(Path(target))
+    else:
+        target, desc = resolve_target(args, write=True)
+    data = dbmaint.upgrade(target, backup_first=not args.no_backup)
+    if data["from_version"] == data["to_version"]:
+        text = f"{desc} is at schema version {data['to_version']}, the current one: nothing to do."
+    else:
+        text = f"Upgraded {desc} from schema version {data['from_version']} to {data['to_version']}."
+        if data["backup"]:
+            text += f" The previous file is saved as {data['backup']}."
+    return data, text, EXIT_OK
+
+
+def cmd_example_dags(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    """Copy the package's example DAGs (package data) into a dags folder."""
+    import importlib.resources
+
+    dest = Path(os.path.expanduser(args.dest)).absolute()
+    if dest.exists() and not dest.is_dir():
+        raise CliError(f"{dest} is a file: pass the dags folder (a directory) to copy the example DAGs into")
+    source = importlib.resources.files("airflow_provider_worktree") / "example_dags"
+    names = sorted(p.name for p in source.iterdir() if p.name.endswith(".py") and not p.name.startswith("_"))
+    clash = [n for n in names if (dest / n).exists()]
+    if clash and not args.overwrite:
+        raise CliError(f"{', '.join(str(dest / n) for n in clash)} exist(s): pass --overwrite to replace them")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (dest / name).write_bytes((source / name).read_bytes())
+    data = {"dest": str(dest), "dags": [str(dest / n) for n in names]}
+    return data, "\n".join([f"Copied {len(names)} example DAG(s) into {dest}:"] + [f"  {n}" for n in names]
+                           + ["", "Point Airflow's [core] dags_folder at it (or copy them into yours)."]), EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Parser
 # ---------------------------------------------------------------------------------------------------------
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # usage errors: exit 3 (2 means "critical" here)
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
+    def error(self, message: str) -> None:  # usage errors: one line, exit 3 (2 means "critical" here)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _common(sub: argparse.ArgumentParser) -> None:
@@ -674,6 +868,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="lease age counted as a stale lock (default 1h)")
     p.add_argument("--repo", metavar="PATH", help="also count the repository's active worktrees")
     p.add_argument("--worktree-root", metavar="DIR", help="also measure free disk space (and worktrees) there")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print nothing when every threshold is ok (for cron: mail only when something is wrong)")
     _thresholds_arg(p)
     p.set_defaults(func=cmd_check)
 
@@ -681,7 +877,64 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     _thresholds_arg(p)
     p.set_defaults(func=cmd_thresholds)
+
+    db = subs.add_parser("db", help="database maintenance: backup, restore, integrity, archive, vacuum, upgrade")
+    dbs = db.add_subparsers(dest="db_command", metavar="DB_COMMAND", parser_class=_Parser)
+    dbs.required = True
+    p = dbs.add_parser("backup", help="copy the SQLite database with the online backup API (safe while it runs)")
+    _common(p)
+    p.add_argument("dest", metavar="DEST", help="backup file to create, or a directory (gets <name>.<UTC>.bak)")
+    p.add_argument("--overwrite", action="store_true", help="replace DEST if it exists")
+    p.set_defaults(func=cmd_db_backup)
+    p = dbs.add_parser("restore", help="replace the SQLite database with a checked copy of a backup "
+                                       "(the replaced file is kept aside); pause the DAGs first")
+    _common(p)
+    p.add_argument("source", metavar="BACKUP", help="a file written by `db backup`")
+    p.set_defaults(func=cmd_db_restore)
+    p = dbs.add_parser("integrity", help="PRAGMA integrity_check (exit 0 ok, 2 damaged)")
+    _common(p)
+    p.add_argument("--quick", action="store_true", help="PRAGMA quick_check: faster, skips index cross-checks")
+    p.set_defaults(func=cmd_db_integrity)
+    p = dbs.add_parser("archive", help="move shards of finished runs older than --older-than into an archive, "
+                                       "then delete them")
+    _common(p)
+    p.add_argument("--older-than", type=parse_duration, required=True, metavar="DURATION",
+                   help="archive shards that ended longer ago than this, like 30d or 12w")
+    p.add_argument("--to", metavar="PATH", help="SQLite archive file (default: <db>.archive.db beside the database;"
+                                                " PostgreSQL: shard_status_archive table)")
+    p.add_argument("--dry-run", action="store_true", help="count what would move; change nothing")
+    p.add_argument("--vacuum", action="store_true", help="vacuum afterwards so the file shrinks")
+    p.set_defaults(func=cmd_db_archive)
+    p = dbs.add_parser("vacuum", help="return free pages to the file system (SQLite VACUUM; PostgreSQL VACUUM "
+                                      "ANALYZE)")
+    _common(p)
+    p.set_defaults(func=cmd_db_vacuum)
+    p = dbs.add_parser("upgrade", help="apply schema migrations (creates the tables in an empty database); "
+                                       "SQLite files are backed up first")
+    _common(p)
+    p.add_argument("--no-backup", action="store_true", help="do not back the SQLite file up first")
+    p.set_defaults(func=cmd_db_upgrade)
+
+    p = subs.add_parser("example-dags", help="copy the example DAGs (parallel_maintenance_poc, worktree_health) "
+                                              "into a dags folder")
+    _common(p)
+    p.add_argument("dest", metavar="DEST", help="the dags folder (created if missing)")
+    p.add_argument("--overwrite", action="store_true", help="replace DAG files of the same name")
+    p.set_defaults(func=cmd_example_dags)
     return parser
+
+
+def _describe_unexpected(exc: BaseException) -> str:
+    """One line for an error no command anticipated (driver, file system, ...): cause first, then the fix."""
+    from airflow_provider_worktree.core.store import _is_driver_error, describe_db_error
+
+    if _is_driver_error(exc):
+        return describe_db_error(exc, "in use")
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        return f"{exc.strerror or exc}{where}: check the path, its permissions and free space"
+    return (f"unexpected {type(exc).__name__}: {_one_line(exc)} (set AIRFLOW_WORKTREE_DEBUG=1 for the traceback "
+            "and report it)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -690,26 +943,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.db and args.conn_id:
         parser.error("argument --conn-id: not allowed with argument --db")
     style = Style(use_color(args.color))
+    err_style = Style(use_color(args.color, sys.stderr))
     try:
         data, text, code = args.func(args, style)
-    except CliError as exc:
-        err_style = Style(use_color(args.color, sys.stderr))
-        print(f"{PROG}: {err_style('error', 'red', 'bold')}: {exc}", file=sys.stderr)
-        return exc.code
-    except WorktreeProviderError as exc:
-        err_style = Style(use_color(args.color, sys.stderr))
-        print(f"{PROG}: {err_style('error', 'red', 'bold')}: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
         return EXIT_ERROR
+    except Exception as exc:  # noqa: BLE001 - every failure is one line and exit 3, never a traceback
+        if os.environ.get("AIRFLOW_WORKTREE_DEBUG"):
+            raise
+        code = exc.code if isinstance(exc, CliError) else EXIT_ERROR
+        message = str(exc) if isinstance(exc, WorktreeProviderError | CliError) else _describe_unexpected(exc)
+        print(f"{PROG}: {err_style('error', 'red', 'bold')}: {' '.join(message.split())}", file=sys.stderr)
+        return code
     try:
         if args.json:
             print(json.dumps(jsonable(data), indent=2, sort_keys=False))
-        else:
+        elif text is not None:
             print(text)
         sys.stdout.flush()
     except BrokenPipeError:  # `airflow-worktree status | head`
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
     return code
+
+
+# ---------------------------------------------------------------------------------------------------------
+# `airflow worktree ...`: the same commands inside Airflow's CLI (the provider's "cli" entry)
+# ---------------------------------------------------------------------------------------------------------
+
+def _airflow_worktree(args: argparse.Namespace) -> None:
+    code = main(list(args.worktree_args))
+    if code:
+        sys.exit(code)
+
+
+def get_provider_cli_commands() -> list:
+    """Airflow's ``cli`` provider entry: ``airflow worktree COMMAND ...`` runs ``airflow-worktree COMMAND ...``."""
+    from airflow.cli.cli_config import ActionCommand, Arg
+
+    return [ActionCommand(
+        name="worktree",
+        help="Shard database and worktrees of airflow-provider-worktree (same as the airflow-worktree command)",
+        description="Runs airflow-worktree with the arguments that follow, e.g. `airflow worktree status`, "
+                    "`airflow worktree db backup /backups`. Commands: status, stale, reset-stale, report, prune, "
+                    "check, thresholds, db, example-dags; `airflow worktree COMMAND --help` shows their options.",
+        func=_airflow_worktree,
+        args=(Arg(("worktree_args",), nargs=argparse.REMAINDER, metavar="COMMAND ...",
+                  help="an airflow-worktree command and its options"),),
+    )]
 
 
 if __name__ == "__main__":

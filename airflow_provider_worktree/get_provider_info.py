@@ -105,15 +105,20 @@ def get_provider_info() -> dict:
                     "placeholders": {"host": "/var/lib/airflow/shard_status.db"},
                 },
                 "conn-fields": {
-                    "url": {
-                        "label": "Database URL",
-                        "schema": {"type": ["string", "null"]},
-                        "description": "Instead of a file path: sqlite:////abs/path or postgresql://... "
-                        "(a connection of type sqlite or postgres works too).",
+                    # "dsn": a sensitive name, so Airflow masks the value (with its password) in the UI, the
+                    # REST API and logs; "format: password" makes the form field a password input.
+                    "dsn": {
+                        "label": "Database URL (DSN)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                        "description": "Instead of a file path: sqlite:////abs/path or "
+                        "postgresql://user:password@host:5432/db. Masked like a password. "
+                        "(A connection of type sqlite or postgres works too.)",
                     },
                 },
             },
         ],
+        # `airflow worktree ...`: the airflow-worktree commands inside Airflow's own CLI.
+        "cli": ["airflow_provider_worktree.cli.get_provider_cli_commands"],
         "config": {
             "worktree": {
                 "description": "Defaults for airflow-provider-worktree.",
@@ -144,7 +149,8 @@ def get_provider_info() -> dict:
                         "default": "True",
                     },
                     "shard_status_conn_id": {
-                        "description": "Connection id of the shard status database.",
+                        "description": "Connection id of the shard status database (read by "
+                        "ShardStatusHook, the operators, the sensor and the CLI when no connection is named).",
                         "version_added": "0.1.0",
                         "type": "string",
                         "example": None,

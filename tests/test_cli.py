@@ -477,3 +477,39 @@ def test_postgres_connection(tmp_path, pg_url):
     out = run_cli(tmp_path, "status", "--conn-id", "pg_bad", env=_env(tmp_path, AIRFLOW_CONN_PG_BAD=json.dumps(bad)))
     assert out.returncode == 3 and "cannot connect to the shard status database" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ------------------------------------------------------------------------------------ width, --quiet
+
+
+def test_tables_fit_the_terminal_width_and_json_keeps_full_values(tmp_path):
+    path = str(tmp_path / "long.db")
+    store = ShardStore.open(path)
+    long_branch = "worktree/" + "scheduled__2026-11-30T00:00:00+00:00-" + "x" * 40 + "/s-000"
+    store.register_shards("run-long", _shards(2))
+    lease = store.assign_shard("run-long", "worker-with-a-rather-long-host-name.example.internal:4242",
+                               shard_id="s-000")
+    store.complete(lease, branch=long_branch, commit_sha="a" * 40, input_tokens=1234567, output_tokens=7654321)
+    store.assign_shard("run-long", "worker-with-a-rather-long-host-name.example.internal:4243", shard_id="s-001")
+    store.close()
+    for cmd in ("report", "status", "stale", "thresholds", "check"):
+        out = run_cli(tmp_path, cmd, "--db", path, "--older-than" if cmd == "stale" else "--color",
+                      "0s" if cmd == "stale" else "never", env=_env(tmp_path, COLUMNS="80"))
+        assert out.returncode in (0, 1, 2), out.stderr
+        table_lines = [line for line in out.stdout.splitlines() if "  " in line.strip()]
+        assert table_lines and all(len(line) <= 80 for line in table_lines), (cmd, out.stdout)
+    out = run_cli(tmp_path, "report", "--db", path, env=_env(tmp_path, COLUMNS="80"))
+    assert "…" in out.stdout and long_branch not in out.stdout
+    assert "workt" in out.stdout and "/s-000" in out.stdout  # head and tail kept
+    wide = run_cli(tmp_path, "report", "--db", path)  # piped without COLUMNS: no narrowing
+    assert long_branch in wide.stdout
+    (rep,) = run_json(tmp_path, "report", "--db", path)["runs"]
+    assert long_branch in {s["branch"] for s in rep["shards"]}
+
+
+def test_check_quiet_prints_nothing_when_all_is_ok(tmp_path, healthy_db, sick_db):
+    ok = run_cli(tmp_path, "check", "--quiet", "--db", healthy_db)
+    assert ok.returncode == 0 and ok.stdout == "" and ok.stderr == ""
+    bad = run_cli(tmp_path, "check", "-q", "--db", sick_db)
+    assert bad.returncode == 2 and "Overall: CRITICAL" in bad.stdout
+    assert run_json(tmp_path, "check", "--quiet", "--db", healthy_db)["level"] == "ok"  # --json still prints

@@ -89,3 +89,36 @@ def test_unknown_public_name_is_a_clear_attribute_error(subpackage):
     mod = importlib.import_module(f"airflow_provider_worktree.{subpackage}")
     with pytest.raises(AttributeError, match="has no attribute"):
         mod.NoSuchThing  # noqa: B018
+
+
+def test_cli_entry_gives_airflow_a_worktree_command():
+    """Like the official providers (celery, fab, edge3): get_provider_info()["cli"] names functions returning
+    Airflow CLI commands; Airflow's parser accepts ``airflow worktree <airflow-worktree args>``."""
+    import importlib
+
+    from airflow.cli.cli_config import ActionCommand
+
+    (path,) = get_provider_info()["cli"]
+    module, _, name = path.rpartition(".")
+    (command,) = getattr(importlib.import_module(module), name)()
+    assert isinstance(command, ActionCommand) and command.name == "worktree"
+    from airflow.cli import cli_parser
+
+    args = cli_parser.get_parser().parse_args(["worktree", "status", "--db", "/x.db", "--json"])
+    assert args.func is command.func and args.worktree_args == ["status", "--db", "/x.db", "--json"]
+
+
+def test_health_dag_params_may_all_stay_empty_in_the_trigger_form():
+    """The trigger form marks a Param required unless its schema allows null; the Trigger button stays
+    disabled while a required field is empty. Every worktree_health Param has a valid default."""
+    import runpy
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    dag = runpy.run_path(str(ROOT / "airflow_provider_worktree" / "example_dags" / "worktree_health.py"))["dag"]
+    params: ParamsDict = dag.params
+    for name in ("repo", "worktree_root", "archive_older_than_days"):
+        schema = params.get_param(name).schema
+        assert "null" in schema["type"], (name, schema)
+        assert params[name] in (None, ""), name
+    params.validate()  # the defaults as they are pass validation

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -256,9 +255,7 @@ def test_command_timeout_kills_everything_it_started(isolation, tree, tmp_path):
             f"subprocess.Popen(['setsid', sys.executable, '-c', 'import time; time.sleep(60)', '{marker}']); "
             "time.sleep(60)")
     tool = CommandTool(tmp_path, [[PY, "-c"]], timeout=1.5, isolation=isolation)
-    t0 = time.monotonic()
     res = tool.execute({"argv": [PY, "-c", code]})
-    assert time.monotonic() - t0 < 30
     assert res.is_error and "timed out" in res.content
     assert wait_no_marker(marker) == [], "a child survived the timeout"
     assert tool.last_isolation == ("bwrap" if isolation == "bwrap" else "fallback")

@@ -361,3 +361,23 @@ def test_sensor_on_postgres(pg_url):
     event = asyncio.run(_first_event(trigger(pg_url)))
     assert proc.wait(timeout=60) == 0, proc.stderr.read()
     assert event.payload["status"] == "success" and event.payload["summary"]["counts"]["completed"] == 2
+
+
+def test_deferrable_sensor_keeps_worktree_root_and_the_trigger_checks_it(db, tmp_path):
+    """Active worktrees and free disk are evaluated in the triggerer as in poke mode (issue: dropped before)."""
+    root = tmp_path / "worktrees"
+    for name in ("a", "b", "c"):  # three worktree checkouts: a .git file each
+        (root / name).mkdir(parents=True)
+        (root / name / ".git").write_text("gitdir: /elsewhere\n")
+    s = sensor(db, deferrable=True, worktree_root=str(root),
+               thresholds={"active_worktrees_warning": 1, "active_worktrees_critical": 2})
+    with pytest.raises(TaskDeferred) as exc:
+        s.execute({})
+    classpath, kwargs = exc.value.trigger.serialize()
+    assert kwargs["worktree_root"] == str(root)
+    module, name = classpath.rsplit(".", 1)
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**{**kwargs, "poke_interval": 0.1})
+    event = asyncio.run(_first_event(rebuilt))
+    p = event.payload
+    assert p["status"] == "error" and "Active Worktrees critical: 3 > 2" in p["message"], p
+    assert any(a["metric"] == "disk_free_pct" for a in p["alerts"])

@@ -129,3 +129,106 @@ def test_store_module_imports_no_airflow():
             "bad = [m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ})
+
+
+def test_configured_conn_id_is_the_default(airflow_home, tmp_path, monkeypatch):
+    """``[worktree] shard_status_conn_id`` names the connection the hook (and CLI, sensor) use by default."""
+    db = str(tmp_path / "configured.db")
+    monkeypatch.setenv("AIRFLOW__WORKTREE__SHARD_STATUS_CONN_ID", "team_shards")
+    monkeypatch.setenv("AIRFLOW_CONN_TEAM_SHARDS", json.dumps({"conn_type": "shard_status", "host": db}))
+    hook = ShardStatusHook()
+    assert hook.shard_status_conn_id == "team_shards" and hook.target == db
+    assert resolve_store_target() == db
+    monkeypatch.delenv("AIRFLOW_CONN_TEAM_SHARDS")
+    with pytest.raises(ConfigurationError, match="'team_shards' .* does not exist"):
+        resolve_store_target()
+
+
+def test_test_connection_creates_no_file(airflow_home, tmp_path, monkeypatch):
+    db = tmp_path / "later.db"
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status", "host": str(db)}))
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "first DAG run creates it" in message
+    assert list(tmp_path.iterdir()) == [airflow_home]  # no database, no -wal/-shm
+    store = ShardStore.open(str(db))
+    store.register_shards(RUN, ["s-1"])
+    store.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "schema version" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    db.write_bytes(b"not a database at all" * 10)
+    ok, message = ShardStatusHook().test_connection()
+    assert not ok and "not an SQLite database" in message and "\n" not in message
+
+
+def test_dsn_extra_is_masked_in_logs_and_the_rest_api_model(airflow_home, monkeypatch):
+    """The database URL (with its password) lives in the ``dsn`` extra: a sensitive name Airflow redacts in
+    the REST API (and so the UI); the hook also registers the password with the log masker."""
+    from airflow.api_fastapi.core_api.datamodels.connections import ConnectionResponse
+    from airflow.sdk._shared.secrets_masker import redact
+
+    from airflow_provider_worktree.get_provider_info import get_provider_info
+
+    url = "postgresql://shard_user:s3cr3t-pw@db.example:5432/shards"
+    (conn_type,) = [c for c in get_provider_info()["connection-types"] if c["connection-type"] == "shard_status"]
+    assert conn_type["conn-fields"]["dsn"]["schema"]["format"] == "password"
+    assert "url" not in conn_type["conn-fields"]
+    extra = json.dumps({"dsn": url})
+    fields = dict.fromkeys(("description", "host", "login", "schema", "port", "password", "team_name"))
+    response = ConnectionResponse(connection_id="shard_status_default", conn_type="shard_status", extra=extra,
+                                  **fields)
+    assert "s3cr3t-pw" not in response.extra and "***" in response.extra
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status", "extra": extra}))
+    assert ShardStatusHook().target == url  # the 0.x "url" extra still works too
+    assert "s3cr3t-pw" not in redact(f"connecting to {url}")
+
+
+def test_test_connection_on_an_empty_postgresql_database_creates_no_table(airflow_home, monkeypatch, pg_url):
+    import psycopg2
+
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status",
+                                                                         "extra": {"dsn": pg_url}}))
+    ok, message = ShardStatusHook().test_connection()
+    assert ok and "first DAG run creates the shard tables" in message
+    conn = psycopg2.connect(pg_url)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'")
+        assert cur.fetchone()[0] == 0
+    conn.close()
+    bad = pg_url.rsplit("/", 1)[0] + "/no_such_db_for_test_connection"
+    monkeypatch.setenv("AIRFLOW_CONN_SHARD_STATUS_DEFAULT", json.dumps({"conn_type": "shard_status",
+                                                                         "extra": {"dsn": bad}}))
+    ok, message = ShardStatusHook().test_connection()
+    assert not ok and "does not exist" in message and "\n" not in message
+
+
+def test_hook_methods_fail_with_one_line_naming_the_fix(airflow_home, tmp_path):
+    from airflow_provider_worktree.core.store import StoreError
+    from test_cli_errors import make_db
+
+    damaged = make_db(tmp_path / "damaged.db", n=400)
+    conn = sqlite3.connect(damaged)
+    root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'shard_status'").fetchone()[0]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(damaged, "r+b") as fh:  # the table's root page: every query of the table reads it
+        fh.seek(page_size * (root - 1))
+        fh.write(b"\xff" * page_size)
+    with pytest.raises(StoreError) as err:
+        ShardStatusHook(db_path=str(damaged)).list_shards()
+    assert "is corrupted" in str(err.value) and "restore it from a backup" in str(err.value)
+    assert "\n" not in str(err.value)
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(ConfigurationError, match="is a directory, not a shard status database file"):
+        ShardStatusHook(db_path=str(tmp_path / "adir")).list_shards()
+    (tmp_path / "text.db").write_text("plain text, not sqlite\n" * 30)
+    with pytest.raises(StoreError, match="is not an SQLite database"):
+        ShardStatusHook(db_path=str(tmp_path / "text.db")).summary()
+    newer = make_db(tmp_path / "newer.db")
+    conn = sqlite3.connect(newer)
+    conn.execute("INSERT INTO schema_version (version, applied_at) VALUES (99, '2030-01-01')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match=r"newer than this package understands .*pip install -U"):
+        ShardStatusHook(db_path=str(newer)).register_shards(RUN, ["x"])

@@ -387,10 +387,8 @@ def test_run_verify_success_failure_and_tail(tmp_path):
 
 def test_run_verify_timeout_kills_the_process_group(tmp_path):
     pidfile = tmp_path / "child.pid"
-    start = time.monotonic()
     # Host PIDs, so no PID namespace here; the box's own teardown is tested in tests/test_box.py.
     res = T.run_verify(["sh", "-c", f"sleep 60 & echo $! > {pidfile}; wait"], tmp_path, timeout=1, isolation="none")
-    assert time.monotonic() - start < 20
     assert res.timed_out and not res.ok and res.returncode is None and "timed out" in res.output_tail
     child = int(pidfile.read_text())
     deadline = time.monotonic() + 5

@@ -29,6 +29,13 @@ Key decisions (see also docs/architecture.md):
 * **Schema versions.** ``schema_version`` records applied migrations. Migrations run on open inside one
   write transaction (SQLite ``BEGIN IMMEDIATE``; PostgreSQL a session advisory lock), so several
   processes opening a new or old database at once apply each step exactly once.
+* **Read-only opening.** ``ShardStore.open(target, read_only=True)`` (the CLI's reading commands, the hook's
+  ``test_connection``) creates, migrates and writes nothing: SQLite files are opened ``mode=ro`` (``immutable``
+  when a WAL file is checkpointed, so no ``-wal``/``-shm`` is left behind), PostgreSQL sessions are READ ONLY.
+  An older SQLite schema is read through an upgraded in-memory copy; an empty database or a newer schema is a
+  :class:`StoreError` naming the fix.
+* **Errors.** Driver errors leave the store as one-line :class:`StoreError` messages that name the problem and
+  the fix (:func:`describe_db_error`: damaged page, not a database, read-only file, unwritable directory, ...).
 
 All dialect differences live in :class:`_Dialect` and its two subclasses.
 """
@@ -45,7 +52,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterable, Sequence
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
 
@@ -295,13 +302,16 @@ class _SqliteDialect(_Dialect):
     big_type = "INTEGER"
     real_type = "REAL"
 
-    def __init__(self, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL") -> None:
+    def __init__(self, busy_timeout_ms: int = 5000, synchronous: str = "NORMAL", read_only: bool = False) -> None:
         self.busy_timeout_ms = busy_timeout_ms
         self.synchronous = synchronous
+        self.read_only = read_only
 
     def prepare(self, conn: sqlite3.Connection) -> None:
         conn.isolation_level = None  # explicit BEGIN/COMMIT only
         conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+        if self.read_only:  # never switch the journal mode of a database we only read
+            return
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() not in ("wal", "memory"):
             conn.execute("PRAGMA journal_mode = WAL")
@@ -368,8 +378,13 @@ class _PostgresDialect(_Dialect):
     _RETRY_CODES = {"40001", "40P01", "55P03"}  # serialization failure, deadlock, lock not available
     _ADVISORY_KEY = 0x5348415244  # "SHARD"
 
+    def __init__(self, read_only: bool = False) -> None:
+        self.read_only = read_only
+
     def prepare(self, conn: Any) -> None:
         conn.autocommit = False
+        if self.read_only:  # every transaction of this session is READ ONLY: the server refuses writes
+            conn.set_session(readonly=True)
 
     def sql(self, text: str) -> str:
         return text.replace("%", "%%").replace("?", "%s")
@@ -428,18 +443,91 @@ def _dialect_for(name: str, **kw: Any) -> _Dialect:
     name = (name or "").lower()
     if name in ("sqlite", "sqlite3"):
         return _SqliteDialect(busy_timeout_ms=kw.get("busy_timeout_ms", 5000),
-                              synchronous=kw.get("synchronous", "NORMAL"))
+                              synchronous=kw.get("synchronous", "NORMAL"), read_only=kw.get("read_only", False))
     if name in ("postgresql", "postgres", "psycopg2", "pg"):
-        return _PostgresDialect()
+        return _PostgresDialect(read_only=kw.get("read_only", False))
     raise ConfigurationError(f"unknown shard store dialect {name!r}: use 'sqlite' or 'postgresql'")
 
 
-def connection_factory(target: str, *, connect_timeout_s: float = 10.0) -> tuple[Callable[[], Any], str, str]:
+def sqlite_read_only_uri(path: str) -> str:
+    """A ``file:`` URI opening the SQLite file ``path`` read-only without leaving a file behind.
+
+    ``mode=ro`` never writes the database; but on a WAL database it creates ``-wal``/``-shm`` files when they do
+    not exist and cannot remove them again. A WAL database without them is fully checkpointed and no
+    connection has it open, so it is read with ``immutable=1`` (no side files); when they exist (workers are
+    writing), they are shared as usual and nothing new is left behind."""
+    uri = "file:" + quote(os.path.abspath(path), safe="/") + "?mode=ro"
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(20)
+    except OSError:
+        return uri
+    wal_format = len(header) == 20 and header[18] == 2
+    if wal_format and not os.path.exists(path + "-wal") and not os.path.exists(path + "-shm"):
+        uri += "&immutable=1"
+    return uri
+
+
+def describe_db_error(exc: BaseException, description: str) -> str:
+    """One line naming what is wrong with the shard status database and the fix, for a driver error."""
+    text = str(exc).strip()
+    msg = text.splitlines()[0] if text else type(exc).__name__
+    low = msg.lower()
+    where = f"the shard status database {description}"
+    if isinstance(exc, sqlite3.Error):
+        if "malformed" in low or "corrupt" in low:
+            return (f"{where} is corrupted ({msg}): restore it from a backup (airflow-worktree db integrity; "
+                    "runbook: Database Corruption)")
+        if "not a database" in low:
+            return f"{description} is not an SQLite database ({msg}): point --db or the connection at the shard database"
+        if "readonly database" in low or "read-only" in low:
+            return (f"{where} is read-only for this user ({msg}): run as the owner of the file, or make the file "
+                    "and its directory writable")
+        if "unable to open database file" in low:
+            parent = os.path.dirname(description) or "."
+            if os.path.isdir(description):
+                return f"{description} is a directory, not a shard database file: name the database file"
+            if os.path.exists(description) and not os.access(parent, os.W_OK):
+                return (f"cannot open {where}: its directory {parent} is not writable for this user (SQLite "
+                        "writes its journal there); run as the owner or grant write access to the directory")
+            return f"cannot open {where} ({msg}): check that the path exists and is readable"
+        if "disk i/o" in low:
+            return f"{where} hit a disk I/O error ({msg}): check the disk and file system (dmesg), then db integrity"
+        if "full" in low:
+            return f"{where}: no space left on the device ({msg}): free space there, then retry"
+        if "no such table" in low or "no such column" in low:
+            return (f"{where} does not have the schema this package expects ({msg}): upgrade it with "
+                    "`airflow-worktree db upgrade`")
+        return f"{where} failed: {msg}"
+    code = getattr(exc, "pgcode", None)
+    if code == "42P01":
+        return (f"{where} has no shard tables ({msg}): nothing recorded yet; `airflow-worktree db upgrade` "
+                "creates them")
+    if code == "25006":
+        return f"{where} was opened read-only and a write was attempted ({msg}): use a command that writes"
+    if code == "42501":
+        return f"{where}: permission denied ({msg}): grant the connection's user access to the shard tables"
+    return f"{where} failed: {type(exc).__name__}: {msg}"
+
+
+def newer_schema_message(description: str, version: int) -> str:
+    return (f"the shard status database {description} has schema version {version}, newer than this package "
+            f"understands ({CURRENT_SCHEMA_VERSION}): upgrade airflow-provider-worktree "
+            "(pip install -U airflow-provider-worktree) on this machine")
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    return isinstance(exc, sqlite3.Error) or type(exc).__module__.split(".")[0] == "psycopg2"
+
+
+def connection_factory(target: str, *, connect_timeout_s: float = 10.0,
+                       read_only: bool = False) -> tuple[Callable[[], Any], str, str]:
     """Parse ``target`` and return ``(connect, dialect_name, description)``.
 
     ``target`` is a SQLite file path, ``sqlite:///abs/path`` or ``postgresql://user:pw@host:port/db``
     (``postgres://`` and ``postgresql+psycopg2://`` are accepted too). ``connect()`` returns a new
-    DB-API connection each call.
+    DB-API connection each call. ``read_only``: SQLite files are opened with :func:`sqlite_read_only_uri`
+    (a missing file is an error, never created).
     """
     if not isinstance(target, (str, os.PathLike)) or not str(target).strip():
         raise ConfigurationError(
@@ -481,12 +569,21 @@ def connection_factory(target: str, *, connect_timeout_s: float = 10.0) -> tuple
     if path != ":memory:":
         path = os.path.abspath(path)
         parent = os.path.dirname(path)
+        if os.path.isdir(path):
+            raise ConfigurationError(f"{path} is a directory, not a shard status database file: name the file, "
+                                     f"e.g. {os.path.join(path, 'shard_status.db')}")
         if not os.path.isdir(parent):
             raise ConfigurationError(
                 f"directory {parent!r} for the shard status database does not exist: create it or choose "
                 "another path")
 
     def _connect_sqlite() -> sqlite3.Connection:
+        if read_only and path != ":memory:":
+            if not os.path.exists(path):
+                raise StoreError(f"no shard status database at {path}: run the DAG first (it creates the "
+                                 "database), or name the right file")
+            return sqlite3.connect(sqlite_read_only_uri(path), uri=True, timeout=connect_timeout_s,
+                                   isolation_level=None)
         return sqlite3.connect(path, timeout=connect_timeout_s, isolation_level=None)
 
     return _connect_sqlite, "sqlite", path
@@ -623,18 +720,23 @@ class ShardStore:
     def __init__(self, connect: Callable[[], Any], dialect: str = "sqlite", *, description: str = "",
                  stale_after_s: float = DEFAULT_STALE_AFTER_S, lock_timeout_s: float = 120.0,
                  busy_timeout_ms: int = 5000, synchronous: str = "NORMAL",
-                 clock: Callable[[], _dt.datetime] | None = None, migrate: bool = True) -> None:
+                 clock: Callable[[], _dt.datetime] | None = None, migrate: bool = True,
+                 read_only: bool = False) -> None:
         """Wrap ``connect`` (returns a new DB-API connection per call) of ``dialect`` 'sqlite' or 'postgresql'.
 
         ``stale_after_s``: a running shard whose heartbeat is older is *stale* (given-shard claims may take it
         over; ``lease_expires_at`` = heartbeat + this). ``lock_timeout_s``: how long a write keeps retrying on
         a locked database before :class:`StoreError`. ``clock``: returns the current UTC time (tests).
-        ``migrate``: apply schema migrations now.
+        ``migrate``: apply schema migrations now. ``read_only``: configure connections for reading only (no
+        journal-mode switch on SQLite, READ ONLY sessions on PostgreSQL) and never migrate.
         """
         if not callable(connect):
             raise ConfigurationError("ShardStore(connect=...) needs a callable returning a DB-API connection")
         self._connect = connect
-        self.dialect = _dialect_for(dialect, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous)
+        self.read_only = bool(read_only)
+        self.upgraded_from: int | None = None  # read-only: schema version of the file read through a copy
+        self.dialect = _dialect_for(dialect, busy_timeout_ms=busy_timeout_ms, synchronous=synchronous,
+                                    read_only=self.read_only)
         self.description = description or self.dialect.name
         self.stale_after_s = float(stale_after_s)
         self.lock_timeout_s = float(lock_timeout_s)
@@ -642,15 +744,61 @@ class ShardStore:
         self._local = threading.local()
         self._retry_start_s, self._retry_cap_s = 0.0005, 0.05  # backoff of the retry loop (jittered, doubling)
         self.retries = 0  # lock retries done by this process (diagnostics, benchmarks)
-        if migrate:
+        if migrate and not self.read_only:
             self.migrate()
 
     @classmethod
-    def open(cls, target: str, **kw: Any) -> "ShardStore":
+    def open(cls, target: str, *, read_only: bool = False, **kw: Any) -> "ShardStore":
         """Open (and create or migrate) the store at ``target``: a SQLite path, ``sqlite:///abs/path`` or
-        ``postgresql://user:password@host:port/database``. Keyword arguments go to the constructor."""
-        connect, dialect, description = connection_factory(target, connect_timeout_s=kw.pop("connect_timeout_s", 10.0))
-        return cls(connect, dialect, description=description, **kw)
+        ``postgresql://user:password@host:port/database``. Keyword arguments go to the constructor.
+
+        ``read_only=True`` creates, migrates and writes nothing (see :meth:`check_readable`)."""
+        connect, dialect, description = connection_factory(
+            target, connect_timeout_s=kw.pop("connect_timeout_s", 10.0), read_only=read_only)
+        if not read_only:
+            return cls(connect, dialect, description=description, **kw)
+        kw.pop("migrate", None)
+        store = cls(connect, dialect, description=description, migrate=False, read_only=True, **kw)
+        try:
+            store.check_readable()
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def check_readable(self) -> int:
+        """Read-only stores: make sure the database can answer this package's queries; returns its version.
+
+        An empty database (or one without the shard table) and a newer schema raise :class:`StoreError`
+        naming the fix. An older SQLite schema (the runbook's version 1, ...) is copied into memory and
+        migrated there, so reads answer in the current schema while the file stays as it is
+        (:attr:`upgraded_from` records its version); an older PostgreSQL schema names ``db upgrade``."""
+        version = self._tx(self._read_version, write=False)
+        if version == 0:
+            raise StoreError(f"{self.description} holds no shard status tables: nothing was recorded there yet "
+                             "(run the DAG first), or it is not the shard database; `airflow-worktree db "
+                             "upgrade` creates the tables")
+        if version > CURRENT_SCHEMA_VERSION:
+            raise StoreError(newer_schema_message(self.description, version))
+        if version < CURRENT_SCHEMA_VERSION:
+            if self.dialect.name != "sqlite":
+                raise StoreError(f"the shard status database {self.description} has schema version {version}, "
+                                 f"older than this package's {CURRENT_SCHEMA_VERSION}: upgrade it with "
+                                 "`airflow-worktree db upgrade` (then this command reads it)")
+            self._read_through_upgraded_copy(version)
+        return version
+
+    def _read_through_upgraded_copy(self, version: int) -> None:
+        source = self._conn()
+        uri = f"file:shard-store-ro-{os.getpid()}-{id(self)}?mode=memory&cache=shared"
+        anchor = sqlite3.connect(uri, uri=True, isolation_level=None)  # keeps the memory database alive
+        source.backup(anchor)
+        self.close()
+        self._anchor = anchor
+        self._connect = lambda: sqlite3.connect(uri, uri=True, isolation_level=None)
+        self.dialect = _SqliteDialect(busy_timeout_ms=self.dialect.busy_timeout_ms)  # the copy is ours to write
+        self.migrate()
+        self.upgraded_from = version
 
     def __repr__(self) -> str:
         return f"ShardStore({self.description!r}, dialect={self.dialect.name!r})"
@@ -691,7 +839,9 @@ class ShardStore:
                     time.sleep(delay * (0.5 + random.random()))
                     delay = min(delay * 2, self._retry_cap_s)
                     continue
-                raise StoreError(f"cannot open the shard status database {self.description}: {exc}") from exc
+                raise StoreError(describe_db_error(exc, self.description)) from exc
+            except sqlite3.Error as exc:  # prepare(): "file is not a database", "unable to open", ...
+                raise StoreError(describe_db_error(exc, self.description)) from exc
             cur = conn.cursor()
             try:
                 (self.dialect.begin_write if write else self.dialect.begin_read)(cur)
@@ -710,6 +860,8 @@ class ShardStore:
                         f"the shard status database {self.description} stayed locked for more than "
                         f"{self.lock_timeout_s:.0f}s ({exc}); look for a process holding a long write "
                         "transaction, or move the shard database to PostgreSQL") from exc
+                if isinstance(exc, Exception) and _is_driver_error(exc):
+                    raise StoreError(describe_db_error(exc, self.description)) from exc
                 raise
             finally:
                 try:
@@ -774,9 +926,7 @@ class ShardStore:
         def _apply(cur: Any) -> int:
             version = self._read_version(cur)
             if version > CURRENT_SCHEMA_VERSION:
-                raise StoreError(
-                    f"the shard status database {self.description} has schema version {version}, newer than "
-                    f"this package understands ({CURRENT_SCHEMA_VERSION}): upgrade airflow-provider-worktree")
+                raise StoreError(newer_schema_message(self.description, version))
             if version < CURRENT_SCHEMA_VERSION:
                 self._q(cur, "CREATE TABLE IF NOT EXISTS schema_version ("
                              f"version INTEGER PRIMARY KEY, applied_at {self.dialect.ts_type} NOT NULL)")

@@ -5,12 +5,18 @@ from __future__ import annotations
 import json
 import os
 from typing import Any, Iterable
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store import Lease, ShardStore, connection_factory
+from airflow_provider_worktree.core.store import (
+    CURRENT_SCHEMA_VERSION,
+    Lease,
+    ShardStore,
+    connection_factory,
+    newer_schema_message,
+)
 
 DEFAULT_CONN_ID = "shard_status_default"
 DB_FILENAME = "shard_status.db"
@@ -37,6 +43,23 @@ def _get_airflow_connection(conn_id: str) -> Any | None:
         return None
 
 
+def _mask_password_of(url: str) -> None:
+    """Register the password of a ``dsn`` (or old ``url``) extra, and the URL itself, with Airflow's secrets
+    masker, so logs show ``***``. The UI and REST API mask ``dsn`` by its name (a sensitive field name), and
+    the form shows it as a password field (``format: password`` in the provider's conn-fields)."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # pragma: no cover
+        try:
+            from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+        except ImportError:
+            return
+    password = urlsplit(url).password
+    if password:
+        mask_secret(password)
+        mask_secret(url)
+
+
 def target_from_connection(conn: Any) -> str:
     """Turn an Airflow connection into a store target (SQLite path or postgresql:// URL)."""
     conn_type = (conn.conn_type or "").lower()
@@ -55,8 +78,9 @@ def target_from_connection(conn: Any) -> str:
         database = conn.schema or extra.get("database") or "postgres"
         return f"postgresql://{auth}{conn.host}{port}/{quote(database, safe='')}"
     if conn_type in ("sqlite", "shard_status"):
-        url = extra.get("url")
+        url = extra.get("dsn") or extra.get("url")  # "url": the 0.x name, unmasked by Airflow; prefer "dsn"
         if url:
+            _mask_password_of(str(url))
             return str(url)
         path = conn.host or extra.get("path")
         if not path:
@@ -68,7 +92,18 @@ def target_from_connection(conn: Any) -> str:
         "support: use sqlite (host = file path) or postgres (host, port, login, password, schema = database)")
 
 
-def resolve_store_target(conn_id: str | None = None, db_path: str | None = None) -> str:
+def configured_conn_id() -> str:
+    """``[worktree] shard_status_conn_id`` (``AIRFLOW__WORKTREE__SHARD_STATUS_CONN_ID``), default
+    ``shard_status_default``."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:  # pragma: no cover - the CLI without Airflow
+        return DEFAULT_CONN_ID
+    return conf.get("worktree", "shard_status_conn_id", fallback=DEFAULT_CONN_ID) or DEFAULT_CONN_ID
+
+
+def resolve_store_target(conn_id: str | None = None, db_path: str | None = None, *,
+                         create_home: bool = True) -> str:
     """Where the shard status database is, as a :meth:`ShardStore.open` target.
 
     1. ``db_path`` (a SQLite path, or a sqlite:/// or postgresql:// URL) when given;
@@ -77,18 +112,23 @@ def resolve_store_target(conn_id: str | None = None, db_path: str | None = None)
        not exist is an error; a missing default is not;
     3. else the embedded SQLite file ``$AIRFLOW_HOME/shard_status.db``.
 
-    Connections are read only when Airflow is importable, so the CLI works without it."""
+    Without ``conn_id`` the default is ``[worktree] shard_status_conn_id``. Connections are read only when
+    Airflow is importable, so the CLI works without it. ``create_home=False``: never create
+    ``$AIRFLOW_HOME`` (read-only callers)."""
     if db_path:
         return os.fspath(db_path)
-    conn = _get_airflow_connection(conn_id or DEFAULT_CONN_ID)
+    default = configured_conn_id()
+    conn = _get_airflow_connection(conn_id or default)
     if conn is not None:
         return target_from_connection(conn)
-    if conn_id and conn_id != DEFAULT_CONN_ID:
+    if (conn_id and conn_id != DEFAULT_CONN_ID) or (not conn_id and default != DEFAULT_CONN_ID):
+        name = conn_id or default
         raise ConfigurationError(
-            f"Airflow connection {conn_id!r} for the shard status database does not exist: create it "
-            f"(conn_type sqlite or postgres), or pass a database path instead")
+            f"Airflow connection {name!r} for the shard status database does not exist: create it "
+            f"(conn_type shard_status, sqlite or postgres), or pass a database path instead")
     home = _airflow_home()
-    os.makedirs(home, exist_ok=True)
+    if create_home:
+        os.makedirs(home, exist_ok=True)
     return os.path.join(home, DB_FILENAME)
 
 
@@ -106,6 +146,8 @@ class ShardStatusHook(DbApiHook):
 
     def __init__(self, *args: Any, db_path: str | None = None, stale_after_s: float | None = None,
                  **kwargs: Any) -> None:
+        if not args and not kwargs.get(self.conn_name_attr):
+            kwargs[self.conn_name_attr] = configured_conn_id()  # [worktree] shard_status_conn_id
         super().__init__(*args, **kwargs)
         self.db_path = db_path
         self.stale_after_s = stale_after_s
@@ -118,7 +160,8 @@ class ShardStatusHook(DbApiHook):
         """The resolved store target (SQLite path or postgresql:// URL)."""
         if self._target is None:
             conn_id = self.get_conn_id()
-            self._target = resolve_store_target(None if conn_id == DEFAULT_CONN_ID else conn_id, self.db_path)
+            explicit = conn_id if conn_id not in (DEFAULT_CONN_ID, configured_conn_id()) else None
+            self._target = resolve_store_target(explicit, self.db_path)
         return self._target
 
     @property
@@ -162,11 +205,35 @@ class ShardStatusHook(DbApiHook):
         return os.path.dirname(os.path.abspath(target.replace("sqlite:///", "/", 1)))
 
     def test_connection(self) -> tuple[bool, str]:
-        """Open the store (applying migrations) and report its schema version."""
+        """Open the database read-only and report its schema version; creates, migrates and writes nothing.
+
+        A SQLite file that does not exist yet (with a writable directory) and a reachable PostgreSQL database
+        without the tables are fine: the first DAG run creates them."""
         try:
-            return True, f"shard status database OK, schema version {self.get_store().schema_version()}"
-        except Exception as exc:  # noqa: BLE001 - reported to the UI
-            return False, str(exc)
+            connect, dialect, description = connection_factory(self.target, read_only=True)
+            if dialect == "sqlite" and not os.path.exists(description):
+                parent = os.path.dirname(description)
+                if not os.access(parent, os.W_OK):
+                    return False, (f"no database at {description} and its directory {parent} is not writable: "
+                                   "grant the Airflow workers write access, or choose another path")
+                return True, (f"no database at {description} yet; the first DAG run creates it "
+                              f"(the directory {parent} is writable)")
+            store = ShardStore(connect, dialect, description=description, read_only=True)
+            try:
+                version = store.schema_version()
+            finally:
+                store.close()
+            if version == 0:
+                return True, f"{description} ({dialect}) is reachable; the first DAG run creates the shard tables"
+            if version > CURRENT_SCHEMA_VERSION:
+                return False, newer_schema_message(description, version)
+            note = "" if version == CURRENT_SCHEMA_VERSION else (
+                f" (older than this package's {CURRENT_SCHEMA_VERSION}: workers upgrade it on first use, or run "
+                "`airflow-worktree db upgrade`)")
+            return True, f"shard status database {description} OK ({dialect}), schema version {version}{note}"
+        except Exception as exc:  # noqa: BLE001 - reported to the UI, one line
+            text = str(exc).strip()
+            return False, text.splitlines()[0] if text else type(exc).__name__
 
     # ------------------------------------------------------------------------- seed names
     def assign_shard(self, run_id: str, worker_id: str, shard_id: str | None = None, *,

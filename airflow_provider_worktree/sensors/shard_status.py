@@ -138,6 +138,7 @@ class ShardStatusSensor(BaseSensorOperator):
                     on_stale=self.on_stale,
                     thresholds=self.thresholds,
                     fail_on_critical=self.fail_on_critical,
+                    worktree_root=self.worktree_root,
                     end_time=time.time() + timeout,
                 ),
                 method_name="execute_complete",

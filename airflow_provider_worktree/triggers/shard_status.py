@@ -53,6 +53,8 @@ class ShardStatusTrigger(BaseTrigger):
     :param thresholds: Threshold overrides (see :class:`~airflow_provider_worktree.core.thresholds.Thresholds`).
     :param fail_on_critical: Yield an error event when a critical threshold is crossed.
     :param end_time: Wall-clock deadline (``time.time()`` epoch seconds); ``None``: no deadline.
+    :param worktree_root: Worktree directory whose active worktrees and free disk are also checked (the
+        sensor's ``worktree_root``, evaluated in the triggerer the same way as in poke mode).
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class ShardStatusTrigger(BaseTrigger):
         thresholds: dict[str, Any] | None = None,
         fail_on_critical: bool = True,
         end_time: float | None = None,
+        worktree_root: str | None = None,
     ) -> None:
         super().__init__()
         self.run_id = run_id
@@ -78,6 +81,7 @@ class ShardStatusTrigger(BaseTrigger):
         self.thresholds = Thresholds.from_dict(thresholds).to_dict() if thresholds else None
         self.fail_on_critical = bool(fail_on_critical)
         self.end_time = end_time
+        self.worktree_root = worktree_root
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -92,6 +96,7 @@ class ShardStatusTrigger(BaseTrigger):
                 "thresholds": self.thresholds,
                 "fail_on_critical": self.fail_on_critical,
                 "end_time": self.end_time,
+                "worktree_root": self.worktree_root,
             },
         )
 
@@ -113,6 +118,7 @@ class ShardStatusTrigger(BaseTrigger):
             stale_after_s=self.stale_after,
             on_stale=self.on_stale,
             thresholds=self.thresholds,
+            worktree_root=self.worktree_root,
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
