@@ -265,8 +265,8 @@ def _resolve_markers(comment: str) -> str:
 # click, attrs, requests) this finds exactly the comments tokenize finds, at a fifteenth of its cost.
 _PY_SCAN = re.compile(
     r"(?P<c>#[^\r\n]*)"
-    r'|"""(?:[^"\\]|\\.|"(?!""))*"""'
-    r"|'''(?:[^'\\]|\\.|'(?!''))*'''"
+    r'|"""(?:[^"\\]|\\.|"(?!""))*(?:"""|\Z)'  # unterminated: the read so far ends inside this string
+    r"|'''(?:[^'\\]|\\.|'(?!''))*(?:'''|\Z)"
     r'|"(?:[^"\\\r\n]|\\.)*"'
     r"|'(?:[^'\\\r\n]|\\.)*'", re.S)
 
@@ -300,6 +300,11 @@ def _plan_todo(path: str, lines: tuple[str, ...]) -> list[_Change]:
             if leader and _TODO_WORD_RE.search(line[leader.start():]):
                 new_lines[row] = line[:leader.start()] + _resolve_markers(line[leader.start():])
     return [_Change(row, row + 1, (new,)) for row, new in sorted(new_lines.items()) if new != lines[row]]
+
+
+@functools.lru_cache(maxsize=64)
+def _todo_changes(path: str, lines: tuple[str, ...]) -> list[_Change]:
+    return _plan_todo(path, lines)
 
 
 def _is_overload(node: ast.AST) -> bool:
@@ -482,6 +487,7 @@ class _Edit:
     name: str
     input: dict[str, Any]
     tokens: int
+    row: int = -1   # first line (0-based) of the change, as read
 
 
 def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: Any) -> list[_Edit]:
@@ -518,7 +524,7 @@ def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: An
         if tokens > MAX_EDIT_TOKENS:
             continue
         cur[ch.start:ch.end] = ch.new
-        out.append(_Edit(name, inp, tokens))
+        out.append(_Edit(name, inp, tokens, ch.start))
     return out
 
 
@@ -553,6 +559,9 @@ class _FileState:
 
     def next_line(self) -> int:
         return self.upto + 1
+
+    def known(self) -> tuple[str, ...]:
+        return tuple(self.lines[i] for i in range(1, self.upto + 1))
 
     def complete(self) -> tuple[str, ...] | None:
         if not self.at_end or len(self.lines) != self.upto:
@@ -606,6 +615,9 @@ class RuleBasedModel:
         mine = [c for c in calls if tools.rel(c) in files]
         states = self._read_states(files, mine, results, tools)
 
+        if task == "todo":
+            return self._todo_turn(request, shard, files, states, calls, results, tools)
+
         # 1. Read: whole files for the editing tasks, a first look for the others.
         relevant = [f for f in files if task != "docstrings" or f.endswith(".py")]
         views = []
@@ -639,19 +651,72 @@ class RuleBasedModel:
         if batch:
             text = f"Making {len(batch)} edit(s)" + (f" ({len(remaining) - len(batch)} more to follow)."
                                                      if len(remaining) > len(batch) else ".")
-            return self._tool_reply(text, "rbedit", [(e.name, e.input) for e in batch])
+            return {"content": [{"type": "text", "text": text}]
+                    + [self._block(f"rbedit_r{max(e.row, 0)}_", i, e.name, e.input) for i, e in enumerate(batch)],
+                    "stop_reason": "tool_use"}
 
-        # 3. Summary.
+        return self._summary(task, shard, files, calls, results, states, len(remaining))
+
+    def _todo_turn(self, request: Mapping[str, Any], shard: Mapping[str, Any], files: list[str],
+                   states: dict[str, _FileState], calls: list[dict[str, Any]], results: dict[str, dict[str, Any]],
+                   tools: Any) -> Mapping[str, Any]:
+        """``todo`` edits never change the number of lines, so each chunk's markers are resolved as soon as it is
+        read, in the same reply that asks for the next chunk: the work is done early, before a budget can run out
+        on a big file. An edit refused while the file was partly read is retried once when it is read in full."""
+        views = [tools.view(f, st.next_line(), st.errors) for f, st in states.items()
+                 if not st.failed and st.complete() is None]
+        room = int(int(request.get("max_tokens") or 4096) * TURN_SHARE)
+        used = sum(_estimate_tokens({"type": "tool_use", "id": "toolu_x" * 4, "name": n, "input": i}) for n, i in views)
+        attempts: dict[tuple[str, int], list[bool]] = {}
+        for c in calls:
+            m = re.match(r"toolu_rbedit_r(\d+)_", str(c.get("id")))
+            if m and tools.rel(c) in states:
+                ok = c["id"] in results and not results[c["id"]]["is_error"]
+                attempts.setdefault((tools.rel(c), int(m.group(1))), []).append(ok)
+        batch: list[_Edit] = []
+        left = 0
+        for f, st in states.items():
+            known = st.known()
+            if st.failed or not known:
+                continue
+            changes = _todo_changes(f, known)
+            tried = {row: res for (ff, row), res in attempts.items() if ff == f}
+            done = {ch.start for ch in changes if any(tried.get(ch.start, ()))}
+            complete = st.complete() is not None
+            todo = [ch for ch in changes if ch.start not in done and len(tried.get(ch.start, ())) < (2 if complete
+                                                                                                    else 1)]
+            for e in _render(f, tuple(_apply(known, [ch for ch in changes if ch.start in done])), todo, tools):
+                if len(batch) < MAX_EDITS_PER_TURN and used + e.tokens <= room:
+                    batch.append(e)
+                    used += e.tokens
+                else:
+                    left += 1
+        if not views and not batch:
+            return self._summary("todo", shard, files, calls, results, states, left)
+        text = (f"Reading {len(views)} file(s) and " if views else "") + f"making {len(batch)} edit(s)" + (
+            f" ({left} more to follow)." if left else ".")
+        content: list[dict[str, Any]] = [{"type": "text", "text": text}]
+        content += [self._block("rbview", i, name, inp) for i, (name, inp) in enumerate(views)]
+        content += [self._block(f"rbedit_r{e.row}_", i, e.name, e.input) for i, e in enumerate(batch)]
+        return {"content": content, "stop_reason": "tool_use"}
+
+    def _summary(self, task: str, shard: Mapping[str, Any], files: list[str], calls: list[dict[str, Any]],
+                 results: dict[str, dict[str, Any]], states: dict[str, _FileState], left: int) -> dict[str, Any]:
         edits = [c for c in calls if str(c.get("id")).startswith("toolu_rbedit")]
         errors = [results[c["id"]]["text"] for c in edits if results.get(c["id"], {}).get("is_error")]
         done = len(edits) - len(errors)
-        unread = [f"{f} ({states[f].failed})" for f in relevant if states[f].failed]
+        unread = [f"{f} ({st.failed})" for f, st in states.items() if st.failed]
         summary = (f"Task {task} on shard {shard.get('shard_id')}: {done} edit(s) applied to {len(files)} file(s)"
                    + (f"; {len(errors)} refused: " + " | ".join(e[:200] for e in errors) if errors else "")
                    + (f"; not read: {', '.join(unread)}" if unread else "")
-                   + (f"; {len(remaining)} planned edit(s) did not fit max_tokens" if remaining else "")
+                   + (f"; {left} planned edit(s) did not fit max_tokens" if left else "")
                    + f". ({DOUBLE}.)")
         return text_reply(summary)
+
+    @staticmethod
+    def _block(kind: str, index: int, name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
+        return {"type": "tool_use", "id": f"toolu_{kind}{index}_{uuid.uuid4().hex[:12]}", "name": name,
+                "input": tool_input}
 
     @staticmethod
     def _tool_reply(text: str, kind: str, calls: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
