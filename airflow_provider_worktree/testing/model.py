@@ -302,11 +302,6 @@ def _plan_todo(path: str, lines: tuple[str, ...]) -> list[_Change]:
     return [_Change(row, row + 1, (new,)) for row, new in sorted(new_lines.items()) if new != lines[row]]
 
 
-@functools.lru_cache(maxsize=64)
-def _todo_changes(path: str, lines: tuple[str, ...]) -> list[_Change]:
-    return _plan_todo(path, lines)
-
-
 def _is_overload(node: ast.AST) -> bool:
     return any(_dotted(d).rsplit(".", 1)[-1] == "overload" for d in getattr(node, "decorator_list", ()))
 
@@ -407,7 +402,7 @@ def _header_colon_tokenized(text: str, row: int, col: int) -> tuple[int, int] | 
     return None
 
 
-def _plan_docstrings(path: str, lines: tuple[str, ...]) -> list[_Change]:
+def _plan_docstrings(path: str, lines: tuple[str, ...], partial: bool = False) -> list[_Change]:
     """One change per definition missing a docstring (as the metric counts them): a docstring line right after
     the full header (decorators and multi-line signatures included), indented like the body; a one-line body
     (``def f(): ...``) is split so the docstring comes first. The module docstring goes after the leading
@@ -422,6 +417,8 @@ def _plan_docstrings(path: str, lines: tuple[str, ...]) -> list[_Change]:
     unit = _indent_unit(lines)
     changes: list[_Change] = []
     for node in _doc_targets(tree):
+        if partial and _is_overload(node):
+            continue
         kind = "Class" if isinstance(node, ast.ClassDef) else "Function"
         doc = f'"""{kind} {node.name}."""'
         head = lines[node.lineno - 1]
@@ -454,6 +451,18 @@ def _plan_docstrings(path: str, lines: tuple[str, ...]) -> list[_Change]:
         name = re.sub(r"[^0-9A-Za-z_.-]", "_", PurePosixPath(path).stem)
         changes.append(_Change(top, top, (f'"""Module {name}."""',)))
     return changes
+
+
+def _line_delta(tool_input: Mapping[str, Any]) -> int:
+    """Lines an edit call added (text editor or Claude Code)."""
+    if "insert_text" in tool_input:
+        text = tool_input["insert_text"]
+        return text.count("\n") + (0 if text.endswith("\n") else 1)
+    old = tool_input.get("old_str", tool_input.get("old_string"))
+    new = tool_input.get("new_str", tool_input.get("new_string"))
+    if isinstance(old, str) and isinstance(new, str):
+        return new.count("\n") - old.count("\n")
+    return 0
 
 
 def _apply(lines: Sequence[str], changes: Iterable[_Change]) -> list[str]:
@@ -490,12 +499,16 @@ class _Edit:
     row: int = -1   # first line (0-based) of the change, as read
 
 
-def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: Any) -> list[_Edit]:
-    """Tool calls for ``changes``, bottom-up (so line numbers above stay valid), each made unique with the least
-    context read from the file as it will be when the call runs. Changes that cannot be made small are left out."""
-    cur = list(lines)
+def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: Any,
+            done: Sequence[_Change] = ()) -> list[_Edit]:
+    """Tool calls for ``changes`` (lines as read) on the file with the ``done`` changes applied, bottom-up (so line
+    numbers above stay valid), each made unique with the least context read from the file as it will be when the
+    call runs. Changes that cannot be made small are left out."""
+    cur = _apply(lines, done)
     out: list[_Edit] = []
-    for ch in sorted(changes, key=lambda c: (-c.start, -c.end)):
+    for orig in sorted(changes, key=lambda c: (-c.start, -c.end)):
+        shift = sum(len(d.new) - (d.end - d.start) for d in done if d.start < orig.start)
+        ch = _Change(orig.start + shift, orig.end + shift, orig.new)
         if ch.start == ch.end and tools.can_insert:
             name, inp = tools.insert(path, ch.start, "\n".join(ch.new))
         else:
@@ -524,20 +537,34 @@ def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: An
         if tokens > MAX_EDIT_TOKENS:
             continue
         cur[ch.start:ch.end] = ch.new
-        out.append(_Edit(name, inp, tokens, ch.start))
+        out.append(_Edit(name, inp, tokens, orig.start))
     return out
 
 
+_STATEMENT_START = re.compile(r"\s*(?:@|def |async def |class )")
+
+
 @functools.lru_cache(maxsize=64)
-def _planned(task: str, path: str, lines: tuple[str, ...], tools_kind: str, cwd: str | None) -> tuple[_Edit, ...]:
-    """The whole edit plan of one file, a pure function of what was read (cached: the model is stateless, every
-    turn recomputes it from the conversation)."""
-    tools = _EditorTools() if tools_kind == "text_editor" else _ClaudeCodeTools(cwd)
+def _changes(task: str, path: str, lines: tuple[str, ...], complete: bool) -> tuple[_Change, ...]:
+    """The changes of one file from what was read of it (cached: the model is stateless, every turn recomputes
+    them from the conversation). ``todo`` plans any prefix. ``docstrings`` on a file read in part plans the prefix
+    that ends before the last ``def``/``class``/decorator line where it parses (all headers there are whole),
+    leaving ``@overload`` choices to the full read."""
     if task == "todo":
-        changes = _plan_todo(path, lines)
-    else:
-        changes = _keep_python_valid(path, lines, _plan_docstrings(path, lines))
-    return tuple(_render(path, lines, changes, tools))
+        return tuple(_plan_todo(path, lines))
+    if complete:
+        return tuple(_keep_python_valid(path, lines, _plan_docstrings(path, lines)))
+    tries = 0
+    for cut in range(len(lines) - 1, 0, -1):
+        if not _STATEMENT_START.match(lines[cut]) or (cut and lines[cut - 1].lstrip().startswith("@")):
+            continue
+        prefix = lines[:cut]
+        if _parses(prefix):
+            return tuple(_keep_python_valid(path, prefix, _plan_docstrings(path, prefix, partial=True)))
+        tries += 1
+        if tries >= 6:
+            break
+    return ()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -547,6 +574,7 @@ def _planned(task: str, path: str, lines: tuple[str, ...], tools_kind: str, cwd:
 class _FileState:
     lines: dict[int, str] = field(default_factory=dict)
     upto: int = 0            # lines 1..upto are known
+    shift: int = 0           # lines added above the unread part by the edits made so far
     at_end: bool = False
     views: int = 0
     errors: int = 0
@@ -615,55 +643,35 @@ class RuleBasedModel:
         mine = [c for c in calls if tools.rel(c) in files]
         states = self._read_states(files, mine, results, tools)
 
-        if task == "todo":
-            return self._todo_turn(request, shard, files, states, calls, results, tools)
+        if task in ("todo", "docstrings"):
+            return self._edit_turn(task, request, shard, files, states, calls, results, tools)
 
-        # 1. Read: whole files for the editing tasks, a first look for the others.
-        relevant = [f for f in files if task != "docstrings" or f.endswith(".py")]
-        views = []
-        for f in relevant:
-            st = states[f]
-            if st.failed or (task not in ("todo", "docstrings") and st.views):
-                continue
-            if st.complete() is None:
-                views.append(tools.view(f, st.next_line(), st.errors))
+        # tests, lint, custom: a first look at each file, then (tests) one new test module per module, then end.
+        views = [tools.view(f, 1, 0) for f in files if not states[f].views]
         if views:
             return self._tool_reply(f"Reading {len(views)} file(s) of shard {shard.get('shard_id')}.", "rbview", views)
-
-        # 2. Edit: the remaining planned edits, a bounded batch per turn.
         issued = {k for c in calls if (k := tools.edit_key(c)) is not None}
-        plan: list[_Edit] = []
-        if task in ("todo", "docstrings"):
-            for f in relevant:
-                content = states[f].complete()
-                if content is not None and not states[f].failed:
-                    plan.extend(_planned(task, f, content, tools.kind, getattr(tools, "cwd", None)))
-        elif task == "tests":
-            plan = [_Edit(*tools.create(p, body), 0) for p, body in _plan_tests(
+        plan: list[tuple[str, dict[str, Any]]] = []
+        if task == "tests":
+            plan = [tools.create(p, body) for p, body in _plan_tests(
                 [f for f in files if states[f].views and not states[f].failed])]
-        remaining = [e for e in plan if tools.edit_key({"name": e.name, "input": e.input}) not in issued]
-        room = int(int(request.get("max_tokens") or 4096) * TURN_SHARE)
-        batch: list[_Edit] = []
-        for e in remaining:
-            if len(batch) >= MAX_EDITS_PER_TURN or sum(x.tokens for x in batch) + e.tokens > room:
-                break
-            batch.append(e)
+        batch = [(n, i) for n, i in plan if tools.edit_key({"name": n, "input": i}) not in issued][:MAX_EDITS_PER_TURN]
         if batch:
-            text = f"Making {len(batch)} edit(s)" + (f" ({len(remaining) - len(batch)} more to follow)."
-                                                     if len(remaining) > len(batch) else ".")
-            return {"content": [{"type": "text", "text": text}]
-                    + [self._block(f"rbedit_r{max(e.row, 0)}_", i, e.name, e.input) for i, e in enumerate(batch)],
+            return {"content": [{"type": "text", "text": f"Making {len(batch)} edit(s)."}]
+                    + [self._block("rbedit_r0_", i, n, inp) for i, (n, inp) in enumerate(batch)],
                     "stop_reason": "tool_use"}
+        return self._summary(task, shard, files, calls, results, states, 0)
 
-        return self._summary(task, shard, files, calls, results, states, len(remaining))
-
-    def _todo_turn(self, request: Mapping[str, Any], shard: Mapping[str, Any], files: list[str],
+    def _edit_turn(self, task: str, request: Mapping[str, Any], shard: Mapping[str, Any], files: list[str],
                    states: dict[str, _FileState], calls: list[dict[str, Any]], results: dict[str, dict[str, Any]],
                    tools: Any) -> Mapping[str, Any]:
-        """``todo`` edits never change the number of lines, so each chunk's markers are resolved as soon as it is
-        read, in the same reply that asks for the next chunk: the work is done early, before a budget can run out
-        on a big file. An edit refused while the file was partly read is retried once when it is read in full."""
-        views = [tools.view(f, st.next_line(), st.errors) for f, st in states.items()
+        """One turn of ``todo``/``docstrings``: the next chunk of each file not read to the end, and the edits of
+        what is read so far (bottom-up, bounded), in one reply: the views run first, then the edits, all above the
+        unread part. The work is done early, before a budget can run out on a big file. An edit refused while its
+        file was partly read is retried once when the file is read in full."""
+        if task == "docstrings":
+            states = {f: st for f, st in states.items() if f.endswith(".py")}
+        views = [tools.view(f, st.next_line() + st.shift, st.errors) for f, st in states.items()
                  if not st.failed and st.complete() is None]
         room = int(int(request.get("max_tokens") or 4096) * TURN_SHARE)
         used = sum(_estimate_tokens({"type": "tool_use", "id": "toolu_x" * 4, "name": n, "input": i}) for n, i in views)
@@ -679,20 +687,20 @@ class RuleBasedModel:
             known = st.known()
             if st.failed or not known:
                 continue
-            changes = _todo_changes(f, known)
-            tried = {row: res for (ff, row), res in attempts.items() if ff == f}
-            done = {ch.start for ch in changes if any(tried.get(ch.start, ()))}
             complete = st.complete() is not None
-            todo = [ch for ch in changes if ch.start not in done and len(tried.get(ch.start, ())) < (2 if complete
-                                                                                                    else 1)]
-            for e in _render(f, tuple(_apply(known, [ch for ch in changes if ch.start in done])), todo, tools):
+            changes = _changes(task, f, known, complete)
+            tried = {row: res for (ff, row), res in attempts.items() if ff == f}
+            done = [ch for ch in changes if any(tried.get(ch.start, ()))]
+            todo = [ch for ch in changes if not any(tried.get(ch.start, ()))
+                    and len(tried.get(ch.start, ())) < (2 if complete else 1)]
+            for e in _render(f, known, todo, tools, done):
                 if len(batch) < MAX_EDITS_PER_TURN and used + e.tokens <= room:
                     batch.append(e)
                     used += e.tokens
                 else:
                     left += 1
         if not views and not batch:
-            return self._summary("todo", shard, files, calls, results, states, left)
+            return self._summary(task, shard, files, calls, results, states, left)
         text = (f"Reading {len(views)} file(s) and " if views else "") + f"making {len(batch)} edit(s)" + (
             f" ({left} more to follow)." if left else ".")
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
@@ -729,10 +737,14 @@ class RuleBasedModel:
     def _read_states(files: list[str], calls: list[dict[str, Any]], results: dict[str, dict[str, Any]],
                      tools: Any) -> dict[str, _FileState]:
         states = {f: _FileState() for f in files}
-        for call in calls:
-            if not tools.is_view(call) or call["id"] not in results:
+        for call in calls:  # in conversation order: a view sees the lines the edits before it added
+            if call["id"] not in results:
                 continue
             st = states[tools.rel(call)]
+            if not tools.is_view(call):
+                if tools.edit_key(call) is not None and not results[call["id"]]["is_error"]:
+                    st.shift += _line_delta(call["input"])
+                continue
             st.views += 1
             chunk = tools.parse_view(call["input"], results[call["id"]])
             if chunk.error is not None:
@@ -741,7 +753,7 @@ class RuleBasedModel:
                     st.failed = chunk.error.splitlines()[0][:200] if chunk.error else "view failed"
                 continue
             before = st.next_line()
-            st.add(chunk.lines)
+            st.add({n - st.shift: text for n, text in chunk.lines.items()})
             st.at_end = st.at_end or chunk.at_end
             if not chunk.at_end and st.next_line() == before:
                 st.failed = f"a line longer than one view at line {before}"
