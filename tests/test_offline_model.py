@@ -20,7 +20,7 @@ import pytest
 
 from realrepos import real_repo
 
-from airflow_provider_worktree.core.runners import ApiRunner
+from airflow_provider_worktree.core.runners import ApiRunner, Budget
 from airflow_provider_worktree.core.tasks import _docstring_report, count_todo_markers
 from airflow_provider_worktree.testing import OfflineMessagesServer, RuleBasedModel
 from airflow_provider_worktree.testing.model import MAX_CONTEXT_LINES, MAX_EDITS_PER_TURN
@@ -129,10 +129,31 @@ def test_real_files_through_the_runner(worktree_of, package, task, files):
     for e in edits:
         assert len(json.dumps(e)) < 2_000
         if e["command"] == "str_replace":
-            assert e["old_str"].count("\n") <= MAX_CONTEXT_LINES
+            assert e["old_str"].count("\n") <= MAX_CONTEXT_LINES + 2  # + the margin of a partly read file
     for m in assistant:
         assert len(json.dumps(m["content"])) / 4 < max_tokens
         assert sum(b["type"] == "tool_use" for b in m["content"]) <= MAX_EDITS_PER_TURN
+
+
+@pytest.mark.parametrize("task", ["todo", "docstrings"])
+def test_a_file_too_big_for_the_budget_still_makes_progress(worktree_of, task):
+    """mypy/checker.py (390 KB) does not fit the example DAG's input budget read whole and then edited: the model
+    edits each chunk as soon as it is read, so the metric goes down before the budget stops the run."""
+    repo = worktree_of("mypy")
+    path = "mypy/checker.py"
+    before = (repo / path).read_text()
+    with OfflineMessagesServer() as srv:
+        client = anthropic.Anthropic(api_key=KEY, base_url=srv.base_url, max_retries=0)
+        result = ApiRunner(client, MODEL, budget=Budget(max_input_tokens=200_000, max_output_tokens=20_000)).run(
+            repo, shard_prompt(task, [path]))
+        history = message_requests(srv)[-1]["body"]["messages"]
+    assert result.stop_reason in ("budget", "end_turn"), result.error
+    after = (repo / path).read_text()
+    assert metric(task, after) < metric(task, before)
+    assert code_of(after) == code_of(before)
+    views = [b["input"] for m in history if m["role"] == "assistant" for b in m["content"]
+             if b["type"] == "tool_use" and b["input"]["command"] == "view"]
+    assert len(views) > 1 and all(v.get("view_range", [1])[0] > 1 for v in views[1:])
 
 
 # -- edge cases of Python syntax (a file written for the purpose, through the runner) ------------------------------
@@ -426,6 +447,19 @@ def test_claude_code_docstrings_on_real_files(worktree_of):
         assert code_of(after) == code_of(before[f])
     assert not any(err for _, _, err in tools.log)
     assert all(sum(b["type"] == "tool_use" for b in r["content"]) <= MAX_EDITS_PER_TURN for r in replies)
+
+
+def test_claude_code_docstrings_on_a_file_over_the_read_limit(worktree_of):
+    repo = worktree_of("mypy")
+    path = "mypy/checker.py"
+    before = (repo / path).read_text()
+    tools, replies, _ = drive_claude_code(repo, "docstrings", [path], max_tokens=8192)
+    after = (repo / path).read_text()
+    assert _docstring_report(after)[0] < _docstring_report(before)[0]
+    assert code_of(after) == code_of(before)
+    assert not any(err for _, _, err in tools.log)
+    offsets = [inp["offset"] for name, inp, _ in tools.log if name == "Read"]
+    assert len(offsets) > 2 and offsets == sorted(offsets)
 
 
 def test_claude_code_read_too_large_halves_the_chunk(tmp_path):

@@ -500,10 +500,11 @@ class _Edit:
 
 
 def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: Any,
-            done: Sequence[_Change] = ()) -> list[_Edit]:
+            done: Sequence[_Change] = (), margin: int = 0) -> list[_Edit]:
     """Tool calls for ``changes`` (lines as read) on the file with the ``done`` changes applied, bottom-up (so line
     numbers above stay valid), each made unique with the least context read from the file as it will be when the
-    call runs. Changes that cannot be made small are left out."""
+    call runs, plus ``margin`` lines (the unread rest of a file may repeat a short text). Changes that cannot be
+    made small are left out."""
     cur = _apply(lines, done)
     out: list[_Edit] = []
     for orig in sorted(changes, key=lambda c: (-c.start, -c.end)):
@@ -519,7 +520,12 @@ def _render(path: str, lines: tuple[str, ...], changes: list[_Change], tools: An
                 a, b = ch.start - up, min(len(cur), ch.end + down)
                 old = "\n".join(cur[a:b])
                 if old.strip() and text.count(old) == 1:
-                    found = (a, b, old)
+                    for _ in range(margin):
+                        if a > 0 and (ch.start - a <= b - ch.end or b >= len(cur)):
+                            a -= 1
+                        elif b < len(cur):
+                            b += 1
+                    found = (a, b, "\n".join(cur[a:b]))
                     break
                 can_up, can_down = a > 0, b < len(cur)
                 if not (can_up or can_down):
@@ -693,7 +699,7 @@ class RuleBasedModel:
             done = [ch for ch in changes if any(tried.get(ch.start, ()))]
             todo = [ch for ch in changes if not any(tried.get(ch.start, ()))
                     and len(tried.get(ch.start, ())) < (2 if complete else 1)]
-            for e in _render(f, known, todo, tools, done):
+            for e in _render(f, known, todo, tools, done, margin=0 if complete else 2):
                 if len(batch) < MAX_EDITS_PER_TURN and used + e.tokens <= room:
                     batch.append(e)
                     used += e.tokens
