@@ -613,10 +613,11 @@ class RuleBasedModel:
     directory named in the system prompt). Without either it answers in text.
 
     Turns: it reads the shard's files, large ones chunk by chunk (the editor cuts a view at ``max_characters``;
-    the next view starts where it was cut), then makes one small targeted edit per marker or definition, bottom-up
-    within a file so earlier line numbers stay valid, at most :data:`MAX_EDITS_PER_TURN` per reply and within
-    :data:`TURN_SHARE` of the request's ``max_tokens`` (the rest follows next turn), and ends with a summary that
-    says it is a test double.
+    the next view starts where it was cut, counting the lines its edits added above), and makes one small targeted
+    edit per marker or definition of what it has read so far, in the same reply as the next view (so a big file
+    makes progress before a budget runs out): bottom-up within a file so earlier line numbers stay valid, at most
+    :data:`MAX_EDITS_PER_TURN` per reply and within :data:`TURN_SHARE` of the request's ``max_tokens`` (the rest
+    follows next turn). It ends with a summary that says it is a test double.
 
     * ``todo``: each TODO/FIXME/XXX/HACK in a comment becomes ``NOTE(resolved):``; the ``old_str`` is the comment's
       line plus the least context that makes it unique. Python strings and code are never touched.
