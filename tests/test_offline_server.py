@@ -230,7 +230,8 @@ def test_rule_based_docstrings_keep_code_valid(srv, repo_factory):
     docs = {n.name: ast.get_docstring(n) for n in ast.walk(tree)
             if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
     assert docs == {"Greeter": "Class Greeter.", "hello": "Function hello.", "documented": "Already.",
-                    "fetch": "Function fetch.", "one_liner": None}
+                    "fetch": "Function fetch.", "one_liner": "Function one_liner."}  # one-line bodies are split
+    assert "def one_liner():\n    \"\"\"Function one_liner.\"\"\"\n    return 2\n" in new
 
 
 def test_rule_based_tests_task_writes_passing_tests(srv, git_repo):
