@@ -494,3 +494,26 @@ def test_request_without_tools_gets_text_only(tmp_path):
     request["tools"] = []
     reply = RuleBasedModel().reply(request)
     assert [b["type"] for b in reply["content"]] == ["text"] and "test double" in reply["content"][0]["text"]
+
+
+def test_range_shards_of_one_big_file_stay_in_their_lines(upstream, worktree_of):
+    """The planner splits mypy's checker.py (over 100 KB) into line-range shards; the model edits only its range."""
+    from airflow_provider_worktree.core.tasks import plan_shards
+
+    shards = [s for s in plan_shards(upstream("mypy"), "todo", include=["mypy/checker.py"], max_files=1)
+              if s["files"] == ["mypy/checker.py"] and s.get("lines")]
+    assert len(shards) >= 2, "checker.py is split into ranges"
+    shard = next(s for s in shards if s["lines"][0] > 1)  # a range that does not start the file
+    repo = worktree_of("mypy")
+    before = (repo / "mypy/checker.py").read_text()
+    block = json.dumps({k: shard[k] for k in ("shard_id", "task", "files", "lines")})
+    with OfflineMessagesServer() as srv:
+        client = anthropic.Anthropic(api_key=KEY, base_url=srv.base_url, max_retries=0)
+        result = ApiRunner(client, MODEL, max_tokens=2048, max_turns=40).run(
+            repo, f"Do the todo task on these lines.\n<shard>\n{block}\n</shard>\n")
+    assert result.stop_reason == "end_turn", result.error
+    after = (repo / "mypy/checker.py").read_text()
+    assert count_todo_markers(after) < count_todo_markers(before)
+    first, last = shard["lines"]
+    changed = [i + 1 for i, (a, b) in enumerate(zip(before.splitlines(), after.splitlines())) if a != b]
+    assert changed and all(first <= n <= last for n in changed), (shard["lines"], changed[:5])

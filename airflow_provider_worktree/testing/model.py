@@ -250,6 +250,15 @@ class _Change:
     new: tuple[str, ...]
 
 
+def _in_range(changes: list[_Change], lines: Any) -> list[_Change]:
+    """The changes a range shard may make: those starting in its ``lines`` ``[first, last]`` (1-based, as the
+    planner gives them for one big file split into several shards); all of them when the shard has no range."""
+    if not (isinstance(lines, (list, tuple)) and len(lines) == 2 and all(isinstance(n, int) for n in lines)):
+        return changes
+    first, last = lines
+    return [ch for ch in changes if first - 1 <= ch.start <= last - 1]
+
+
 def _char_col(line: str, byte_col: int) -> int:
     """``ast`` columns are UTF-8 byte offsets; string indexes are characters."""
     return len(line.encode("utf-8")[:byte_col].decode("utf-8", errors="ignore"))
@@ -695,7 +704,7 @@ class RuleBasedModel:
             if st.failed or not known:
                 continue
             complete = st.complete() is not None
-            changes = _changes(task, f, known, complete)
+            changes = _in_range(_changes(task, f, known, complete), shard.get("lines"))
             tried = {row: res for (ff, row), res in attempts.items() if ff == f}
             done = [ch for ch in changes if any(tried.get(ch.start, ()))]
             todo = [ch for ch in changes if not any(tried.get(ch.start, ()))
