@@ -454,6 +454,16 @@ def last_error_of(log_dir: Path) -> tuple[str, Path | None]:
     return what, logs[-1]
 
 
+PROBE = """
+import json, sys
+found = {"python": "%d.%d.%d" % sys.version_info[:3], "airflow": None, "package": None}
+try:
+    import airflow, airflow_provider_worktree, anthropic
+    found.update(airflow=airflow.__version__, package=airflow_provider_worktree.__version__)
+except Exception:
+    pass
+print(json.dumps(found))
+"""
 # Scripts run by the interpreter that has Airflow (the metadata database through Airflow's own models).
 RUN_WATCHER = """
 import sys, time
@@ -569,17 +579,18 @@ class SmokeRun:
         out = self.out
         out.info(f"project: {PROJECT}")
         base = self.o.python or os.environ.get("PYTHON") or shutil.which("python3") or sys.executable
-        ver = self._py_version(base)
-        if ver is None:
+        probe = self._probe(base)
+        if probe is None:
             raise Fatal(f"cannot run {base}: pass a working interpreter with --python")
-        if version_tuple(ver) < (3, 11):
-            raise Fatal(f"Python {ver} at {base} is too old: this package needs Python >= 3.11")
-        if self._has_packages(base):
+        if version_tuple(probe["python"]) < (3, 11):
+            raise Fatal(f"Python {probe['python']} at {base} is too old: this package needs Python >= 3.11")
+        if probe["airflow"]:
             self.py = base
             out.info(f"using {base}: Airflow and airflow-provider-worktree are importable there")
         else:
             self.py = self._bootstrap_venv(base)
-        out.success(f"Python {self._py_version(self.py)} ({self.py})")
+            probe = self._probe(self.py) or probe
+        out.success(f"Python {probe['python']} ({self.py})")
 
         if shutil.which("git") is None:
             raise Fatal("git is not installed: install git >= 2.20 (worktree support)")
@@ -593,8 +604,7 @@ class SmokeRun:
         self.awt = ([str(bindir / "airflow-worktree")] if (bindir / "airflow-worktree").is_file()
                     else [self.py, "-m", "airflow_provider_worktree.cli"])
         self.env["PATH"] = f"{bindir}{os.pathsep}{self.env.get('PATH', '')}"
-        vers = self.pyrun("import airflow, airflow_provider_worktree as p; print(airflow.__version__, p.__version__)")
-        af_ver, pkg_ver = (vers.stdout.split() + ["?", "?"])[:2]
+        af_ver, pkg_ver = probe["airflow"] or "0", probe["package"] or "?"
         if version_tuple(af_ver) < (3, 0):
             raise Fatal(f"Airflow {af_ver} is installed but this provider needs Airflow 3: pip install -e '.[test]'")
         out.success(f"Apache Airflow {af_ver}, airflow-provider-worktree {pkg_ver}")
@@ -610,17 +620,15 @@ class SmokeRun:
                 raise Fatal("--real-api needs ANTHROPIC_API_KEY in the environment")
             out.warning("--real-api: the run calls the real Anthropic API with your key and is billed")
 
-    def _py_version(self, py: str) -> str | None:
+    @staticmethod
+    def _probe(py: str) -> dict | None:
+        """One call: the interpreter's version, and Airflow's and this package's when all three of Airflow,
+        this package and the anthropic SDK import there (else None)."""
         try:
-            proc = subprocess.run([py, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                                  capture_output=True, text=True, timeout=60)
-        except OSError:
+            proc = subprocess.run([py, "-c", PROBE], capture_output=True, text=True, timeout=180)
+            return json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
+        except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
             return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    def _has_packages(self, py: str) -> bool:
-        return subprocess.run([py, "-c", "import airflow, airflow_provider_worktree, anthropic"],
-                              capture_output=True, timeout=120).returncode == 0
 
     def _bootstrap_venv(self, base: str) -> str:
         venv = Path(self.o.venv or os.environ.get("VENV") or PROJECT / ".venv")
@@ -633,13 +641,13 @@ class SmokeRun:
                 raise Fatal(f"could not create the venv {venv} with {base} (on Debian/Ubuntu: apt-get install "
                             "python3-venv)")
             subprocess.run([str(py), "-m", "pip", "install", "-q", "--upgrade", "pip"], env=env)
-        if not self._has_packages(str(py)):
+        if not (self._probe(str(py)) or {}).get("airflow"):
             self.out.info(f"installing airflow-provider-worktree[test] into {venv} (pip install -e '.[test]', "
                           "a few minutes the first time)")
             proc = subprocess.run([str(py), "-m", "pip", "install", "-q", "-e", ".[test]"], cwd=PROJECT, env=env,
                                   capture_output=True, text=True)
             self.out.indent(proc.stdout + proc.stderr, limit=40)
-        if not self._has_packages(str(py)):
+        if not (self._probe(str(py)) or {}).get("airflow"):
             raise Fatal(f"Airflow is not installed: pip install -e '.[test]' into {venv} failed (see the pip "
                         "output above)")
         return str(py)
