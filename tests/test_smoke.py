@@ -345,3 +345,30 @@ def test_interrupted_smoke_run_stops_everything(tmp_path: Path):
     assert "stopped the processes this run started" in out
     assert "smoke run FAILED" in out
     assert watch.leftovers() == []
+
+
+def test_min_completed_tolerates_only_failed_shards_above_the_threshold(tmp_path: Path):
+    db = tmp_path / "shard_status.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE shard_status (shard_id TEXT, run_id TEXT, status TEXT)")
+    con.executemany("INSERT INTO shard_status VALUES (?, 'r1', ?)",
+                    [(f"s{i}", "completed") for i in range(9)] + [("s9", "failed")])
+    con.execute("INSERT INTO shard_status VALUES ('x', 'other-run', 'failed')")
+    con.commit()
+    con.close()
+
+    def verdict(min_completed: float, failed_tasks: tuple[str, ...], run_ok: bool = False) -> bool:
+        run = smoke_run.SmokeRun(smoke_run.parse_args(["--min-completed", str(min_completed)]),
+                                 smoke_run.Out(color=False))
+        run.shard_db, run.run_id, run.run_ok = db, "r1", run_ok
+        run.tis = [["plan", -1, "success", 1]] + [[t, 0, "failed", 1] for t in failed_tasks]
+        return run._tolerated_failure()
+
+    run_completion = smoke_run.SmokeRun(smoke_run.parse_args([]), smoke_run.Out(color=False))
+    run_completion.shard_db, run_completion.run_id = db, "r1"
+    assert run_completion._completion() == (9, 10)
+    assert verdict(90, ("maintain", "report")) is True       # 90% completed, only shard tasks failed
+    assert verdict(95, ("maintain", "report")) is False      # below the threshold
+    assert verdict(100, ("maintain", "report")) is False     # the default tolerates nothing
+    assert verdict(90, ("plan", "report")) is False          # a failed plan is never tolerated
+    assert verdict(90, ("maintain",), run_ok=True) is False  # nothing to tolerate
