@@ -162,10 +162,8 @@ with DAG(
             print(f"{len(shards)} shards ({summary['files']} files) planned for run {run_id} "
                   f"(parallel limit {min(params['parallel_limit'], MAX_PARALLEL)})")
         # Per-shard keyword arguments of the maintain tasks: what the Params decide beyond templated fields.
-        kwargs: dict = {"task_options": options or None,
-                        "allow_commands": [shlex.split(c) for c in params.get("allow_commands") or []] or None}
-        if params["isolation"] != "auto":  # "auto" is the operator's default
-            kwargs["isolation"] = params["isolation"]
+        kwargs = {"task_options": options or None,
+                  "allow_commands": [shlex.split(c) for c in params.get("allow_commands") or []] or None}
         return [{"shard": s, **kwargs} for s in shards]
 
     planned = plan()
@@ -183,6 +181,7 @@ with DAG(
         verify_command="{{ params.verify_command }}",
         base_ref="{{ params.base_ref }}",
         push="{{ params.push }}",
+        isolation="{{ params.isolation }}",
         max_active_shards="{{ params.parallel_limit }}",  # the run-time limit (slot semaphore)
         retries=2,
         retry_delay=pendulum.duration(seconds=5),
