@@ -177,3 +177,101 @@ def test_failed_shard_fails_the_run_but_the_report_is_written(airflow_home, tmp_
                         .read_text())
     assert report["totals"]["by_status"] == {"failed": 1}
     assert "verif" in report["failed"][0]["error"]
+
+
+# ------------------------------------------------------------------------- parallel_maintenance_poc: Params
+def _poc_dag():
+    """The example DAG object, loaded from its file as the DAG processor would."""
+    import runpy
+
+    module = runpy.run_path(str(ROOT / "airflow_provider_worktree" / "example_dags" / "parallel_maintenance_poc.py"))
+    return module["dag"]
+
+
+def test_poc_params_validate_with_their_defaults_and_reject_bad_values():
+    """The trigger form works with the defaults: Airflow's own ParamsDict validation accepts them, and no
+    Param is required-but-empty (an empty default on a type without "null" disables the Trigger button)."""
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    dag = _poc_dag()
+    params = dag.params
+    resolved = params.validate()
+    assert resolved["repo"] is None and resolved["task"] == "todo" and resolved["isolation"] == "auto"
+    assert resolved["parallel_limit"] == 10
+    for name in ("task", "lint_command", "verify_command", "prompt", "include", "exclude", "max_files_per_shard",
+                 "max_input_tokens", "max_output_tokens", "max_cost_usd", "runner", "model", "allow_commands",
+                 "isolation", "push", "integration_branch", "parallel_limit"):
+        assert name in params, name
+    for name in params:
+        param = params.get_param(name)
+        types = param.schema.get("type")
+        if param.value in (None, ""):
+            assert isinstance(types, list) and "null" in types, f"{name}: empty default but not nullable"
+    # What a user types in the form or the conf: good values pass, bad ones are refused by Airflow itself.
+    good = ParamsDict(params.dump() | {})
+    good.update({"task": "lint", "lint_command": "ruff check", "include": ["src/**"], "parallel_limit": 3,
+                 "isolation": "bwrap", "allow_commands": ["python -m pytest"], "max_cost_usd": 0.5})
+    good.validate()
+    for bad in ({"parallel_limit": 0}, {"parallel_limit": 10_000}, {"task": "bogus"}, {"isolation": "docker"},
+                {"runner": "shell"}, {"include": "src/**"}):
+        trial = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises((ParamValidationError, ValueError)):
+            for key, value in bad.items():
+                trial[key] = value
+            trial.validate()
+
+
+def _task_states(home: Path, dag_id: str) -> dict[str, list[str]]:
+    """task_id -> states of its instances in the newest run of ``dag_id`` (from the metadata database)."""
+    code = (
+        "import json, sys\n"
+        "from airflow.models.dagrun import DagRun\n"
+        "from airflow.models.taskinstance import TaskInstance as TI\n"
+        "from airflow.utils.session import create_session\n"
+        "with create_session() as s:\n"
+        "    dr = s.query(DagRun).filter(DagRun.dag_id == sys.argv[1]).order_by(DagRun.id.desc()).first()\n"
+        "    out = {}\n"
+        "    for ti in s.query(TI).filter(TI.dag_id == dr.dag_id, TI.run_id == dr.run_id):\n"
+        "        out.setdefault(ti.task_id, []).append(str(ti.state).split('.')[-1].lower())\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, dag_id], env=_env(home), capture_output=True, text=True,
+                          check=True, timeout=120)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_poc_nothing_to_do_is_a_green_run_with_a_report_saying_so(airflow_home, tmp_path):
+    repo = make_repo(tmp_path / "clean", {"README.md": "# clean\n", "pkg/a.py": "def f(x):\n    return x\n"})
+    proc = _dags_test(airflow_home, "parallel_maintenance_poc", {"repo": str(repo)})
+    out = proc.stdout + proc.stderr
+    assert "state=success" in out, out[-5000:]
+    states = _task_states(airflow_home, "parallel_maintenance_poc")
+    assert states["plan"] == ["success"] and states["report"] == ["success"], states
+    assert states["watch_shards"] == ["skipped"], states  # it never waited for shards
+    assert set(states.get("maintain", ["skipped"])) == {"skipped"}, states
+    report = json.loads(max((airflow_home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+                        .read_text())
+    assert report["totals"]["shards"] == 0
+    assert "needs the 'todo' task" in report["nothing_to_do"]
+    markdown = Path(report_path := str(max((airflow_home / "reports").glob("*.md"),
+                                          key=lambda p: p.stat().st_mtime))).read_text()
+    assert "## Nothing to do" in markdown, report_path
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"),
+    [({"task": "lint"}, "task 'lint' needs the lint_command Param"),
+     ({"repo": None}, "No repository for this run")],
+    ids=["lint-without-lint_command", "no-repository"],
+)
+def test_poc_failed_plan_fails_the_run_at_once(airflow_home, tmp_path, conf, message):
+    repo = make_repo(tmp_path / "repo", n_files=2)
+    proc = _dags_test(airflow_home, "parallel_maintenance_poc", {"repo": str(repo), **conf})
+    out = proc.stdout + proc.stderr
+    assert "state=failed" in out and message in out, out[-5000:]
+    assert "The plan task failed" in out, out[-5000:]
+    states = _task_states(airflow_home, "parallel_maintenance_poc")
+    assert states["plan"] == ["failed"] and states["report"] == ["failed"], states
+    # the sensor never started, so nothing waited for shards that will never come
+    assert states["watch_shards"][0] in ("upstream_failed", "skipped"), states

@@ -3,14 +3,31 @@
 plan -> maintain (ClaudeMaintenanceOperator mapped over the shards) -> watch_shards (ShardStatusSensor:
 stale locks) -> report (Markdown + JSON beside the shard database, optional integration branch).
 
-Parsing does no git or database work: everything happens inside tasks.
+Every option of a run is a Param with a default, so the run can be triggered from the UI as it is; only
+``repo`` has no useful default: a run without a repository (no ``repo`` Param, no ``WORKTREE_REPO``, no
+``git_worktree_default`` connection) fails in its plan task with a one-line error saying so.
 
-Settings read at parse time (they shape the schedule, not one run):
-- ``WORKTREE_PARALLEL_LIMIT`` (default 10): mapped shards running at once per run
-  (``max_active_tis_per_dagrun``); the ``parallel_limit`` Param must match it (the plan task checks).
+Outcomes:
+- **Nothing to do** (the plan finds no file for the task): the maintain map has zero items, the sensor is
+  skipped and the report says "nothing to do" and why (task, globs, files skipped). The run is green.
+- **The plan fails** (no repository, ``task="lint"`` without ``lint_command``, ``task="custom"`` without
+  ``prompt``, a bad ref...): the maintain and watch tasks never start, the report task fails at once naming
+  the plan's error, the run is red. Nothing waits for shards that will never come.
+- **A shard fails**: the report is written, then the run fails.
+
+The parallel limit is a run-time setting: the ``parallel_limit`` Param sets ``max_active_shards`` of the
+maintain tasks, a slot semaphore in the shard database (at most that many shards of the run do work at
+once). ``max_active_tis_per_dagrun`` stays as the ceiling of maintain task instances running per run, read
+at parse time from ``WORKTREE_MAX_PARALLEL`` (default 32); instances above ``parallel_limit`` wait for a slot.
+A ``parallel_limit`` above the ceiling runs at most the ceiling (the plan warns). Keep the ceiling near the
+largest limit you use: each waiting instance holds an executor slot.
+
+Parsing does no git or database work: everything happens inside tasks. Settings read at parse time:
+- ``WORKTREE_MAX_PARALLEL`` (default 32): the ceiling above.
+- ``WORKTREE_PARALLEL_LIMIT`` (default 10): the default of the ``parallel_limit`` Param.
 - ``WORKTREE_MODEL_POOL`` (default ``default_pool``): the pool that bounds model calls across DAGs;
   size it to your rate limit (``airflow pools set claude_model_calls 10 "Claude API"``).
-- ``WORKTREE_REPO`` (default: empty, give the ``repo`` Param when triggering).
+- ``WORKTREE_REPO`` (default: none): the default of the ``repo`` Param.
 """
 
 from __future__ import annotations
@@ -23,8 +40,10 @@ from airflow.sdk import DAG, Param, TriggerRule, task
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.sensors.shard_status import ShardStatusSensor
 
-PARALLEL_LIMIT = int(os.environ.get("WORKTREE_PARALLEL_LIMIT", "10"))
+MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
+PARALLEL_LIMIT = min(int(os.environ.get("WORKTREE_PARALLEL_LIMIT", "10")), MAX_PARALLEL)
 MODEL_POOL = os.environ.get("WORKTREE_MODEL_POOL", "default_pool")
+TASKS = ["todo", "docstrings", "lint", "tests", "custom"]
 
 with DAG(
     dag_id="parallel_maintenance_poc",
@@ -36,56 +55,118 @@ with DAG(
     max_active_runs=1,
     tags=["worktree", "claude", "maintenance"],
     params={
-        "repo": Param(os.environ.get("WORKTREE_REPO", ""), type="string",
-                      description="Repository: a local path or a URL"),
-        "task": Param("todo", enum=["todo", "docstrings", "lint", "tests", "custom"]),
-        "prompt": Param(None, type=["null", "string"], description="Instructions for the custom task"),
-        "globs": Param(None, type=["null", "array"], description="File globs to restrict discovery"),
+        "repo": Param(os.environ.get("WORKTREE_REPO") or None, type=["null", "string"],
+                      description="Repository: a local path or a URL. Empty: the git_worktree_default "
+                                  "connection's host (the run fails at once when there is neither)"),
+        "task": Param("todo", type="string", enum=TASKS,
+                      description="todo, docstrings, lint (needs lint_command), tests, custom (needs prompt)"),
+        "lint_command": Param(None, type=["null", "string"],
+                              description="Linter for the lint task, e.g. 'ruff check --output-format=concise' "
+                                          "(run without a shell; the shard's files are appended)"),
+        "verify_command": Param(None, type=["null", "string"],
+                                description="Run in each worktree after the edits, e.g. 'python -m pytest -q'; "
+                                            "non-zero fails the shard"),
+        "prompt": Param(None, type=["null", "string"],
+                        description="Instructions of the custom task; extra instructions for the others"),
+        "include": Param(None, type=["null", "array"], items={"type": "string"},
+                         description="Only files matching one of these globs, e.g. ['src/**/*.py']"),
+        "exclude": Param(None, type=["null", "array"], items={"type": "string"},
+                         description="Leave out files matching these globs, e.g. ['tests/**']"),
         "max_files_per_shard": Param(5, type="integer", minimum=1),
         "max_bytes_per_shard": Param(200_000, type="integer", minimum=1),
-        "split_by": Param("size", enum=["size", "directory"]),
-        "max_shards": Param(None, type=["null", "integer"], minimum=1),
-        "parallel_limit": Param(PARALLEL_LIMIT, type="integer", minimum=1),
+        "split_by": Param("size", type="string", enum=["size", "directory"]),
+        "max_shards": Param(None, type=["null", "integer"], minimum=1,
+                            description="Keep only the highest-priority shards"),
+        "parallel_limit": Param(PARALLEL_LIMIT, type="integer", minimum=1, maximum=MAX_PARALLEL,
+                                description=f"Shards worked on at once (at most {MAX_PARALLEL}, "
+                                            "WORKTREE_MAX_PARALLEL)"),
+        "runner": Param("api", type="string", enum=["api", "claude_code"]),
         "model": Param(None, type=["null", "string"], description="Default: the anthropic connection's model"),
-        "runner": Param("api", enum=["api", "claude_code"]),
         "max_turns": Param(20, type="integer", minimum=1),
-        "max_input_tokens": Param(200_000, type=["null", "integer"], minimum=1),
-        "max_output_tokens": Param(20_000, type=["null", "integer"], minimum=1),
-        "max_cost_usd": Param(None, type=["null", "number"], minimum=0),
-        "verify_command": Param(None, type=["null", "string"], description="e.g. 'python -m pytest -q'"),
+        "max_input_tokens": Param(200_000, type=["null", "integer"], minimum=1,
+                                  description="Per-shard cap on input tokens (all attempts)"),
+        "max_output_tokens": Param(20_000, type=["null", "integer"], minimum=1,
+                                   description="Per-shard cap on output tokens (all attempts)"),
+        "max_cost_usd": Param(None, type=["null", "number"], minimum=0,
+                              description="Per-shard cap in dollars"),
+        "allow_commands": Param(None, type=["null", "array"], items={"type": "string"},
+                                description="Commands the model may run in its worktree, e.g. "
+                                            "['python -m pytest']; empty: no command tool"),
+        "isolation": Param("auto", type="string", enum=["auto", "bwrap", "none"],
+                           description="How code from the model or the repository runs: auto (bubblewrap "
+                                       "when it works here, else a restricted environment), bwrap "
+                                       "(required), none"),
         "base_ref": Param("HEAD", type="string"),
-        "push": Param(False, type="boolean"),
+        "push": Param(False, type="boolean", description="Push each shard branch to origin"),
         "integration_branch": Param(None, type=["null", "string"],
                                     description="Merge all shard branches into this branch"),
     },
     doc_md=__doc__,
 ) as dag:
 
-    @task
-    def plan(params: dict | None = None, run_id: str | None = None) -> list[dict]:
-        """Discover and split the repository's files into shards and register them for this run."""
+    @task(retries=0)
+    def plan(params: dict | None = None, run_id: str | None = None, ti=None) -> list[dict]:
+        """Discover and split the repository's files into shards and register them for this run.
+
+        Returns one set of keyword arguments per shard for the maintain tasks; pushes the plan's summary
+        under the XCom key ``plan`` for the report.
+        """
+        import shlex
+
+        from airflow_provider_worktree.core.errors import ConfigurationError
         from airflow_provider_worktree.core.tasks import plan_shards
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
-        if params["parallel_limit"] != PARALLEL_LIMIT:
-            raise ValueError(
-                f"parallel_limit={params['parallel_limit']} but this DAG was parsed with "
-                f"WORKTREE_PARALLEL_LIMIT={PARALLEL_LIMIT}; the limit shapes scheduling, so set the "
-                "environment variable for the DAG processor and scheduler instead of the Param."
-            )
-        manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
-        options = {"prompt": params["prompt"], "globs": params["globs"]} if params["task"] == "custom" else {}
+        name = params["task"]
+        options: dict = {}
+        if name == "lint":
+            if not (params.get("lint_command") or "").strip():
+                raise ConfigurationError(
+                    "task 'lint' needs the lint_command Param: trigger with e.g. "
+                    "{\"task\": \"lint\", \"lint_command\": \"ruff check --output-format=concise\"}")
+            options["lint_command"] = shlex.split(params["lint_command"])
+        if name == "custom":
+            if not (params.get("prompt") or "").strip():
+                raise ConfigurationError(
+                    "task 'custom' needs the prompt Param: trigger with e.g. "
+                    "{\"task\": \"custom\", \"prompt\": \"Replace print calls with logging\"}")
+            options["prompt"] = params["prompt"]
+        globs = list(params.get("include") or []) + [f"!{g}" for g in params.get("exclude") or []]
+        if params["parallel_limit"] > MAX_PARALLEL:
+            print(f"WARNING: parallel_limit={params['parallel_limit']} is above the ceiling WORKTREE_MAX_PARALLEL="
+                  f"{MAX_PARALLEL} this DAG was parsed with: at most {MAX_PARALLEL} shards run at once")
+        try:
+            manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
+        except ConfigurationError as exc:
+            if params["repo"]:
+                raise
+            raise ConfigurationError(
+                "No repository for this run: give the repo Param (a local path or URL) when triggering, set "
+                f"WORKTREE_REPO for the DAG processor, or create the git_worktree_default connection ({exc})"
+            ) from None
         shards = plan_shards(
-            manager.repo_path, params["task"], ref=params["base_ref"], globs=params["globs"],
+            manager.repo_path, name, ref=params["base_ref"], globs=globs or None,
             max_files=params["max_files_per_shard"], max_bytes=params["max_bytes_per_shard"],
             by=params["split_by"], max_shards=params["max_shards"], task_options=options,
         )
         ShardStatusHook().register_shards(run_id, shards)
-        print(f"{len(shards)} shards planned for run {run_id} (parallel limit {PARALLEL_LIMIT})")
-        return shards
+        summary = {"task": name, "repo": manager.repo_path, "base_ref": params["base_ref"], "globs": globs,
+                   "shards": len(shards), "files": sum(len(s["files"]) for s in shards),
+                   "skipped": []}
+        ti.xcom_push(key="plan", value=summary)
+        if not shards:
+            print(f"Nothing to do: no file of {manager.repo_path} at {params['base_ref']} needs the {name!r} task"
+                  + (f" (globs {globs})" if globs else ""))
+        else:
+            print(f"{len(shards)} shards ({summary['files']} files) planned for run {run_id} "
+                  f"(parallel limit {min(params['parallel_limit'], MAX_PARALLEL)})")
+        # Per-shard keyword arguments of the maintain tasks: what the Params decide beyond templated fields.
+        kwargs = {"task_options": options or None,
+                  "allow_commands": [shlex.split(c) for c in params.get("allow_commands") or []] or None}
+        return [{"shard": s, **kwargs} for s in shards]
 
-    shards = plan()
+    planned = plan()
 
     maintain = ClaudeMaintenanceOperator.partial(
         task_id="maintain",
@@ -100,12 +181,16 @@ with DAG(
         verify_command="{{ params.verify_command }}",
         base_ref="{{ params.base_ref }}",
         push="{{ params.push }}",
+        isolation="{{ params.isolation }}",
+        max_active_shards="{{ params.parallel_limit }}",  # the run-time limit (slot semaphore)
         retries=2,
         retry_delay=pendulum.duration(seconds=5),
-        max_active_tis_per_dagrun=PARALLEL_LIMIT,
+        max_active_tis_per_dagrun=MAX_PARALLEL,  # the ceiling, fixed at parse time
         pool=MODEL_POOL,
-    ).expand(shard=shards)
+    ).expand_kwargs(planned)
 
+    # Runs only when at least one shard task succeeded: skipped for an empty plan (zero mapped tasks) and
+    # for a failed plan, so it never waits for shards that will never be registered.
     watch = ShardStatusSensor(
         task_id="watch_shards",
         run_id="{{ run_id }}",
@@ -115,29 +200,47 @@ with DAG(
         timeout=3600,
         retries=1,
         retry_delay=pendulum.duration(seconds=5),
-        trigger_rule=TriggerRule.ALL_DONE,
+        trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
     )
 
-    @task(trigger_rule=TriggerRule.ALL_DONE)
-    def report(params: dict | None = None, run_id: str | None = None) -> dict:
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
+    def report(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
         """Write the run's report beside the shard database and merge branches when asked."""
         from airflow_provider_worktree.core.report import build_report, merge_branches, write_report
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
+        planned = ti.xcom_pull(task_ids="plan", key="plan")
+        if planned is None:
+            raise RuntimeError("The plan task failed, so nothing ran: read the plan task's log for the reason, "
+                               "fix the Params and trigger again")
         hook = ShardStatusHook()
         result = build_report(hook.get_store(), run_id)
+        result["plan"] = planned
         branches = [s["branch"] for s in result["shards"] if s["status"] == "completed" and s["commit_sha"]]
         if params["integration_branch"] and branches:
             manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
             result["integration"] = merge_branches(manager, branches, params["integration_branch"],
                                                    run_id=run_id, base_ref=params["base_ref"])
+        nothing = planned["shards"] == 0
+        if nothing:
+            why = (f"no file of {planned['repo']} at {planned['base_ref']} needs the {planned['task']!r} task"
+                   + (f" within the globs {planned['globs']}" if planned["globs"] else ""))
+            skipped = planned["skipped"]
+            if skipped:
+                why += f"; the plan skipped {len(skipped)} file(s), e.g. {skipped[0]}"
+            result["nothing_to_do"] = why
         paths = write_report(result, hook.report_dir())
+        if nothing:  # the report's Markdown says so first thing after its title
+            with open(paths["markdown"], "a") as fh:
+                fh.write(f"\n## Nothing to do\n\n{result['nothing_to_do']}.\n")
+            print(f"Nothing to do: {result['nothing_to_do']}")
         print(open(paths["markdown"]).read())
         t = result["totals"]
         if result["failed"]:  # the report is written either way; the run must not look green
             raise RuntimeError(f"{len(result['failed'])} of {t['shards']} shard(s) failed; see {paths['markdown']}")
         return {"run_id": run_id, "paths": paths, "by_status": t["by_status"], "cost_usd": t["cost_usd"],
-                "failed": result["failed"][:20], "integration": result["integration"]}
+                "failed": result["failed"][:20], "integration": result["integration"],
+                "nothing_to_do": result.get("nothing_to_do")}
 
-    shards >> maintain >> watch >> report()
+    planned >> maintain >> watch >> report()
