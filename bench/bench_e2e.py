@@ -376,6 +376,7 @@ class Bench:
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(48),
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             "WORKTREE_PARALLEL_LIMIT": str(a.parallel),
+            "WORKTREE_MAX_PARALLEL": str(a.parallel),  # Airflow itself holds the limit: no task waits for a slot
             "GIT_TERMINAL_PROMPT": "0",
             "PATH": f"{self.bin}:{env.get('PATH', '')}",
         })

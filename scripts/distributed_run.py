@@ -488,6 +488,7 @@ class Deployment:
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.2",
             "WORKTREE_PARALLEL_LIMIT": str(a.parallel),
+            "WORKTREE_MAX_PARALLEL": str(a.parallel),
             "WORKTREE_MODEL_POOL": POOL,
             "AIRFLOW_CONN_SHARD_STATUS_DEFAULT": json.dumps(shard_conn),
         }

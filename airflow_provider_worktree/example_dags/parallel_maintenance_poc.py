@@ -76,7 +76,8 @@ with DAG(
         "max_bytes_per_shard": Param(200_000, type="integer", minimum=1),
         "split_by": Param("size", type="string", enum=["size", "directory"]),
         "max_shards": Param(None, type=["null", "integer"], minimum=1,
-                            description="Keep only the highest-priority shards"),
+                            description="Keep only the highest-priority shards (plans larger than "
+                                        "[core] max_map_length are grouped to fit in any case)"),
         "parallel_limit": Param(PARALLEL_LIMIT, type="integer", minimum=1, maximum=MAX_PARALLEL,
                                 description=f"Shards worked on at once (at most {MAX_PARALLEL}, "
                                             "WORKTREE_MAX_PARALLEL)"),
@@ -114,7 +115,9 @@ with DAG(
         import shlex
 
         from airflow_provider_worktree.core.errors import ConfigurationError
-        from airflow_provider_worktree.core.tasks import plan_shards
+        from airflow.configuration import conf
+
+        from airflow_provider_worktree.core.tasks import plan_repository
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
@@ -132,7 +135,7 @@ with DAG(
                     "task 'custom' needs the prompt Param: trigger with e.g. "
                     "{\"task\": \"custom\", \"prompt\": \"Replace print calls with logging\"}")
             options["prompt"] = params["prompt"]
-        globs = list(params.get("include") or []) + [f"!{g}" for g in params.get("exclude") or []]
+        include, exclude = list(params.get("include") or []), list(params.get("exclude") or [])
         if params["parallel_limit"] > MAX_PARALLEL:
             print(f"WARNING: parallel_limit={params['parallel_limit']} is above the ceiling WORKTREE_MAX_PARALLEL="
                   f"{MAX_PARALLEL} this DAG was parsed with: at most {MAX_PARALLEL} shards run at once")
@@ -145,19 +148,26 @@ with DAG(
                 "No repository for this run: give the repo Param (a local path or URL) when triggering, set "
                 f"WORKTREE_REPO for the DAG processor, or create the git_worktree_default connection ({exc})"
             ) from None
-        shards = plan_shards(
-            manager.repo_path, name, ref=params["base_ref"], globs=globs or None,
-            max_files=params["max_files_per_shard"], max_bytes=params["max_bytes_per_shard"],
-            by=params["split_by"], max_shards=params["max_shards"], task_options=options,
+        # include: only these files, and they win over the default skip rules (vendored, generated, fixtures).
+        # max_shards: [core] max_map_length, so a plan of any size maps (shards are grouped to fit, and it says so).
+        plan_ = plan_repository(
+            manager.repo_path, name, ref=params["base_ref"], globs=include or None, include=include or None,
+            exclude=exclude or None, max_files=params["max_files_per_shard"], max_bytes=params["max_bytes_per_shard"],
+            by=params["split_by"], top=params["max_shards"],
+            max_shards=conf.getint("core", "max_map_length", fallback=1024), task_options=options,
         )
+        shards = plan_.shards
         ShardStatusHook().register_shards(run_id, shards)
-        summary = {"task": name, "repo": manager.repo_path, "base_ref": params["base_ref"], "globs": globs,
-                   "shards": len(shards), "files": sum(len(s["files"]) for s in shards),
-                   "skipped": []}
+        planned = plan_.to_dict(max_skipped=20)
+        summary = {"task": name, "repo": manager.repo_path, "base_ref": params["base_ref"], "globs": include,
+                   "exclude": exclude, "shards": len(shards), "files": sum(len(s["files"]) for s in shards),
+                   "skipped": planned["skipped"], "skipped_by_reason": planned["skipped_by_reason"],
+                   "notes": planned["notes"], "summary": plan_.summary()}
         ti.xcom_push(key="plan", value=summary)
+        print(plan_.summary())
         if not shards:
             print(f"Nothing to do: no file of {manager.repo_path} at {params['base_ref']} needs the {name!r} task"
-                  + (f" (globs {globs})" if globs else ""))
+                  + (f" (include {include})" if include else ""))
         else:
             print(f"{len(shards)} shards ({summary['files']} files) planned for run {run_id} "
                   f"(parallel limit {min(params['parallel_limit'], MAX_PARALLEL)})")
@@ -226,9 +236,8 @@ with DAG(
         if nothing:
             why = (f"no file of {planned['repo']} at {planned['base_ref']} needs the {planned['task']!r} task"
                    + (f" within the globs {planned['globs']}" if planned["globs"] else ""))
-            skipped = planned["skipped"]
-            if skipped:
-                why += f"; the plan skipped {len(skipped)} file(s), e.g. {skipped[0]}"
+            if planned["skipped"]:
+                why += f"; {planned['summary']}"
             result["nothing_to_do"] = why
         paths = write_report(result, hook.report_dir())
         if nothing:  # the report's Markdown says so first thing after its title
