@@ -39,7 +39,7 @@ class WorktreePlugin(AirflowPlugin):
     fastapi_apps = [{"app": _LazyApp(), "url_prefix": DASHBOARD_PREFIX, "name": "Worktree shards"}]
     external_views = [
         {"name": "Worktree shards", "href": "worktree/", "url_route": "worktree", "destination": "nav",
-         "category": "browse"},
+         "nav_top_level": True},
         {"name": "Shards", "href": "worktree/#/run/{RUN_ID}", "url_route": "worktree-run",
          "destination": "dag_run"},
     ]

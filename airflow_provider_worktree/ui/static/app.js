@@ -74,9 +74,9 @@ async function showRuns() {
     return;
   }
   const rows = view.runs.map((r) => `<tr data-run="${esc(r.run_id)}" data-level="${esc(r.health.level)}">
-    <td><a href="${runHref(r.run_id)}">${esc(r.run_id)}</a></td>
+    <td class="wrap"><a href="${runHref(r.run_id)}">${esc(r.run_id)}</a></td>
     <td>${r.dag_id ? airflowLink("dags/" + encodeURIComponent(r.dag_id) + "/runs/" + encodeURIComponent(r.run_id), r.dag_id) : '<span class="dim">-</span>'}</td>
-    <td>${STATUSES.map((s) => `<span class="badge" data-count="${s}">${s} ${fmtNum(r.counts[s])}</span>`).join("")}${r.stale ? `<span class="badge stale" data-count="stale">stale ${fmtNum(r.stale)}</span>` : ""}</td>
+    <td class="wrap">${STATUSES.map((s) => `<span class="badge" data-count="${s}">${s} ${fmtNum(r.counts[s])}</span>`).join("")}${r.stale ? `<span class="badge stale" data-count="stale">stale ${fmtNum(r.stale)}</span>` : ""}</td>
     <td>${progressBar(r.counts, r.total)} <span class="dim">${Math.round(r.progress * 100)}%</span></td>
     <td class="num">${fmtDur(r.duration_s)}</td>
     <td class="num">${fmtNum(r.input_tokens)} / ${fmtNum(r.output_tokens)}</td>
@@ -84,8 +84,8 @@ async function showRuns() {
     <td>${level(r.health.level)} ${r.health.actions.map((a) => `<div class="dim">${esc(a.label)}: ${esc(a.action)}</div>`).join("")}</td>
   </tr>`).join("");
   main.innerHTML = `<h1>Runs</h1>
-    <table data-testid="runs"><thead><tr><th>Run</th><th>DAG run</th><th>Shards</th><th>Progress</th><th class="num">Duration</th>
-    <th class="num">Tokens in / out</th><th class="num">Cost</th><th>Verdict</th></tr></thead><tbody>${rows}</tbody></table>
+    <div class="hscroll"><table data-testid="runs"><thead><tr><th>Run</th><th>DAG run</th><th>Shards</th><th>Progress</th><th class="num">Duration</th>
+    <th class="num">Tokens in / out</th><th class="num">Cost</th><th>Verdict</th></tr></thead><tbody>${rows}</tbody></table></div>
     <p class="dim">Stale: running with no heartbeat for ${fmtDur(view.stale_after_s)}. Verdicts: the thresholds of <code>airflow-worktree check</code> per run.</p>`;
 }
 
