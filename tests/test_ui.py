@@ -160,6 +160,7 @@ def test_a_run_shows_its_shards_stale_locks_timeline_and_log_links(ui, seeded, b
     # the running shard's worker is a task instance of the DAG run: its log is one click away
     log = page.locator('tr[data-shard="s04"] a[target=_top]')
     assert log.get_attribute("href") == f"../dags/worktree_health/runs/{quote(run_id, safe='')}/tasks/check_health"
+    assert done.locator("a[target=_top]").count() == 0  # its worker is no task instance of this Airflow
     # the timeline: four shards started, the stale one two hours before the others
     assert page.get_by_test_id("timeline").is_visible()
     note = page.locator("#timeline-note")

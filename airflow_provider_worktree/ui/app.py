@@ -135,7 +135,7 @@ def _task_instances(dag_id: str, run_id: str) -> dict[tuple[str, int], dict[str,
 
 
 def _ti_path(dag_id: str, run_id: str, ti: dict[str, Any] | None) -> str:
-    """The Airflow UI path (relative to its base URL) of a task instance (its log), else of the DAG run."""
+    """The Airflow UI path (relative to its base URL) of a task instance (its log), or of the DAG run."""
     from urllib.parse import quote
 
     path = f"dags/{quote(dag_id, safe='')}/runs/{quote(run_id, safe='')}"
@@ -147,9 +147,12 @@ def _ti_path(dag_id: str, run_id: str, ti: dict[str, Any] | None) -> str:
     return path
 
 
-def _worker_key(worker_id: str | None) -> tuple[str, int] | None:
+def _log_path(dag_id: str | None, run_id: str, tis: dict[tuple[str, int], dict[str, Any]],
+              worker_id: str | None) -> str | None:
+    """The log of the task instance that ran as ``worker_id`` (``host:pid``), None when no try matches."""
     host, _, pid = (worker_id or "").rpartition(":")
-    return (host.split(".")[0], int(pid)) if host and pid.isdigit() else None
+    ti = tis.get((host.split(".")[0], int(pid))) if host and pid.isdigit() else None
+    return _ti_path(dag_id, run_id, ti) if dag_id and ti else None
 
 
 def _readable(user: Any, dag_id: str | None) -> bool:
@@ -218,8 +221,7 @@ def create_app() -> FastAPI:
             raise HTTPException(404, f"run {run_id!r} has no shard in the shard database: check the run id")
         tis = _task_instances(dag_id, run_id) if dag_id else {}
         for shard in view["shards"]:
-            key = _worker_key(shard["worker_id"])
-            shard["log_path"] = _ti_path(dag_id, run_id, tis.get(key) if key else None) if dag_id else None
+            shard["log_path"] = _log_path(dag_id, run_id, tis, shard["worker_id"])
         view["dag_id"] = dag_id
         view["dag_run_path"] = _ti_path(dag_id, run_id, None) if dag_id else None
         view["can_reset"] = _allow_reset() and _can(user, "PUT", dag_id, clear=True)
@@ -239,13 +241,12 @@ def create_app() -> FastAPI:
             view = data.shard_view(store, run_id, shard_id, stale_after_s=_stale_after(stale_after))
         except ShardNotFound as exc:
             raise HTTPException(404, str(exc)) from None
-        key = _worker_key(view["worker_id"])
         tis = _task_instances(dag_id, run_id) if dag_id else {}
         view["dag_id"] = dag_id
-        view["log_path"] = _ti_path(dag_id, run_id, tis.get(key) if key else None) if dag_id else None
+        view["dag_run_path"] = _ti_path(dag_id, run_id, None) if dag_id else None
+        view["log_path"] = _log_path(dag_id, run_id, tis, view["worker_id"])
         for attempt in view["attempts"] or []:
-            akey = _worker_key(attempt.get("worker_id"))
-            attempt["log_path"] = _ti_path(dag_id, run_id, tis.get(akey) if akey else None) if dag_id else None
+            attempt["log_path"] = _log_path(dag_id, run_id, tis, attempt.get("worker_id"))
         return _json(view)
 
     @app.get("/api/health")

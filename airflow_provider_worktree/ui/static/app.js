@@ -238,7 +238,9 @@ async function showShard(runId, shardId) {
     ["Attempt", fmtNum(s.attempt)], ["Started", fmtTime(s.started_at)], ["Completed", fmtTime(s.completed_at)],
     ["Heartbeat age", fmtDur(s.heartbeat_age_s)], ["Branch", esc(s.branch || "")], ["Commit", `<code>${esc(s.commit_sha || "")}</code>`],
     ["Tokens", `${fmtNum(t.input_tokens)} in + ${fmtNum(t.cache_read_tokens)} cache read + ${fmtNum(t.cache_write_tokens)} cache write; ${fmtNum(t.output_tokens)} out`],
-    ["Cost", fmtCost(s.cost_usd)], ["Log", s.log_path ? airflowLink(s.log_path, "task instance log in Airflow") : '<span class="dim">not a task of this Airflow</span>']];
+    ["Cost", fmtCost(s.cost_usd)], ["Log", s.log_path ? airflowLink(s.log_path, "task instance log in Airflow")
+      : s.dag_run_path ? `<span class="dim">no task instance of the run ran as ${esc(s.worker_id || "-")}:</span> ` + airflowLink(s.dag_run_path, "DAG run")
+      : '<span class="dim">not a run of this Airflow</span>']];
   const attempts = s.attempts == null ? '<p class="dim">This shard database keeps only the last attempt (schema before v3).</p>'
     : !s.attempts.length ? '<p class="dim">No attempt yet.</p>'
     : `<table data-testid="attempts"><thead><tr><th class="num">#</th><th>Status</th><th>Worker</th><th>Started</th><th>Ended</th>
