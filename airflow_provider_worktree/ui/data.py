@@ -52,9 +52,14 @@ def health_summary(check: Any) -> dict[str, Any]:
     return {"level": check.level, "alerts": alerts, "actions": actions}
 
 
-def _run_times(rows: list[Mapping[str, Any]], now: float) -> dict[str, Any]:
-    starts = [t for t in (to_epoch(r.get("started_at")) for r in rows) if t is not None]
-    ends = [t for t in (to_epoch(r.get("completed_at")) for r in rows) if t is not None]
+def _run_times(rows: list[Mapping[str, Any]], now: float,
+               epochs: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, Any]:
+    """First start, last end (None while shards are pending or running) and the wall time between them.
+    ``epochs``: (started, completed) per shard id when the caller has them already."""
+    if epochs is None:
+        epochs = {r["shard_id"]: (to_epoch(r.get("started_at")), to_epoch(r.get("completed_at"))) for r in rows}
+    starts = [t for t, _ in epochs.values() if t is not None]
+    ends = [t for _, t in epochs.values() if t is not None]
     running = any(r.get("status") in ("running", "pending") for r in rows)
     first = min(starts, default=None)
     last = now if running else max(ends, default=None)
@@ -107,9 +112,11 @@ def run_view(store: Any, run_id: str, *, stale_after_s: float = DEFAULT_STALE_AF
     stale_ids = {s["shard_id"] for s in check.stale}
     by_id = {r["shard_id"]: r for r in rows}
     shards = []
+    epochs: dict[str, tuple[float | None, float | None]] = {}
     for entry in report["shards"]:
         row = by_id[entry["shard_id"]]
         started, completed = to_epoch(row.get("started_at")), to_epoch(row.get("completed_at"))
+        epochs[entry["shard_id"]] = (started, completed)
         heartbeat = to_epoch(row.get("heartbeat_at"))
         running = entry["status"] == "running"
         error = entry["error_message"]
@@ -143,7 +150,7 @@ def run_view(store: Any, run_id: str, *, stale_after_s: float = DEFAULT_STALE_AF
         "counts": {st: int(totals["by_status"].get(st, 0)) for st in STATUSES},
         "stale": len(stale_ids),
         "progress": round(done / totals["shards"], 4) if totals["shards"] else 0.0,
-        **_run_times(rows, now),
+        **_run_times(rows, now, epochs),
         "totals": jsonable(totals),
         "health": jsonable(health_summary(check)),
         "shards": shards,
