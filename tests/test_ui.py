@@ -289,3 +289,16 @@ def test_postgres_shard_database_through_the_connection(ui, dag_run_id, browser,
     assert page.locator(f'tr[data-run="{dag_run_id}"]').get_attribute("data-level") == "critical"
     assert "postgresql" in page.locator("#db").inner_text()
     page.context.close()
+
+
+def test_no_shard_database_yet_is_said_and_not_created(ui, tmp_path, browser):
+    missing = tmp_path / "not-yet" / "shard_status.db"
+    ui.set_connection("shard_status_default", conn_type="sqlite", host=str(missing))
+    status, body = ui.request("GET", "/worktree/api/runs", user="viewer")
+    assert status == 200 and body["runs"] == [] and body["message"] == "no shard database yet"
+    status, body = ui.request("GET", "/worktree/api/run?run_id=anything", user="viewer")
+    assert status == 404 and "anything" in body["detail"]
+    page = _open(ui, browser, "viewer")
+    assert "no shard database yet" in page.get_by_test_id("empty").inner_text()
+    page.context.close()
+    assert not missing.exists() and not missing.parent.exists(), "reading must not create the database"

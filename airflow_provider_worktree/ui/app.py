@@ -60,13 +60,13 @@ def _hook() -> ShardStatusHook | None:
     probe = ShardStatusHook(shard_status_conn_id=conn_id)
     try:
         target = probe.target
-        dialect = connection_factory(target)[1]
+        if "://" not in target and not os.path.isfile(os.path.abspath(os.path.expanduser(target))):
+            return None  # a SQLite file (or its directory) not made yet
+        _, dialect, path = connection_factory(target)
     except WorktreeProviderError as exc:
         raise HTTPException(500, f"shard database: {exc}") from None
-    if dialect == "sqlite":
-        path = target[len("sqlite:///") - 1:] if target.startswith("sqlite:///") else target
-        if not os.path.isfile(path):
-            return None
+    if dialect == "sqlite" and not os.path.isfile(path):
+        return None
     with _hooks_lock:  # one hook (and store: one connection per thread) per database
         hook = _hooks.get(target)
         if hook is None:
