@@ -110,7 +110,7 @@ def test_unauthorised_users_get_no_shard_data(ui, seeded, browser):
         text = page.content()
         assert run_id not in text and "cli_run_1" not in text and "s03" not in text
         if user is None:
-            uihelpers.screenshot(page, "ui-signed-out")
+            uihelpers.screenshot(page, "ui-signed-out", locator=page.locator("body"))
         page.context.close()
     # the one action needs the permission to clear task instances: a viewer may not, and nothing changes
     status, body = ui.request("POST", f"/worktree/api/run/reset-stale?run_id={quote(run_id)}", user="viewer",
