@@ -252,7 +252,7 @@ def test_reached_from_the_airflow_navigation_and_the_dag_run(ui, seeded, browser
     uihelpers.screenshot(page, "ui-in-airflow")
     # the DAG run's own "Shards" tab shows that run
     page.goto(f"{ui.base_url}/dags/worktree_health/runs/{quote(run_id, safe='')}")
-    page.get_by_role("link", name="Shards", exact=True).click()
+    page.locator('a[href$="/plugin/worktree-run"]', has_text="Shards").click()
     frame = page.frame_locator("iframe")
     frame.locator('tr[data-shard="s05"][data-stale]').wait_for()
     page.context.close()

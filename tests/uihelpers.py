@@ -173,6 +173,7 @@ class AirflowUI:
     def page(self, browser: Any, user: str | None, *, width: int = 1400, height: int = 900) -> Any:
         """A new page (own context) signed in as ``user`` through the UI's token cookie; None: signed out."""
         context = browser.new_context(viewport={"width": width, "height": height})
+        context.set_default_timeout(90_000)  # the Airflow UI on a loaded 2-core machine
         if user is not None:
             context.add_cookies([{"name": "_token", "value": self.token(user), "url": self.base_url}])
         return context.new_page()
