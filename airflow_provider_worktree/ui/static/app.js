@@ -10,7 +10,8 @@ const state = { run: null, filter: "all", sort: { key: "shard_id", dir: 1 } };
 function esc(value) {
   return String(value ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 }
-function fmtNum(n) { return n == null ? "" : Number(n).toLocaleString("en-US"); }
+const NUMBER = new Intl.NumberFormat("en-US"); // one formatter: toLocaleString builds one per call (slow)
+function fmtNum(n) { return n == null ? "" : NUMBER.format(n); }
 function fmtCost(c) { return c == null ? "" : "$" + Number(c).toFixed(4); }
 function fmtDur(s) {
   if (s == null) return "";
@@ -90,10 +91,12 @@ async function showRuns() {
 }
 
 // ------------------------------------------------------------------------------------------------ a run
-const COLUMNS = [
-  ["shard_id", "Shard"], ["status", "Status"], ["worker_id", "Worker"], ["attempt", "Attempt", 1], ["started_at", "Started"],
-  ["heartbeat_age_s", "Heartbeat age", 1], ["duration_s", "Duration", 1], ["files", "Files", 1], ["branch", "Branch"],
-  ["commit_sha", "Commit"], ["input_tokens", "Tokens in / out", 1], ["cost_usd", "Cost", 1], ["error", "Error"], ["log", "Log"],
+const FIRST_ROWS = 150, ROW_CHUNK = 500;
+const COLUMNS = [ // key, label, numeric, width (px; the table has a fixed layout)
+  ["shard_id", "Shard", 0, 150], ["status", "Status", 0, 130], ["worker_id", "Worker", 0, 150], ["attempt", "Attempt", 1, 75],
+  ["started_at", "Started", 0, 150], ["heartbeat_age_s", "Heartbeat age", 1, 110], ["duration_s", "Duration", 1, 85],
+  ["files", "Files", 1, 120], ["branch", "Branch", 0, 220], ["commit_sha", "Commit", 0, 100],
+  ["input_tokens", "Tokens in / out", 1, 130], ["cost_usd", "Cost", 1, 80], ["error", "Error", 0, 280], ["log", "Log", 0, 50],
 ];
 
 async function showRun(runId) {
@@ -117,8 +120,8 @@ async function showRun(runId) {
     <h2>Shards</h2>
     <div class="filters" data-testid="filters">${["all", ...STATUSES, "stale"].map((f) =>
       `<button data-filter="${f}" class="${state.filter === f ? "active" : ""}">${f} ${f === "all" ? view.total : f === "stale" ? view.stale : c[f]}</button>`).join("")}</div>
-    <div class="scroll"><table data-testid="shards"><thead><tr>${COLUMNS.map(([k, label, num]) =>
-      `<th data-key="${k}" class="${k === "log" ? "" : "sortable"} ${num ? "num" : ""}">${label}</th>`).join("")}</tr></thead><tbody id="shard-rows"></tbody></table></div>`;
+    <div class="scroll"><table class="shards" data-testid="shards"><thead><tr>${COLUMNS.map(([k, label, num, width]) =>
+      `<th data-key="${k}" class="${k === "log" ? "" : "sortable"} ${num ? "num" : ""}" style="width:${width}px">${label}</th>`).join("")}</tr></thead><tbody id="shard-rows"></tbody></table></div>`;
   main.querySelectorAll(".filters button").forEach((b) => b.addEventListener("click", () => { state.filter = b.dataset.filter; renderShardRows(); }));
   main.querySelectorAll("th.sortable").forEach((th) => th.addEventListener("click", () => {
     const key = th.dataset.key;
@@ -127,8 +130,8 @@ async function showRun(runId) {
   }));
   const btn = document.getElementById("reset");
   if (btn) btn.addEventListener("click", () => resetStale(view.run_id));
+  drawTimeline(view); // before the rows: its width is read while the page is still small
   renderShardRows();
-  drawTimeline(view);
 }
 
 function renderShardRows() {
@@ -148,10 +151,24 @@ function renderShardRows() {
     <td>${statusBadge(s.status, s.stale)}</td><td>${esc(s.worker_id || "")}</td><td class="num">${fmtNum(s.attempt)}</td>
     <td>${fmtTime(s.started_at)}</td><td class="num">${fmtDur(s.heartbeat_age_s)}</td><td class="num">${fmtDur(s.duration_s)}</td>
     <td class="num">${fmtNum(s.files)}${s.files_changed ? ` <span class="dim">(${fmtNum(s.files_changed)} changed)</span>` : ""}</td>
-    <td>${esc(s.branch || "")}</td><td><code>${esc((s.commit_sha || "").slice(0, 10))}</code></td>
+    <td title="${esc(s.branch || "")}">${esc(s.branch || "")}</td><td><code>${esc((s.commit_sha || "").slice(0, 10))}</code></td>
     <td class="num">${fmtNum(s.input_tokens)} / ${fmtNum(s.output_tokens)}</td><td class="num">${fmtCost(s.cost_usd)}</td>
-    <td class="err">${esc(s.error || "")}</td><td>${s.log_path ? airflowLink(s.log_path, "log") : ""}</td></tr>`);
-  document.getElementById("shard-rows").innerHTML = rows.join("");
+    <td class="err" title="${esc(s.error || "")}">${esc(s.error || "")}</td><td>${s.log_path ? airflowLink(s.log_path, "log") : ""}</td></tr>`);
+  // The first rows at once, the rest in chunks after the page is shown: a 2,000-row table is laid out in
+  // pieces instead of holding the first paint.
+  const tbody = document.getElementById("shard-rows");
+  const token = (state.renderToken = (state.renderToken || 0) + 1);
+  tbody.dataset.complete = "";
+  tbody.innerHTML = rows.slice(0, FIRST_ROWS).join("");
+  let next = FIRST_ROWS;
+  const more = () => {
+    if (token !== state.renderToken) return; // a newer filter or sort replaced this table
+    if (next >= rows.length) { tbody.dataset.complete = "1"; return; }
+    tbody.insertAdjacentHTML("beforeend", rows.slice(next, next + ROW_CHUNK).join(""));
+    next += ROW_CHUNK;
+    requestAnimationFrame(() => setTimeout(more, 0)); // a frame between chunks: the first rows paint at once
+  };
+  more();
   main.querySelectorAll(".filters button").forEach((b) => b.classList.toggle("active", b.dataset.filter === f));
   main.querySelectorAll("th.sortable").forEach((th) => {
     th.classList.toggle("sorted-asc", th.dataset.key === key && dir > 0);
