@@ -148,6 +148,14 @@ def get_provider_info() -> dict:
                         "example": "False",
                         "default": "True",
                     },
+                    "ui_allow_reset": {
+                        "description": "Offer resetting stale shards in the Worktree shards dashboard (the user "
+                        "still needs the permission to clear the DAG's task instances).",
+                        "version_added": "0.1.0",
+                        "type": "boolean",
+                        "example": "True",
+                        "default": "False",
+                    },
                     "shard_status_conn_id": {
                         "description": "Connection id of the shard status database (read by "
                         "ShardStatusHook, the operators, the sensor and the CLI when no connection is named).",

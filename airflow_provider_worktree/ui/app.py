@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.store import ShardNotFound, connection_factory
+from airflow_provider_worktree.core.store import ShardNotFound, ShardStore, connection_factory
 from airflow_provider_worktree.hooks.shard_status import DEFAULT_CONN_ID, ShardStatusHook
 from airflow_provider_worktree.ui import data
 
@@ -32,6 +32,7 @@ STATIC = Path(__file__).with_name("static")
 URL_PREFIX = "/worktree"
 
 _hooks: dict[str, ShardStatusHook] = {}
+_stores: dict[str, ShardStore] = {}  # read-only stores, one per database
 _hooks_lock = threading.Lock()
 
 
@@ -75,13 +76,23 @@ def _hook() -> ShardStatusHook | None:
 
 
 def _store() -> Any:
+    """A read-only store of the configured database: the dashboard never creates, migrates or writes (an older
+    schema is read through an upgraded in-memory copy, made afresh per request so it stays current)."""
     hook = _hook()
     if hook is None:
         return None
+    with _hooks_lock:
+        store = _stores.get(hook.target)
+    if store is not None:
+        return store
     try:
-        return hook.get_store()
+        store = ShardStore.open(hook.target, read_only=True)
     except WorktreeProviderError as exc:
         raise HTTPException(500, f"shard database {hook.target.split('@')[-1]}: {exc}") from None
+    if store.upgraded_from is None:
+        with _hooks_lock:
+            store = _stores.setdefault(hook.target, store)
+    return store
 
 
 # ------------------------------------------------------------------------------------------- auth
