@@ -18,7 +18,6 @@ shares with scripts/distributed_run.py.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -983,7 +982,7 @@ class SmokeRun:
         return bad <= {"maintain", "watch_shards", "report"} and "plan" not in bad
 
     def verification(self) -> None:
-        out, o = self.out, self.o
+        out = self.out
         assert self.home is not None
         nothing_to_do = None
         report = self._dag_report()

@@ -183,7 +183,7 @@ def test_a_run_shows_its_shards_stale_locks_timeline_and_log_links(ui, seeded, b
     # following the log link lands on the task instance in the real Airflow UI
     page.locator('.filters button[data-filter="running"]').click()
     log.click()
-    page.wait_for_url(f"**/dags/worktree_health/runs/**/tasks/check_health**")
+    page.wait_for_url("**/dags/worktree_health/runs/**/tasks/check_health**")
     page.context.close()
 
 

@@ -1073,7 +1073,7 @@ class ShardStore:
             self._q(cur, "UPDATE shard_attempts SET status = 'lost', ended_at = ?, error_message = COALESCE("
                          "error_message, ?) WHERE run_id = ? AND shard_id = ? AND status = 'running'",
                     (nowt, f"lease taken over by worker {worker_id} (attempt {attempt})", run_id, sid))
-            self._q(cur, f"INSERT INTO shard_attempts (run_id, shard_id, attempt, worker_id, lease_token, "
+            self._q(cur, "INSERT INTO shard_attempts (run_id, shard_id, attempt, worker_id, lease_token, "
                          "started_at, status) VALUES (?, ?, ?, ?, ?, ?, 'running') ON CONFLICT (run_id, shard_id, "
                          "attempt) DO UPDATE SET worker_id = excluded.worker_id, lease_token = excluded.lease_token, "
                          "started_at = excluded.started_at, status = 'running', ended_at = NULL",
