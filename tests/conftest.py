@@ -48,6 +48,20 @@ def wait_until_dead(pid: int, timeout: float = 5.0) -> bool:
     return True
 
 
+def airflow_home_env(home: Path, **extra: str) -> dict[str, str]:
+    """The environment of an Airflow command run in its own ``home`` (SQLite metadata database, dags folder
+    ``home/dags``, no examples), with nothing inherited from the caller's Airflow settings or connections."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
+    env.update(
+        AIRFLOW_HOME=str(home),
+        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
+        AIRFLOW__CORE__LOAD_EXAMPLES="False",
+        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
+        **extra,
+    )
+    return env
+
+
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout
 

@@ -8,7 +8,6 @@ offline Messages API server, and real git repositories and SQLite shard database
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.worktree import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
-from conftest import make_repo
+from conftest import airflow_home_env, make_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
@@ -40,16 +39,7 @@ def airflow_home(tmp_path_factory):
     return home
 
 
-def _env(home: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__DAGS_FOLDER=str(home / "dags"),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{home / 'airflow.db'}",
-        **extra,
-    )
-    return env
+_env = airflow_home_env
 
 
 def _dags_test(home: Path, dag_id: str, conf: dict, **extra: str) -> subprocess.CompletedProcess:
