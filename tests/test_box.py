@@ -396,7 +396,7 @@ def test_auto_uses_bwrap_where_it_works(wt):
 
 
 def test_bad_settings_and_inputs(wt, tmp_path):
-    with pytest.raises(ConfigurationError, match="isolation must be one of"):
+    with pytest.raises(ConfigurationError, match="is not one of auto, bwrap, none"):
         run_boxed(["true"], wt, isolation="docker", timeout=5)
     with pytest.raises(FileNotFoundError):
         run_boxed(["no-such-program-xyz"], wt, isolation="none", timeout=5)
