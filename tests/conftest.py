@@ -36,16 +36,22 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def wait_until_dead(pid: int, timeout: float = 5.0) -> bool:
-    """Poll until ``pid`` is gone (or a zombie); False when it still runs after ``timeout`` seconds."""
+def wait_while(condition, timeout: float = 5.0) -> bool:
+    """Poll until ``condition()`` is false; False when it still holds after ``timeout`` seconds (a bound on the
+    wait, not a speed check)."""
     import time
 
     deadline = time.monotonic() + timeout
-    while pid_alive(pid):
+    while condition():
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
     return True
+
+
+def wait_until_dead(pid: int, timeout: float = 5.0) -> bool:
+    """Poll until ``pid`` is gone (or a zombie); False when it still runs after ``timeout`` seconds."""
+    return wait_while(lambda: pid_alive(pid), timeout)
 
 
 def airflow_home_env(home: Path, **extra: str) -> dict[str, str]:

@@ -17,11 +17,10 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import pid_alive
+from conftest import pid_alive, wait_while
 
 from airflow_provider_worktree.core.claude_code import (
     DEFAULT_TOOLS,
@@ -380,23 +379,16 @@ def test_stand_in_result_parsing_and_stop_reasons(stand_in, git_repo, worker_sec
     assert result.stop_reason == "error" and "without a JSON result" in result.error and "boom" in result.error
 
 
-def _wait_no_process_with(words: list[str], timeout: float = 10.0) -> bool:
-    """True once no process on this host has all ``words`` in its command line."""
-    def alive() -> bool:
-        for d in Path("/proc").iterdir():
-            try:
-                cmd = (d / "cmdline").read_bytes().decode(errors="replace").split("\0") if d.name.isdigit() else []
-            except OSError:
-                continue
-            if all(w in cmd for w in words) and pid_alive(int(d.name)):
-                return True
-        return False
-    deadline = time.monotonic() + timeout
-    while alive():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.2)
-    return True
+def _process_with(words: list[str]) -> bool:
+    """True while a process on this host has all ``words`` in its command line."""
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().decode(errors="replace").split("\0") if d.name.isdigit() else []
+        except OSError:
+            continue
+        if all(w in cmd for w in words) and pid_alive(int(d.name)):
+            return True
+    return False
 
 
 def test_stand_in_timeout_and_cancel_kill_the_process_group(stand_in, git_repo):
@@ -405,7 +397,8 @@ def test_stand_in_timeout_and_cancel_kill_the_process_group(stand_in, git_repo):
     assert result.stop_reason == "error" and "timeout" in result.error
     assert (git_repo / "standin-child").exists()
     # in the bubblewrap box the child's pid is the box's own: find it on the host by its command line
-    assert _wait_no_process_with(["standin-sleeper", str(git_repo)]), "the stand-in's child survived the timeout"
+    assert wait_while(lambda: _process_with(["standin-sleeper", str(git_repo)]), timeout=30), \
+        "the stand-in's child survived the timeout"
     r = ClaudeCodeRunner(executable=stand_in, timeout=60)
     threading.Timer(1.0, r.cancel).start()
     assert r.run(git_repo, "go").stop_reason == "cancelled"  # not "error": the cancel, not the timeout, ended it

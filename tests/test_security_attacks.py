@@ -14,7 +14,6 @@ import os
 import socket
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
@@ -233,7 +232,6 @@ def test_reads_never_leave_the_worktree_nor_open_fifos_or_devices(tmp_path):
     (repo / "src" / "out.py").symlink_to(outside)
     os.mkfifo(repo / "src" / "fifo.py")
     (repo / "src" / "zero.py").symlink_to("/dev/zero")
-    t0 = time.monotonic()
     assert read_conventions(repo) == ""
     todo = get_task("todo")
     measured = todo.measure(repo, ["src/a.py", "src/out.py", "src/fifo.py", "src/zero.py"])
@@ -246,7 +244,7 @@ def test_reads_never_leave_the_worktree_nor_open_fifos_or_devices(tmp_path):
     for bad in ("src/fifo.py", "src/zero.py", "CLAUDE.md"):
         with pytest.raises(SandboxViolation):
             read_repo_bytes(repo, bad, max_bytes=1000)
-    assert time.monotonic() - t0 < 60  # nothing hung (a FIFO open without O_NONBLOCK never returns)
+    # nothing hung: a FIFO opened without O_NONBLOCK never returns (pytest-timeout would end the test)
 
 
 def test_huge_conventions_file_is_read_to_the_cap_only(tmp_path):
