@@ -335,7 +335,7 @@ def run_shard(
                                    cfg.heartbeat_max_misses)
             heartbeat.__enter__()
             _budget_after_earlier_attempts(store, lease, runner, lg)
-        res.isolation = _isolation_in_force(cfg.isolation)  # before any spend: 'bwrap' unavailable fails here
+        res.isolation = resolve_isolation(cfg.isolation)  # before any spend: 'bwrap' unavailable fails here
         expect = _remote_sha_at_claim(manager, run_id, shard_id, cfg, lg)
         if store is not None and lease is not None:
             store.update_attempt(lease, isolation=res.isolation, remote_sha=expect)
@@ -488,12 +488,6 @@ def _commit_in_scope(manager: Any, path: str, message: str, trailers: dict, scop
     """Commit only the shard's allowed paths; what else appeared (e.g. written by the verify command) stays out
     and is listed in ``excluded``."""
     return manager.commit(path, message, trailers, allowed=scope)
-
-
-def _isolation_in_force(setting: str) -> str:
-    """What the setting means on this worker: ``bwrap``, ``fallback`` or ``none`` (the box decides; raises a
-    ConfigurationError for ``bwrap`` where bubblewrap does not work). The setting itself without the box."""
-    return resolve_isolation(setting)
 
 
 def _run_verify(cfg: ShardConfig, path: str, manager: Any) -> Any:
