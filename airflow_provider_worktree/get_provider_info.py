@@ -31,7 +31,8 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "Git Worktree Maintenance",
-                "python-modules": ["airflow_provider_worktree.operators.maintenance"],
+                "python-modules": ["airflow_provider_worktree.operators.maintenance",
+                                   "airflow_provider_worktree.operators.batch"],
             }
         ],
         "sensors": [
@@ -43,7 +44,8 @@ def get_provider_info() -> dict:
         "triggers": [
             {
                 "integration-name": "Git Worktree Maintenance",
-                "python-modules": ["airflow_provider_worktree.triggers.shard_status"],
+                "python-modules": ["airflow_provider_worktree.triggers.shard_status",
+                                   "airflow_provider_worktree.triggers.batch"],
             }
         ],
         "connection-types": [

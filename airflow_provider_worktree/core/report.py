@@ -1,7 +1,8 @@
 """A run's report: per shard status, branch, commit, diffstat, tokens, cost, duration; totals; failures.
 
 Tokens and cost are every attempt's, summed (the shard row's cumulative columns; each attempt is listed
-too). Input tokens are shown whole: uncached plus cache reads plus cache writes. A run against the offline
+too); a shard's Message Batches entry is its attempt 0 (status ``batch``), so batch and interactive cost are
+shown apart. Input tokens are shown whole: uncached plus cache reads plus cache writes. A run against the offline
 test double is labelled as such: its cost is what the model's prices would have been, nothing was billed.
 
 Plain Python (no Airflow import); the example DAG's aggregate step and ``airflow-worktree report`` both
@@ -43,7 +44,7 @@ def build_report(store: Any, run_id: str) -> dict:
     shards = []
     totals: dict[str, Any] = {k: 0 for k in _TOKEN_KEYS}
     totals.update(cost_usd=0.0, shards=len(rows), by_status={}, files_changed=0, input_total=0, attempts=0,
-                  offline=False, isolation=[])
+                  offline=False, isolation=[], batch_cost_usd=0.0, interactive_cost_usd=0.0, batch_shards=0)
     for row in sorted(rows, key=lambda r: r["shard_id"]):
         summary = row.get("result_summary") or {}
         entry = {
@@ -66,7 +67,14 @@ def build_report(store: Any, run_id: str) -> dict:
             "excluded_files": (summary.get("excluded_files") if isinstance(summary, dict) else None) or [],
             "attempts": attempts.get(row["shard_id"], []),
         }
+        entry["batch_cost_usd"] = round(sum(float(a.get("cost_usd") or 0) for a in entry["attempts"]
+                                            if a["status"] == "batch"), 6)
+        entry["mode"] = "batch" if any(a["status"] == "batch" for a in entry["attempts"]) else "interactive"
         shards.append(entry)
+        totals["batch_shards"] += entry["mode"] == "batch"
+        totals["batch_cost_usd"] = round(totals["batch_cost_usd"] + entry["batch_cost_usd"], 6)
+        totals["interactive_cost_usd"] = round(totals["interactive_cost_usd"] + entry["cost_usd"]
+                                               - entry["batch_cost_usd"], 6)
         for k in (*_TOKEN_KEYS, "input_total"):
             totals[k] += entry[k]
         totals["attempts"] += int(entry["attempt"] or 0)
@@ -101,6 +109,9 @@ def render_markdown(report: dict) -> str:
                 f"prices it would be ${t['cost_usd']:.4f})")
     else:
         cost = f"- Cost: ${t['cost_usd']:.4f} (every attempt, summed)"
+    if t.get("batch_shards"):
+        cost += (f"; Message Batches ${t['batch_cost_usd']:.4f} at batch prices ({t['batch_shards']} shard(s)), "
+                 f"interactive ${t['interactive_cost_usd']:.4f}")
     lines = [
         f"# Maintenance run `{report['run_id']}`",
         "",
@@ -123,7 +134,7 @@ def render_markdown(report: dict) -> str:
             f"| {s['shard_id']} | {s['status']} | {s['attempt'] or 0} | {s['branch'] or ''} | {commit} | {stat} | "
             f"{_tokens_cell(s)} | {_cost_cell(s)} | {s.get('isolation') or ''} | {dur} |"
         )
-    retried = [s for s in report["shards"] if len(s.get("attempts") or []) > 1]
+    retried = [s for s in report["shards"] if len([a for a in s.get("attempts") or [] if a["status"] != "batch"]) > 1]
     if retried:
         lines += ["", "## Attempts", "", "| shard | attempt | status | worker | tokens in / out | cost | error |",
                   "|---|---|---|---|---|---|---|"]

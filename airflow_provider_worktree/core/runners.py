@@ -199,6 +199,9 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 #: For unknown models (newer families included): the most expensive list price above, so a budget never
 #: under-counts. Set real prices with ``PriceTable({"model-prefix": {"input": .., "output": ..}})``.
 DEFAULT_PRICE = _p(15.0, 75.0)
+#: The Message Batches API bills every token kind (input, output, cache writes and reads) at this share of the
+#: list price. Override per table with ``PriceTable(batch_factor=...)``.
+BATCH_FACTOR = 0.5
 
 
 class PriceTable:
@@ -206,15 +209,30 @@ class PriceTable:
 
     ``PriceTable({"my-model": {"input": 3, "output": 15}}, default=None, include_defaults=True)``; entries are
     model-id prefixes (longest match wins), merged over :data:`DEFAULT_PRICES`. Models matching nothing use
-    ``default`` (the most expensive list price unless given).
+    ``default`` (the most expensive list price unless given). :meth:`for_batch` is the table at Message Batches
+    prices (``batch_factor``, :data:`BATCH_FACTOR` of list price).
     """
 
     def __init__(self, prices: Mapping[str, Any] | None = None, *, default: Any = None,
-                 include_defaults: bool = True) -> None:
+                 include_defaults: bool = True, batch_factor: float = BATCH_FACTOR) -> None:
         self.prices: dict[str, ModelPrice] = dict(DEFAULT_PRICES) if include_defaults else {}
         for model, price in (prices or {}).items():
             self.prices[str(model)] = ModelPrice.of(price)
         self.default = ModelPrice.of(default) if default is not None else DEFAULT_PRICE
+        if not isinstance(batch_factor, (int, float)) or isinstance(batch_factor, bool) or not 0 < batch_factor <= 1:
+            raise ConfigurationError(f"batch_factor={batch_factor!r} must be a number in (0, 1] (the Message Batches "
+                                     "API's share of the list price, 0.5).")
+        self.batch_factor = float(batch_factor)
+
+    def for_batch(self) -> PriceTable:
+        """The same table at Message Batches prices (every price times :attr:`batch_factor`)."""
+        def scaled(p: ModelPrice) -> ModelPrice:
+            f = self.batch_factor
+            return ModelPrice(p.input * f, p.output * f, p.cache_write * f, p.cache_read * f)
+
+        table = PriceTable({k: scaled(v) for k, v in self.prices.items()}, default=scaled(self.default),
+                           include_defaults=False, batch_factor=1.0)
+        return table
 
     def set(self, model: str, *, input: float, output: float, cache_write: float | None = None,
             cache_read: float | None = None) -> None:
@@ -407,6 +425,38 @@ def _block_to_param(block: Any) -> tuple[dict[str, Any], Any]:
     return data, raw_input
 
 
+def run_tool_uses(content: Sequence[Mapping[str, Any]], handlers: Mapping[str, Callable[[object], ToolResult]],
+                  cancelled: Callable[[], bool], log: logging.Logger,
+                  raw_input: Callable[[Mapping[str, Any]], Any] | None = None) -> list[dict[str, Any]]:
+    """Run the ``tool_use`` blocks of one model reply, in order, through ``handlers`` (tool name -> the tool's
+    ``execute``) and return their ``tool_result`` blocks. An unknown tool, a cancelled run or a refused call is
+    a tool error, never an exception. The agent loop sends the results back; batch mode applies one reply this
+    way (``core.batch``), so both confine and scope-check the model's edits with the same tools."""
+    results = []
+    for block in content:
+        if block.get("type") != "tool_use":
+            continue
+        handler = handlers.get(block.get("name"))
+        if handler is None:
+            res = ToolResult(f"Error: unknown tool {block.get('name')!r}; available: {', '.join(handlers)}.",
+                             is_error=True)
+        elif cancelled():
+            res = ToolResult("Error: the run was cancelled.", is_error=True)
+        else:
+            res = handler(raw_input(block) if raw_input is not None else block.get("input"))
+        if res.is_error:
+            log.info("tool %s refused: %s", block.get("name"), res.content[:300])
+        results.append(res.to_block(str(block.get("id"))))
+    return results
+
+
+def upper_bound_tokens(request: Mapping[str, Any]) -> int:
+    """A bound on a request's prompt tokens that no tokenizer exceeds in practice (2 bytes of request JSON per
+    token, plus the tool definitions' overhead): a call that fits the budget at this size needs no counting."""
+    raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return math.ceil(len(raw) / _UPPER_BOUND_BYTES_PER_TOKEN) + _TOOL_OVERHEAD_TOKENS
+
+
 class ApiRunner:
     """The Messages API agent loop with worktree-confined tools.
 
@@ -495,16 +545,9 @@ class ApiRunner:
         raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         return math.ceil(len(raw) / _BYTES_PER_TOKEN_ESTIMATE) + _TOOL_OVERHEAD_TOKENS
 
-    @staticmethod
-    def _upper_bound_tokens(request: dict[str, Any]) -> int:
-        """A bound no tokenizer exceeds in practice (2 bytes of JSON per token, plus the tool overhead): when a
-        call fits the budget even at this size, counting it exactly would only cost a round trip."""
-        raw = json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-        return math.ceil(len(raw) / _UPPER_BOUND_BYTES_PER_TOKEN) + _TOOL_OVERHEAD_TOKENS
-
     def _worst_usage(self, request: dict[str, Any]) -> Usage:
         """The most a call can have cost: its prompt's upper bound in each prompt field, its max_tokens out."""
-        prompt = self._upper_bound_tokens(request)
+        prompt = upper_bound_tokens(request)
         return Usage(prompt, int(request["max_tokens"]), prompt, prompt)
 
     def _count_prompt(self, request: dict[str, Any]) -> int:
@@ -622,7 +665,7 @@ class ApiRunner:
                                            "tools": tools, "messages": self._with_rolling_breakpoint(messages)}
                 if budget is not None:
                     # A cheap upper bound first; count_tokens (one more round trip) only near the cap.
-                    fitted, reason = budget.fit_max_tokens(self._upper_bound_tokens(request), self.max_tokens,
+                    fitted, reason = budget.fit_max_tokens(upper_bound_tokens(request), self.max_tokens,
                                                            self.max_tokens_floor, self.model)
                     if fitted != self.max_tokens:
                         fitted, reason = budget.fit_max_tokens(self._count_prompt(request), self.max_tokens,
@@ -655,21 +698,9 @@ class ApiRunner:
                 if not content:
                     content = [{"type": "text", "text": "(no content)"}]
                 messages.append({"role": "assistant", "content": content})
-                tool_uses = [b for b in content if b.get("type") == "tool_use"]
-                if tool_uses:
-                    results = []
-                    for block in tool_uses:
-                        handler = handlers.get(block.get("name"))
-                        if handler is None:
-                            res = ToolResult(f"Error: unknown tool {block.get('name')!r}; available: "
-                                             f"{', '.join(handlers)}.", is_error=True)
-                        elif self._cancel.is_set():
-                            res = ToolResult("Error: the run was cancelled.", is_error=True)
-                        else:
-                            res = handler(raw_inputs.get(id(block), block.get("input")))
-                        if res.is_error:
-                            self.log.info("tool %s refused: %s", block.get("name"), res.content[:300])
-                        results.append(res.to_block(str(block.get("id"))))
+                results = run_tool_uses(content, handlers, self._cancel.is_set, self.log,
+                                        lambda block: raw_inputs.get(id(block), block.get("input")))
+                if results:
                     messages.append({"role": "user", "content": results})
                     continue
                 if stop in ("end_turn", "stop_sequence"):

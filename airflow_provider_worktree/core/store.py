@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterable, Sequence
 from urllib.parse import quote, unquote, urlsplit
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
+from airflow_provider_worktree.core.batchstore import BatchRecords, migrate_3_to_4
 
 __all__ = [
     "CURRENT_SCHEMA_VERSION",
@@ -77,10 +78,11 @@ PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed
 STATUSES: tuple[str, ...] = (PENDING, RUNNING, COMPLETED, FAILED)
 LEGACY_RUN_ID = "legacy"
 DEFAULT_STALE_AFTER_S = 600.0
-CURRENT_SCHEMA_VERSION = 3
+CURRENT_SCHEMA_VERSION = 4
 #: Statuses of a row in ``shard_attempts``: the attempt's own outcome. ``lost``: fenced out (taken over,
-#: reclaimed as stale) before it recorded an outcome; ``released``: gave the shard back.
-ATTEMPT_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "lost", "released")
+#: reclaimed as stale) before it recorded an outcome; ``released``: gave the shard back; ``batch``: attempt 0,
+#: the spend of the shard's Message Batches entry (``core.batchstore``).
+ATTEMPT_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "lost", "released", "batch")
 #: Longest ``error_message`` the store keeps (the middle of a longer one is cut; the cause comes first).
 MAX_ERROR_CHARS = 2000
 SHARD_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -700,14 +702,14 @@ def _migrate_2_to_3(d: _Dialect, cur: Any) -> None:
 
 
 MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2,
-                                                          3: _migrate_2_to_3}
+                                                          3: _migrate_2_to_3, 4: migrate_3_to_4}
 
 
 # ------------------------------------------------------------------------------------------- the store
 _ABANDONED: list[Any] = []  # connections inherited across fork: never used nor closed in the child
 
 
-class ShardStore:
+class ShardStore(BatchRecords):
     """The shard status database (seed component *ShardCoordinator*, with ``core.tasks`` planning).
 
     Build it with :meth:`open` from a target string, or directly from a DB-API connection factory::

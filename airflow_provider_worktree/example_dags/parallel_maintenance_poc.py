@@ -1,7 +1,14 @@
 """parallel_maintenance_poc: split a repository into shards and let Claude maintain them in parallel.
 
-plan -> maintain (ClaudeMaintenanceOperator mapped over the shards) -> watch_shards (ShardStatusSensor:
-stale locks) -> report (Markdown + JSON beside the shard database, optional integration branch).
+plan -> submit_batch (ClaudeBatchSubmitOperator; does nothing unless the ``mode`` Param is ``batch``) -> maintain
+(ClaudeMaintenanceOperator mapped over the shards) -> watch_shards (ShardStatusSensor: stale locks) -> report
+(Markdown + JSON beside the shard database, optional integration branch).
+
+Mode: ``interactive`` (default) runs each shard's agent loop in its maintain task. ``batch`` sends every shard
+as one Message Batches entry at half the price: submit_batch defers while the batch runs (hours at worst; the
+results are fine tomorrow morning), then each maintain task applies its shard's reply, verifies and commits. A
+shard too large for one prompt, or whose entry failed, runs interactively. ``batch_poll_seconds`` is the first
+wait between polls of the batch (growing 1.5x per poll up to 10 minutes).
 
 Every option of a run is a Param with a default, so the run can be triggered from the UI as it is; only
 ``repo`` has no useful default: a run without a repository (no ``repo`` Param, no ``WORKTREE_REPO``, no
@@ -37,6 +44,7 @@ import os
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, task
 
+from airflow_provider_worktree.operators.batch import ClaudeBatchSubmitOperator
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.sensors.shard_status import ShardStatusSensor
 
@@ -82,6 +90,12 @@ with DAG(
                                 description=f"Shards worked on at once (at most {MAX_PARALLEL}, "
                                             "WORKTREE_MAX_PARALLEL)"),
         "runner": Param("api", type="string", enum=["api", "claude_code"]),
+        "mode": Param("interactive", type="string", enum=["interactive", "batch"],
+                      description="interactive: each shard's agent loop now; batch: all shards as one Message "
+                                  "Batch at half price (results within 24 h), applied per shard"),
+        "batch_poll_seconds": Param(60, type="number", minimum=0.1,
+                                    description="Batch mode: first wait between polls of the batch (grows 1.5x "
+                                                "per poll, up to 10 minutes)"),
         "model": Param(None, type=["null", "string"], description="Default: the anthropic connection's model"),
         "max_turns": Param(20, type="integer", minimum=1),
         "max_input_tokens": Param(200_000, type=["null", "integer"], minimum=1,
@@ -178,6 +192,24 @@ with DAG(
 
     planned = plan()
 
+    # Batch mode: every shard in one Message Batch; defers while it runs. Interactive mode: returns at once.
+    submit = ClaudeBatchSubmitOperator(
+        task_id="submit_batch",
+        shards=planned,
+        mode="{{ params.mode }}",
+        task_name="{{ params.task }}",
+        repo="{{ params.repo or None }}",
+        prompt="{{ params.prompt }}",
+        model="{{ params.model }}",
+        max_input_tokens="{{ params.max_input_tokens }}",
+        max_output_tokens="{{ params.max_output_tokens }}",
+        max_cost_usd="{{ params.max_cost_usd }}",
+        base_ref="{{ params.base_ref }}",
+        poll_interval="{{ params.batch_poll_seconds }}",
+        retries=2,  # a retry resumes the recorded batch; deferred tasks want retries (an upstream race)
+        retry_delay=pendulum.duration(seconds=5),
+    )
+
     maintain = ClaudeMaintenanceOperator.partial(
         task_id="maintain",
         repo="{{ params.repo or None }}",
@@ -193,6 +225,7 @@ with DAG(
         push="{{ params.push }}",
         isolation="{{ params.isolation }}",
         max_active_shards="{{ params.parallel_limit }}",  # the run-time limit (slot semaphore)
+        mode="{{ params.mode }}",
         retries=2,
         retry_delay=pendulum.duration(seconds=5),
         max_active_tis_per_dagrun=MAX_PARALLEL,  # the ceiling, fixed at parse time
@@ -252,4 +285,4 @@ with DAG(
                 "failed": result["failed"][:20], "integration": result["integration"],
                 "nothing_to_do": result.get("nothing_to_do")}
 
-    planned >> maintain >> watch >> report()
+    planned >> submit >> maintain >> watch >> report()

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_provider_worktree.core.batch import FALLBACKS, batch_runner, check_mode
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
 from airflow_provider_worktree.core.runners import Budget, PriceTable
@@ -23,6 +24,38 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RUNNERS = ("api", "claude_code")
+
+
+def positive_int(name: str, value: Any) -> int | None:
+    """A templated integer parameter: None for None, "" or "None", else a positive int (or a clear error)."""
+    if value in ("", "None", None):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.") from None
+    if number < 1:
+        raise ConfigurationError(f"{name} must be a positive integer, got {number}.")
+    return number
+
+
+def optional_float(name: str, value: Any) -> float | None:
+    """A templated dollar amount: None for None, "" or "None", else a non-negative float."""
+    if value in ("", "None", None):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigurationError(f"{name} must be a number, got {value!r}.") from None
+    if number < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {number}.")
+    return number
+
+
+def shard_budget(op: Any, prices: PriceTable | None) -> Budget:
+    """The per-shard :class:`Budget` of an operator's ``max_*`` parameters (rendered)."""
+    return Budget(max_input_tokens=op.max_input_tokens, max_output_tokens=op.max_output_tokens,
+                  max_total_tokens=op.max_total_tokens, max_cost_usd=op.max_cost_usd, prices=prices)
 
 
 class InvalidMaintenanceConfig(AirflowFailException, ConfigurationError):
@@ -79,6 +112,12 @@ class ClaudeMaintenanceOperator(BaseOperator):
         WARNING), ``bwrap`` (required) or ``none``. Recorded on the shard and in the report.
     :param max_active_shards: at most this many shards of the run work at once (a slot semaphore in the
         shard database; templated, so a DAG Param sets it at trigger time). ``None``: no limit.
+    :param mode: ``interactive`` (the runner works on the shard now) or ``batch``: apply the shard's reply from
+        the run's Message Batch, submitted and collected by ``ClaudeBatchSubmitOperator`` upstream (templated, so a
+        DAG Param chooses). The worktree starts at the commit the batch prompt was read from.
+    :param batch_fallback: in batch mode, what a shard whose entry errored, expired or was canceled does:
+        ``interactive`` (run the agent loop instead) or ``fail`` (fail with the entry's reason). A shard too large
+        for one batch prompt always runs interactively.
     :param claude_code_options: keyword arguments for the ``claude_code`` runner (``allowed_tools``, ``timeout``,
         ``executable``, ``pass_env``, ``env``, ``permission_mode``); it gets ``max_cost_usd`` as its dollar cap and
         ``allow_commands`` as its only shell commands. Token caps do not apply to it (the CLI has a dollar cap only).
@@ -87,7 +126,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
         "max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "push",
-        "isolation", "max_active_shards",
+        "isolation", "max_active_shards", "mode",
     )
     template_fields_renderers = {"shard": "json", "prompt": "md"}
     ui_color = "#e8d5f5"
@@ -125,6 +164,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
         claude_code_options: dict | None = None,
         isolation: str = "auto",
         max_active_shards: int | str | None = None,
+        mode: str = "interactive",
+        batch_fallback: str = "interactive",
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -167,6 +208,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
             validate_isolation(isolation)
         self.isolation = isolation
         self.max_active_shards = max_active_shards
+        self.mode = mode
+        self.batch_fallback = batch_fallback
         self._active_runner: Any = None
 
     def _check_rendered(self) -> None:
@@ -174,23 +217,17 @@ class ClaudeMaintenanceOperator(BaseOperator):
         if self.runner not in RUNNERS:
             raise ConfigurationError(f"runner={self.runner!r} is not one of {RUNNERS}: use 'api' or 'claude_code'.")
         for name in ("max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
-            value = getattr(self, name)
-            if value in ("", "None"):
-                value = None
-            if value is not None:
-                try:
-                    value = int(value)
-                except (TypeError, ValueError):
-                    raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.") from None
-                if value < 1:
-                    raise ConfigurationError(f"{name} must be a positive integer, got {value}.")
-            setattr(self, name, value)
+            setattr(self, name, positive_int(name, getattr(self, name)))
         if self.max_turns is None:
             raise ConfigurationError("max_turns must be set (a positive integer).")
-        if self.max_cost_usd in ("", "None"):
-            self.max_cost_usd = None
-        if self.max_cost_usd is not None:
-            self.max_cost_usd = float(self.max_cost_usd)
+        self.max_cost_usd = optional_float("max_cost_usd", self.max_cost_usd)
+        self.mode = check_mode(self.mode)
+        if self.batch_fallback not in FALLBACKS:
+            raise ConfigurationError(f"batch_fallback={self.batch_fallback!r} is not one of {FALLBACKS}: "
+                                     "'interactive' runs a shard whose batch entry failed in the agent loop, "
+                                     "'fail' fails it with the entry's reason.")
+        if self.mode == "batch" and self.runner != "api":
+            raise ConfigurationError("mode='batch' applies a Messages API reply: use runner='api' with it.")
         if isinstance(self.push, str):
             self.push = self.push.strip().lower() in ("1", "true", "yes")
         self.model = self.model or None
@@ -237,13 +274,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 model=self.model, max_turns=self.max_turns, api_key=conn.password or None,
                 base_url=conn.host or None, prices=prices, logger=self.log, **options,
             )
-        budget = Budget(
-            max_input_tokens=self.max_input_tokens,
-            max_output_tokens=self.max_output_tokens,
-            max_total_tokens=self.max_total_tokens,
-            max_cost_usd=self.max_cost_usd,
-            prices=prices,
-        )
+        budget = shard_budget(self, prices)
         return ApiRunner(
             hook.get_conn(),
             self.model or hook.default_model,
@@ -284,8 +315,16 @@ class ClaudeMaintenanceOperator(BaseOperator):
             if self.shard_status_conn_id is not None
             else None
         )
-        self._active_runner = self._build_runner(allowed_write=task.allowed_paths(shard))
-        result = self._run(shard, task, git_hook, store, extra_prompt, context)
+        base_ref = self.base_ref
+        if self.mode == "batch":
+            plan = batch_runner(store, context["run_id"], shard["shard_id"], fallback=self.batch_fallback,
+                                interactive=lambda: self._build_runner(allowed_write=task.allowed_paths(shard)),
+                                allowed_write=task.allowed_paths(shard), logger=self.log)
+            self._active_runner, base_ref = plan.runner, plan.base_ref or base_ref
+            self.log.info("shard %s, batch mode: %s", shard["shard_id"], plan.note)
+        else:
+            self._active_runner = self._build_runner(allowed_write=task.allowed_paths(shard))
+        result = self._run(shard, task, git_hook, store, extra_prompt, context, base_ref)
         self.log.info(
             "shard %s %s: branch=%s commit=%s tokens in/out=%s/%s cost=$%.4f",
             result.shard_id, result.status, result.branch, result.commit_sha,
@@ -294,7 +333,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         return result.to_dict()
 
     def _run(self, shard: dict, task: Any, git_hook: GitWorktreeHook, store: Any, extra_prompt: str | None,
-             context: Context) -> Any:
+             context: Context, base_ref: str) -> Any:
         return run_shard(
             shard,
             context["run_id"],
@@ -303,7 +342,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
             runner=self._active_runner,
             store=store,
             config=ShardConfig(
-                base_ref=self.base_ref,
+                base_ref=base_ref,
                 verify_command=self.verify_command,
                 verify_timeout=self.verify_timeout,
                 commit=self.commit,

@@ -9,4 +9,5 @@ check_airflow_version()
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "ShardStatusTrigger": "airflow_provider_worktree.triggers.shard_status",
+    "ClaudeBatchTrigger": "airflow_provider_worktree.triggers.batch",
 })
