@@ -3,7 +3,11 @@
 :class:`RuleBasedModel` answers the built-in maintenance tasks from the ``<shard>`` block of the first user
 message; :class:`ScriptedModel` replays canned replies. A model's contract with the server is one method,
 ``reply(request) -> {"content": [...], "stop_reason": ..., "usage"?: {...}}`` in the non-streaming Messages API
-shape; the server turns that into JSON or server-sent events.
+shape; the server turns that into JSON or server-sent events (or, for a Message Batch entry, one line of its results).
+
+A request whose last user turn contains :data:`~airflow_provider_worktree.core.batch.ONE_RESPONSE_INSTRUCTION`
+(batch mode: the files were viewed in the request itself and there is no second turn) is answered in one response
+with every edit.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
+from airflow_provider_worktree.core.batch import ONE_RESPONSE_INSTRUCTION
 from airflow_provider_worktree.core.tasks import _TODO_LEADER_RE, _TODO_WORD_RE, _dotted, parse_shard_block
 
 EDITOR = "str_replace_based_edit_tool"
@@ -41,6 +46,8 @@ MAX_CONTEXT_LINES = 12
 CC_READ_LINES = 500
 #: Views of one file at most (a guard against a tool that never reaches the end).
 MAX_VIEWS_PER_FILE = 40
+#: One-response (batch) replies: tokens of ``max_tokens`` kept for the reply's text block and framing.
+ONE_RESPONSE_MARGIN = 200
 
 _VIEW_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
 _CC_LINE = re.compile(r"^\s*(\d+)(?:\t|\u2192)(.*)$")
@@ -64,6 +71,14 @@ def _numbered(text: str, claude_code: bool) -> tuple[tuple[int, str], ...]:
     """The ``(number, text)`` lines of a view/Read result (cached: every turn re-reads the whole conversation)."""
     pattern = _CC_LINE if claude_code else _VIEW_LINE
     return tuple((int(m.group(1)), m.group(2)) for row in text.split("\n") if (m := pattern.match(row)))
+
+
+def _one_response(messages: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the last user turn asks for every edit in this one reply (a batch request: no second turn)."""
+    for m in reversed(messages):
+        if isinstance(m, Mapping) and m.get("role") == "user":
+            return ONE_RESPONSE_INSTRUCTION in _text_of(m.get("content"))
+    return False
 
 
 def _estimate_tokens(obj: Any) -> int:
@@ -636,6 +651,13 @@ class RuleBasedModel:
       comments. A Python file that parsed keeps parsing (every plan is checked with ``ast``).
     * ``tests``: creates ``tests/test_<module>.py`` that imports the module. ``lint`` and ``custom`` view and end.
 
+    One response (batch mode): when the last user turn contains
+    :data:`~airflow_provider_worktree.core.batch.ONE_RESPONSE_INSTRUCTION`, the files were viewed in the request
+    itself and there is no second turn, so the reply holds every edit of what was shown (a file shown in part gets
+    the edits of that part), with no ``view`` calls and no per-turn cut, only the request's ``max_tokens`` (less
+    :data:`ONE_RESPONSE_MARGIN`): edits that do not fit are left out and counted in the reply's text. It stops with
+    ``tool_use`` when it made edits, else ``end_turn`` with a summary.
+
     Stateless: the phase is read from the conversation (which calls were made, what they returned), so injected
     faults in between do not confuse it.
     """
@@ -658,38 +680,77 @@ class RuleBasedModel:
         calls, results = self._history(messages)
         mine = [c for c in calls if tools.rel(c) in files]
         states = self._read_states(files, mine, results, tools)
+        one = _one_response(messages)
 
         if task in ("todo", "docstrings"):
-            return self._edit_turn(task, request, shard, files, states, calls, results, tools)
+            return self._edit_turn(task, request, shard, files, states, calls, results, tools, one_response=one)
 
         # tests, lint, custom: a first look at each file, then (tests) one new test module per module, then end.
-        views = [tools.view(f, 1, 0) for f in files if not states[f].views]
+        # In one response there is no look: a test module needs only the module's path.
+        views = [] if one else [tools.view(f, 1, 0) for f in files if not states[f].views]
         if views:
             return self._tool_reply(f"Reading {len(views)} file(s) of shard {shard.get('shard_id')}.", "rbview", views)
         issued = {k for c in calls if (k := tools.edit_key(c)) is not None}
         plan: list[tuple[str, dict[str, Any]]] = []
         if task == "tests":
             plan = [tools.create(p, body) for p, body in _plan_tests(
-                [f for f in files if states[f].views and not states[f].failed])]
-        batch = [(n, i) for n, i in plan if tools.edit_key({"name": n, "input": i}) not in issued][:MAX_EDITS_PER_TURN]
-        if batch:
-            return {"content": [{"type": "text", "text": f"Making {len(batch)} edit(s)."}]
-                    + [self._block("rbedit_r0_", i, n, inp) for i, (n, inp) in enumerate(batch)],
+                [f for f in files if (one or states[f].views) and not states[f].failed])]
+        todo = [(n, i) for n, i in plan if tools.edit_key({"name": n, "input": i}) not in issued]
+        left = 0
+        if one:
+            edits = [_Edit(n, i, _estimate_tokens({"type": "tool_use", "id": "toolu_x" * 4, "name": n, "input": i}))
+                     for n, i in todo]
+            batch, left = self._fit(edits, self._one_response_room(request), 0, None, strict=True)
+            batch_calls = [(e.name, e.input) for e in batch]
+        else:
+            batch_calls = todo[:MAX_EDITS_PER_TURN]
+        if batch_calls:
+            return {"content": [{"type": "text", "text": f"Making {len(batch_calls)} edit(s)"
+                                 + (f" ({left} more did not fit max_tokens)." if left else ".")}]
+                    + [self._block("rbedit_r0_", i, n, inp) for i, (n, inp) in enumerate(batch_calls)],
                     "stop_reason": "tool_use"}
-        return self._summary(task, shard, files, calls, results, states, 0)
+        return self._summary(task, shard, files, calls, results, states, left, one)
+
+    @staticmethod
+    def _one_response_room(request: Mapping[str, Any]) -> int:
+        """Tokens the edits of a one-response reply may use: the request's ``max_tokens`` less the margin."""
+        return max(0, int(request.get("max_tokens") or 4096) - ONE_RESPONSE_MARGIN)
+
+    @staticmethod
+    def _fit(edits: Iterable[_Edit], room: int, used: int, max_edits: int | None,
+             strict: bool = False) -> tuple[list[_Edit], int]:
+        """The edits that fit in ``room`` tokens (``used`` already taken) and ``max_edits``; and how many did not.
+        ``strict``: after the first edit that does not fit, none is taken (the edits of one file are rendered
+        bottom-up on the file with the edits below applied, so an edit above may quote one left out)."""
+        batch: list[_Edit] = []
+        left = 0
+        for e in edits:
+            if strict and left:
+                left += 1
+            elif (max_edits is None or len(batch) < max_edits) and used + e.tokens <= room:
+                batch.append(e)
+                used += e.tokens
+            else:
+                left += 1
+        return batch, left
 
     def _edit_turn(self, task: str, request: Mapping[str, Any], shard: Mapping[str, Any], files: list[str],
                    states: dict[str, _FileState], calls: list[dict[str, Any]], results: dict[str, dict[str, Any]],
-                   tools: Any) -> Mapping[str, Any]:
+                   tools: Any, *, one_response: bool = False) -> Mapping[str, Any]:
         """One turn of ``todo``/``docstrings``: the next chunk of each file not read to the end, and the edits of
         what is read so far (bottom-up, bounded), in one reply: the views run first, then the edits, all above the
         unread part. The work is done early, before a budget can run out on a big file. An edit refused while its
-        file was partly read is retried once when the file is read in full."""
+        file was partly read is retried once when the file is read in full.
+
+        ``one_response``: no views and no per-turn cut; every edit of what the request shows, within its
+        ``max_tokens``."""
         if task == "docstrings":
             states = {f: st for f, st in states.items() if f.endswith(".py")}
-        views = [tools.view(f, st.next_line() + st.shift, st.errors) for f, st in states.items()
-                 if not st.failed and st.complete() is None]
-        room = int(int(request.get("max_tokens") or 4096) * TURN_SHARE)
+        views = [] if one_response else [tools.view(f, st.next_line() + st.shift, st.errors)
+                                         for f, st in states.items() if not st.failed and st.complete() is None]
+        room = (self._one_response_room(request) if one_response
+                else int(int(request.get("max_tokens") or 4096) * TURN_SHARE))
+        max_edits = None if one_response else MAX_EDITS_PER_TURN
         used = sum(_estimate_tokens({"type": "tool_use", "id": "toolu_x" * 4, "name": n, "input": i}) for n, i in views)
         attempts: dict[tuple[str, int], list[bool]] = {}
         for c in calls:
@@ -709,27 +770,31 @@ class RuleBasedModel:
             done = [ch for ch in changes if any(tried.get(ch.start, ()))]
             todo = [ch for ch in changes if not any(tried.get(ch.start, ()))
                     and len(tried.get(ch.start, ())) < (2 if complete else 1)]
-            for e in _render(f, known, todo, tools, done, margin=0 if complete else 2):
-                if len(batch) < MAX_EDITS_PER_TURN and used + e.tokens <= room:
-                    batch.append(e)
-                    used += e.tokens
-                else:
-                    left += 1
+            fitted, missed = self._fit(_render(f, known, todo, tools, done, margin=0 if complete else 2), room,
+                                       used, None if max_edits is None else max_edits - len(batch),
+                                       strict=one_response)
+            batch += fitted
+            used += sum(e.tokens for e in fitted)
+            left += missed
         if not views and not batch:
-            return self._summary(task, shard, files, calls, results, states, left)
+            return self._summary(task, shard, files, calls, results, states, left, one_response)
         text = (f"Reading {len(views)} file(s) and " if views else "") + f"making {len(batch)} edit(s)" + (
-            f" ({left} more to follow)." if left else ".")
+            (f" ({left} more did not fit max_tokens)." if one_response else f" ({left} more to follow).")
+            if left else ".")
         content: list[dict[str, Any]] = [{"type": "text", "text": text}]
         content += [self._block("rbview", i, name, inp) for i, (name, inp) in enumerate(views)]
         content += [self._block(f"rbedit_r{e.row}_", i, e.name, e.input) for i, e in enumerate(batch)]
         return {"content": content, "stop_reason": "tool_use"}
 
     def _summary(self, task: str, shard: Mapping[str, Any], files: list[str], calls: list[dict[str, Any]],
-                 results: dict[str, dict[str, Any]], states: dict[str, _FileState], left: int) -> dict[str, Any]:
+                 results: dict[str, dict[str, Any]], states: dict[str, _FileState], left: int,
+                 one_response: bool = False) -> dict[str, Any]:
         edits = [c for c in calls if str(c.get("id")).startswith("toolu_rbedit")]
         errors = [results[c["id"]]["text"] for c in edits if results.get(c["id"], {}).get("is_error")]
         done = len(edits) - len(errors)
         unread = [f"{f} ({st.failed})" for f, st in states.items() if st.failed]
+        if one_response:
+            unread += [f"{f} (not shown in the request)" for f, st in states.items() if not st.views]
         summary = (f"Task {task} on shard {shard.get('shard_id')}: {done} edit(s) applied to {len(files)} file(s)"
                    + (f"; {len(errors)} refused: " + " | ".join(e[:200] for e in errors) if errors else "")
                    + (f"; not read: {', '.join(unread)}" if unread else "")

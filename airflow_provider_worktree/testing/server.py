@@ -4,7 +4,13 @@ It speaks the Anthropic Messages API as the real clients use it (the ``anthropic
 ``POST /v1/messages`` as JSON or, with ``"stream": true``, as server-sent events in the API's event sequence
 (``message_start``, ``ping``, ``content_block_start``/``content_block_delta``/``content_block_stop`` for text,
 tool_use and thinking blocks, ``message_delta`` with the stop reason and usage, ``message_stop``);
-``POST /v1/messages/count_tokens``; ``GET /v1/models`` and ``GET /v1/models/{id}``. The beta shapes are
+``POST /v1/messages/count_tokens``; ``GET /v1/models`` and ``GET /v1/models/{id}``; and the Message Batches API
+(``POST /v1/messages/batches`` to create, ``GET .../batches`` to list newest first with ``limit``/``before_id``/
+``after_id``, ``GET .../batches/{id}``, ``POST .../batches/{id}/cancel``, ``DELETE .../batches/{id}``, and
+``GET .../batches/{id}/results`` as JSON Lines once the batch has ended). A batch's entries are processed like
+non-streaming ``/v1/messages`` requests (same validation, same model, same usage accounting, billed into a separate
+total), each exactly once, when the batch is due (``batch_delay`` seconds after its creation; on the next call
+that looks at it) or when a test says so. The beta shapes are
 accepted (``?beta=true``, ``anthropic-beta`` headers), and so are what the CLI sends: mid-conversation
 ``role: "system"`` messages, consecutive same-role turns (the API merges them), ``thinking`` blocks and
 parameters, ``metadata``, ``cache_control`` with a ``ttl``. Errors have the API's shapes and status codes,
@@ -27,14 +33,17 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from airflow_provider_worktree.core.runners import Usage
 from airflow_provider_worktree.testing.model import EDITOR, RuleBasedModel
@@ -45,6 +54,12 @@ _REDACT = {"x-api-key", "authorization", "proxy-authorization", "cookie"}
 _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
                 404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
                 529: "overloaded_error"}
+#: The Message Batches API's limits: requests per batch, bytes per create request, seconds until a batch expires.
+DEFAULT_MAX_BATCH_REQUESTS = 100_000
+DEFAULT_MAX_BATCH_BYTES = 256 * 1024 * 1024
+BATCH_EXPIRY_SECONDS = 24 * 3600
+_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+_BATCHES = "/v1/messages/batches"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -52,7 +67,10 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: 
 # ---------------------------------------------------------------------------------------------------------------
 @dataclass
 class Fault:
-    """One injected fault, applied to the next request of ``endpoint`` (``messages`` or ``count_tokens``)."""
+    """One injected fault, applied to the next request of ``endpoint`` (``messages``, ``count_tokens`` or
+    ``batches``). As a per-entry batch fault (:attr:`OfflineMessagesServer.batch_entry_faults`): a ``status`` makes
+    the entry ``errored`` with ``error_type``/``message``, a ``reply`` replaces the model's, a ``delay`` is slept
+    before the entry is processed."""
 
     kind: str
     status: int | None = None
@@ -61,6 +79,7 @@ class Fault:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     reply: dict[str, Any] | None = None
+    #: ``messages``, ``count_tokens`` or ``batches`` (any Message Batches API call).
     endpoint: str = "messages"
     #: Streaming requests: send this many events of the reply, then an ``error`` event, and end the stream.
     #: Non-streaming requests get ``status`` instead.
@@ -175,6 +194,39 @@ def _segments(body: dict[str, Any]) -> list[tuple[Any, bool]]:
 # ---------------------------------------------------------------------------------------------------------------
 # The server
 # ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class _BatchEntry:
+    custom_id: str
+    params: Any
+    #: The entry's ``result`` object once decided (``{"type": "succeeded", "message": ...}`` and so on).
+    result: dict[str, Any] | None = None
+
+
+@dataclass
+class _Batch:
+    id: str
+    created_at: float          # wall clock (the RFC 3339 timestamps)
+    created_mono: float        # monotonic (when it is due)
+    entries: list[_BatchEntry]
+    status: str = "in_progress"
+    ended_at: float | None = None
+    cancel_initiated_at: float | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+
+def _rfc3339(t: float | None) -> str | None:
+    if t is None:
+        return None
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class _Raw:
+    """A response body that is not JSON (the JSON Lines of batch results)."""
+
+    def __init__(self, data: bytes, content_type: str) -> None:
+        self.data, self.content_type = data, content_type
+
+
 class _ApiError(Exception):
     def __init__(self, status: int, message: str, error_type: str | None = None,
                  headers: Mapping[str, str] | None = None) -> None:
@@ -195,15 +247,45 @@ class OfflineMessagesServer:
     :param min_cache_tokens: prompts shorter than this are not cached (the real API's minimum is 1024-4096).
     :param request_log: append every request (keys redacted, with its status) to this file as one JSON line, to
         see what a client such as the Claude Code CLI sends.
+    :param batch_delay: a Message Batch is due (all its entries processed, then ``ended``) this many seconds after
+        its creation. Processing is lazy: the first retrieve, list, cancel, delete or results call after that
+        moment does it, under the batch's lock, so every entry is processed exactly once however many clients
+        poll at the same time. 0 (the default): the first call after the create. See also
+        :meth:`finish_batches` and :meth:`expire_batch`.
+    :param max_batch_requests: more requests in one create is a 400 (the API's limit is 100,000).
+    :param max_batch_bytes: a create body larger than this is a 413 ``request_too_large`` (the API: 256 MB).
+
+    Endpoints: ``POST /v1/messages`` (JSON or server-sent events), ``POST /v1/messages/count_tokens``,
+    ``GET /v1/models``, ``GET /v1/models/{id}``, and the Message Batches API: ``POST /v1/messages/batches``,
+    ``GET /v1/messages/batches`` (newest first; ``limit`` 1-1000, default 20; ``before_id``/``after_id``),
+    ``GET|DELETE /v1/messages/batches/{id}``, ``POST /v1/messages/batches/{id}/cancel`` and
+    ``GET /v1/messages/batches/{id}/results`` (JSON Lines, ``content-type: application/binary``; a 404
+    ``not_found_error`` until the batch has ended). ``?beta=true`` selects the same endpoints; anything else is a
+    404.
+
+    Batch entries are processed like non-streaming ``/v1/messages`` requests: the same validation (an invalid
+    entry, or one with ``"stream": true``, is ``errored`` with an ``invalid_request_error``), the same model and
+    usage accounting, and the same prompt cache, but billed into ``batch_billed``, never ``billed``. The results
+    file lists the entries in request order.
 
     Attributes for tests: ``billed`` (a :class:`Usage` total over successful ``/v1/messages`` replies),
     ``requests`` (every request: ``{"path", "method", "headers" (keys redacted), "body", "status"}``),
-    ``faults`` (a list consumed first-in first-out; see :meth:`inject`).
+    ``faults`` (a list consumed first-in first-out; see :meth:`inject`; a fault with ``endpoint="batches"``
+    applies to the next Message Batches API call).
+    Batches: ``batch_billed`` (a :class:`Usage` total over the ``succeeded`` batch entries), ``batch_bills``
+    (custom_id -> how many entries with that custom_id were billed, i.e. succeeded, over all batches: a resubmitted
+    entry billed twice shows as 2), ``batch_processed`` (custom_id -> how many times an entry with that custom_id
+    was processed, whatever its result), ``batch_creates`` (successful creates), ``batch_entry_faults`` (the
+    outcome of entries by custom_id: a dict, or a callable ``custom_id -> None | "expired" | "canceled" | Fault``;
+    ``"expired"``/``"canceled"`` give that result, a :class:`Fault` with a ``status`` makes the entry ``errored``
+    with the fault's error type and message, one with a ``reply`` answers instead of the model).
     """
 
     def __init__(self, model: Any = None, latency: float = 0.0, host: str = "127.0.0.1", port: int = 0, *,
                  api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID,
-                 request_log: str | os.PathLike[str] | None = None) -> None:
+                 request_log: str | os.PathLike[str] | None = None, batch_delay: float = 0.0,
+                 max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
         self.model = model if model is not None else RuleBasedModel()
         self.latency = float(latency)
         self.host, self.port = host, int(port)
@@ -214,6 +296,16 @@ class OfflineMessagesServer:
         self.billed = Usage()
         self.requests: list[dict[str, Any]] = []
         self.faults: list[Fault] = []
+        self.batch_delay = float(batch_delay)
+        self.max_batch_requests = int(max_batch_requests)
+        self.max_batch_bytes = int(max_batch_bytes)
+        self.batch_billed = Usage()
+        self.batch_bills: dict[str, int] = {}
+        self.batch_processed: dict[str, int] = {}
+        self.batch_creates = 0
+        self.batch_entry_faults: dict[str, str | Fault] | Callable[[str], str | Fault | None] = {}
+        self._batches: dict[str, _Batch] = {}   # in creation order
+        self._batch_seq = itertools.count(1)
         self._cache: set[str] = set()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
@@ -272,11 +364,41 @@ class OfflineMessagesServer:
             return [r for r in self.requests if r["path"].split("?", 1)[0] == "/v1/messages"]
 
     def reset(self) -> None:
+        """Forget billing, requests, faults, the prompt cache and every batch."""
         with self._lock:
             self.billed = Usage()
             self.requests.clear()
             self.faults.clear()
             self._cache.clear()
+            self.batch_billed = Usage()
+            self.batch_bills.clear()
+            self.batch_processed.clear()
+            self.batch_creates = 0
+            self.batch_entry_faults = {}
+            self._batches.clear()
+
+    def batch_ids(self) -> list[str]:
+        """The ids of the batches not deleted, oldest first."""
+        with self._lock:
+            return list(self._batches)
+
+    def finish_batches(self) -> list[str]:
+        """End every batch that has not ended, now, as if it were due: entries are processed (a canceling batch's
+        unprocessed entries are canceled). Returns the ids of the batches it ended. A ``batch_entry_faults``
+        value that is not None, "expired", "canceled" or a :class:`Fault` raises ValueError (over HTTP: a 500)."""
+        with self._lock:
+            batches = list(self._batches.values())
+        return [b.id for b in batches if self._settle(b, force=True)]
+
+    def expire_batch(self, batch_id: str) -> None:
+        """End ``batch_id`` now with every unprocessed entry ``expired`` (as the API does after 24 hours)."""
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise KeyError(f"no Message Batch {batch_id!r} on this server (known: {self.batch_ids()})")
+        with batch.lock:
+            if batch.status != "ended":
+                self._end(batch, "expired")
 
     def _next_fault(self, endpoint: str) -> Fault | None:
         with self._lock:
@@ -375,6 +497,8 @@ class OfflineMessagesServer:
         return total - read - write, write, read
 
     def handle(self, method: str, path: str, headers: Mapping[str, str], raw: bytes) -> tuple[int, dict[str, str], Any]:
+        """Answer one request: ``(status, extra headers, payload)``; the payload is a JSON value, an event stream
+        or raw bytes (batch results)."""
         entry: dict[str, Any] = {"method": method, "path": path, "time": time.time(),
                                  "headers": {k: ("<redacted>" if k.lower() in _REDACT else v) for k, v in headers.items()}}
         try:
@@ -385,7 +509,7 @@ class OfflineMessagesServer:
         with self._lock:
             self.requests.append(entry)
         try:
-            status, extra_headers, payload = self._dispatch(method, path, headers, body)
+            status, extra_headers, payload = self._dispatch(method, path, headers, body, size=len(raw))
         except _ApiError as err:
             status, extra_headers = err.status, err.headers
             payload = {"type": "error", "error": {"type": err.error_type, "message": err.message}}
@@ -397,8 +521,12 @@ class OfflineMessagesServer:
                 fh.write(line + "\n")
         return status, extra_headers, payload
 
-    def _dispatch(self, method: str, path: str, headers: Mapping[str, str], body: Any) -> tuple[int, dict[str, str], Any]:
-        path = path.split("?", 1)[0].rstrip("/")  # "?beta=true" (the SDK's beta client) selects the same endpoints
+    def _dispatch(self, method: str, path: str, headers: Mapping[str, str], body: Any, *,
+                  size: int = 0) -> tuple[int, dict[str, str], Any]:
+        path, _, query = path.partition("?")  # "?beta=true" (the SDK's beta client) selects the same endpoints
+        path = path.rstrip("/")
+        if path == _BATCHES or path.startswith(_BATCHES + "/"):
+            return self._batches_api(method, path, query, headers, body, size)
         if method == "GET" and path == "/v1/models":
             self._check_auth(headers)
             info = self._model_info(self.model_id)
@@ -436,13 +564,225 @@ class OfflineMessagesServer:
                                                                        "message": fault.message}})
         return 200, {}, _EventStream(message, error)
 
+    # -- the Message Batches API ------------------------------------------------------------------------------------
+    def _batches_api(self, method: str, path: str, query: str, headers: Mapping[str, str], body: Any,
+                     size: int) -> tuple[int, dict[str, str], Any]:
+        parts = path[len(_BATCHES):].strip("/").split("/") if path != _BATCHES else []
+        route = {(): {"POST": "create", "GET": "list"}, (1,): {"GET": "retrieve", "DELETE": "delete"},
+                 (1, "cancel"): {"POST": "cancel"}, (1, "results"): {"GET": "results"}}
+        key = () if not parts else ((1,) if len(parts) == 1 else (1, parts[1]) if len(parts) == 2 else None)
+        action = route.get(key, {}).get(method) if key is not None else None  # type: ignore[arg-type]
+        if action is None:
+            raise _ApiError(404, f"{method} {path} is not served by the offline test double")
+        self._check_auth(headers)
+        fault = self._next_fault("batches")
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is not None and fault.status:
+            raise _ApiError(fault.status, fault.message, fault.error_type, fault.headers)
+        try:
+            return self._batch_action(action, parts, query, body, size)
+        except ValueError as exc:  # batch_entry_faults misconfigured by the test
+            raise _ApiError(500, str(exc)) from exc
+
+    def _batch_action(self, action: str, parts: list[str], query: str, body: Any,
+                      size: int) -> tuple[int, dict[str, str], Any]:
+        if action == "create":
+            return 200, {}, self._batch_create(body, size)
+        if action == "list":
+            return 200, {}, self._batch_list(parse_qs(query))
+        batch = self._batch(parts[0])
+        self._settle(batch)
+        if action == "retrieve":
+            return 200, {}, self._batch_json(batch)
+        if action == "cancel":
+            with batch.lock:
+                if batch.status == "in_progress":
+                    batch.status, batch.cancel_initiated_at = "canceling", time.time()
+                return 200, {}, self._batch_json(batch)
+        if action == "delete":
+            with batch.lock:
+                if batch.status != "ended":
+                    raise _ApiError(400, f"Message Batch {batch.id} cannot be deleted while it is {batch.status}: "
+                                         "cancel it and wait until it has ended.")
+                with self._lock:
+                    self._batches.pop(batch.id, None)
+            return 200, {}, {"id": batch.id, "type": "message_batch_deleted"}
+        with batch.lock:  # results
+            if batch.status != "ended":
+                raise _ApiError(404, f"Message Batch {batch.id} has no results yet: it is {batch.status}; results "
+                                     "are available once processing has ended (results_url is set then).")
+            lines = [json.dumps({"custom_id": e.custom_id, "result": e.result}, ensure_ascii=False) + "\n"
+                     for e in batch.entries]
+        return 200, {}, _Raw("".join(lines).encode("utf-8"), "application/binary")
+
+    def _batch(self, batch_id: str) -> _Batch:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+        if batch is None:
+            raise _ApiError(404, f"Message Batch {batch_id!r} was not found (unknown or deleted).")
+        return batch
+
+    def _batch_create(self, body: Any, size: int) -> dict[str, Any]:
+        if size > self.max_batch_bytes:
+            raise _ApiError(413, f"The request body is {size} bytes; a Message Batch may be at most "
+                                 f"{self.max_batch_bytes} bytes.")
+        if not isinstance(body, dict):
+            raise _ApiError(400, "the request body must be a JSON object")
+        requests = body.get("requests")
+        if not isinstance(requests, list) or not requests:
+            raise _ApiError(400, "requests: a Message Batch needs at least one request")
+        if len(requests) > self.max_batch_requests:
+            raise _ApiError(400, f"requests: a Message Batch may hold at most {self.max_batch_requests} requests, "
+                                 f"got {len(requests)}")
+        seen: set[str] = set()
+        entries = []
+        for i, req in enumerate(requests):
+            if not isinstance(req, dict):
+                raise _ApiError(400, f"requests.{i}: must be an object with custom_id and params")
+            custom_id = req.get("custom_id")
+            if not isinstance(custom_id, str) or not _CUSTOM_ID.fullmatch(custom_id):
+                raise _ApiError(400, f"requests.{i}.custom_id: String should match pattern "
+                                     f"'^[a-zA-Z0-9_-]{{1,64}}$' (got {custom_id!r})")
+            if custom_id in seen:
+                raise _ApiError(400, f"requests.{i}.custom_id: {custom_id!r} is used more than once; each request "
+                                     "in a Message Batch needs a unique custom_id")
+            seen.add(custom_id)
+            if not isinstance(req.get("params"), dict):
+                raise _ApiError(400, f"requests.{i}.params: Field required (an object of Messages API parameters)")
+            entries.append(_BatchEntry(custom_id, req["params"]))
+        now = time.time()
+        with self._lock:
+            batch_id = f"msgbatch_offline_{next(self._batch_seq):06d}{uuid.uuid4().hex[:12]}"
+            batch = self._batches[batch_id] = _Batch(batch_id, now, time.monotonic(), entries)
+            self.batch_creates += 1
+        return self._batch_json(batch)
+
+    def _batch_list(self, query: Mapping[str, list[str]]) -> dict[str, Any]:
+        raw_limit = (query.get("limit") or ["20"])[-1]
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            raise _ApiError(400, f"limit: Input should be a valid integer (got {raw_limit!r})") from None
+        if not 1 <= limit <= 1000:
+            raise _ApiError(400, f"limit: Input should be between 1 and 1000 (got {limit})")
+        before, after = (query.get("before_id") or [None])[-1], (query.get("after_id") or [None])[-1]
+        if before and after:
+            raise _ApiError(400, "before_id and after_id cannot be given together")
+        with self._lock:
+            batches = list(reversed(self._batches.values()))  # newest first
+        for b in batches:
+            self._settle(b)
+        ids = [b.id for b in batches]
+        cursor = before or after
+        if cursor and cursor not in ids:
+            raise _ApiError(400, f"{'before_id' if before else 'after_id'}: no Message Batch {cursor!r}")
+        if before:
+            end = ids.index(before)
+            page, has_more = batches[max(0, end - limit): end], end - limit > 0
+        else:
+            start = ids.index(after) + 1 if after else 0
+            page, has_more = batches[start: start + limit], start + limit < len(batches)
+        data = [self._batch_json(b) for b in page]
+        return {"data": data, "has_more": has_more, "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None}
+
+    def _batch_json(self, batch: _Batch) -> dict[str, Any]:
+        counts = dict.fromkeys(("processing", "succeeded", "errored", "canceled", "expired"), 0)
+        ended = batch.status == "ended"
+        if ended:  # like the API: entries move out of "processing" only once the whole batch has ended
+            for e in batch.entries:
+                counts[e.result["type"] if e.result else "expired"] += 1
+        else:
+            counts["processing"] = len(batch.entries)
+        return {"id": batch.id, "type": "message_batch", "processing_status": batch.status,
+                "request_counts": counts, "created_at": _rfc3339(batch.created_at),
+                "expires_at": _rfc3339(batch.created_at + BATCH_EXPIRY_SECONDS),
+                "ended_at": _rfc3339(batch.ended_at), "archived_at": None,
+                "cancel_initiated_at": _rfc3339(batch.cancel_initiated_at),
+                "results_url": f"{self.base_url}{_BATCHES}/{batch.id}/results" if ended else None}
+
+    def _settle(self, batch: _Batch, *, force: bool = False) -> bool:
+        """End ``batch`` if it is due (or ``force``): a canceling batch's unprocessed entries are canceled, an
+        in-progress batch's entries are processed. Under the batch's lock, so each entry is processed once.
+        True if this call ended it."""
+        if batch.status == "ended":
+            return False
+        with batch.lock:
+            if batch.status == "ended":
+                return False
+            if batch.status == "canceling":
+                self._end(batch, "canceled")
+                return True
+            if not force and time.monotonic() < batch.created_mono + self.batch_delay:
+                return False
+            todo = [e for e in batch.entries if e.result is None]
+            outcomes = [self._entry_fault(e.custom_id) for e in todo]  # a bad fault setting fails before any work
+            for entry, outcome in zip(todo, outcomes):
+                entry.result = self._process_entry(entry, outcome)
+            self._end(batch, "expired")
+            return True
+
+    @staticmethod
+    def _end(batch: _Batch, unprocessed: str) -> None:
+        """Mark ``batch`` ended (its lock held), giving every entry without a result the result ``unprocessed``."""
+        for e in batch.entries:
+            if e.result is None:
+                e.result = {"type": unprocessed}
+        batch.ended_at = time.time()
+        batch.status = "ended"  # last: readers that skip the lock see an ended batch complete
+
+    def _entry_fault(self, custom_id: str) -> str | Fault | None:
+        faults = self.batch_entry_faults
+        outcome = faults(custom_id) if callable(faults) else (faults or {}).get(custom_id)
+        if outcome is None or isinstance(outcome, Fault) or outcome in ("expired", "canceled"):
+            return outcome
+        raise ValueError(f"batch_entry_faults[{custom_id!r}] is {outcome!r}: use None, 'expired', 'canceled' or a "
+                         "Fault (offline test double misconfigured)")
+
+    def _process_entry(self, entry: _BatchEntry, outcome: str | Fault | None) -> dict[str, Any]:
+        """One entry's result, processed like a non-streaming ``/v1/messages`` request (the batch lock held)."""
+        with self._lock:
+            self.batch_processed[entry.custom_id] = self.batch_processed.get(entry.custom_id, 0) + 1
+        if isinstance(outcome, str):
+            return {"type": outcome}
+        if outcome is not None and outcome.delay:
+            time.sleep(outcome.delay)
+        if outcome is not None and outcome.status:
+            return self._errored(outcome.error_type or _ERROR_TYPES.get(outcome.status, "api_error"),
+                                 outcome.message or "injected fault (offline test double)")
+        params = entry.params
+        try:
+            self._validate(params, need_max_tokens=True)
+            if "stream" in params and params["stream"] is not False:
+                raise _ApiError(400, "stream: requests in a Message Batch cannot be streamed; leave stream out "
+                                     "or set it to false")
+            if outcome is not None and outcome.reply is not None:
+                reply: Mapping[str, Any] = outcome.reply
+            else:
+                reply = self.model.reply(params)
+            message = self._message(params, reply, batch=True)
+        except _ApiError as err:
+            return self._errored(err.error_type, err.message)
+        except Exception as exc:  # the model broke: the entry errors, the batch goes on
+            log.exception("offline model failed on batch entry %s", entry.custom_id)
+            return self._errored("api_error", f"the offline model failed: {type(exc).__name__}: {exc}")
+        with self._lock:
+            self.batch_bills[entry.custom_id] = self.batch_bills.get(entry.custom_id, 0) + 1
+        return {"type": "succeeded", "message": message}
+
+    @staticmethod
+    def _errored(error_type: str, message: str) -> dict[str, Any]:
+        return {"type": "errored", "error": {"type": "error", "error": {"type": error_type, "message": message}}}
+
     @staticmethod
     def _model_info(model_id: str) -> dict[str, Any]:
         """Any model id is served (the test double answers every model); the display name says what it is."""
         return {"type": "model", "id": model_id, "display_name": f"{model_id} (offline test double)",
                 "created_at": "2025-01-01T00:00:00Z"}
 
-    def _message(self, body: dict[str, Any], reply: Mapping[str, Any]) -> dict[str, Any]:
+    def _message(self, body: dict[str, Any], reply: Mapping[str, Any], *, batch: bool = False) -> dict[str, Any]:
+        """The API's Message for ``reply`` to ``body``, billed into ``billed`` (``batch_billed`` if ``batch``)."""
         content = list(reply.get("content") or [])
         stop = reply.get("stop_reason") or ("tool_use" if any(b.get("type") == "tool_use" for b in content)
                                             else "end_turn")
@@ -458,7 +798,7 @@ class OfflineMessagesServer:
         if reply.get("usage"):
             usage.update(reply["usage"])
         with self._lock:
-            self.billed.add(Usage.from_api(usage))
+            (self.batch_billed if batch else self.billed).add(Usage.from_api(usage))
             n = next(self._ids)
         return {"id": f"msg_offline_{n:06d}", "type": "message", "role": "assistant", "model": body["model"],
                 "content": content, "stop_reason": stop, "stop_sequence": None, "usage": usage}
@@ -546,7 +886,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         status, extra, payload = self.owner.handle(method, self.path, headers, raw)
         stream = isinstance(payload, _EventStream)
-        data = b"" if stream else json.dumps(payload).encode("utf-8")
+        if isinstance(payload, _Raw):
+            data, content_type = payload.data, payload.content_type
+        else:
+            data, content_type = (b"" if stream else json.dumps(payload).encode("utf-8")), "application/json"
         try:
             self.send_response(status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else
                                ("Overloaded" if status == 529 else ""))
@@ -554,7 +897,7 @@ class _Handler(BaseHTTPRequestHandler):
             for k, v in extra.items():
                 self.send_header(k, v)
             if not stream:
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", content_type)
                 self.send_header("content-length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -576,3 +919,6 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:  # noqa: N802
         self._serve("GET")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")
