@@ -69,6 +69,9 @@ Options:
   --pg-dsn DSN        PostgreSQL server for --metadata-db (default postgresql://postgres@127.0.0.1:5432/postgres)
   --keep-metadata-db  do not drop the PostgreSQL metadata database on exit
   --deferrable        run deferrable operators deferred (default_deferrable=True; starts a triggerer)
+  --batch             batch mode: every shard in one Message Batch (the mode Param), applied per shard; the
+                      submit task defers while the batch runs (starts a triggerer)
+  --batch-delay S     seconds the offline server takes to process a batch (default 5), so the submit task defers
   --real-api          use the real Anthropic API (needs ANTHROPIC_API_KEY; costs money) instead of the
                       offline test double
   --latency S         seconds the offline server waits before each reply (default 0.3), so shards overlap
@@ -142,6 +145,8 @@ class Options:
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5432/postgres"
     keep_metadata_db: bool = False
     deferrable: bool = False
+    batch: bool = False
+    batch_delay: float = 5.0
     real_api: bool = False
     latency: float = 0.3
     max_shards: int = 20
@@ -157,6 +162,8 @@ class Options:
         """The run's conf: the smoke run's defaults, the Param flags, then --conf on top."""
         conf = {"repo": repo, "task": "todo", "max_files_per_shard": 2, "max_shards": self.max_shards,
                 "parallel_limit": self.parallel, **self.params}
+        if self.batch:
+            conf.update(mode="batch", batch_poll_seconds=1)
         if self.conf_json:
             try:
                 more = json.loads(self.conf_json)
@@ -213,6 +220,10 @@ def parse_args(argv: list[str]) -> Options | None:
             o.keep_metadata_db = True
         elif a == "--deferrable":
             o.deferrable = True
+        elif a == "--batch":
+            o.batch = True
+        elif a == "--batch-delay":
+            o.batch_delay = _seconds(a, value())
         elif a == "--real-api":
             o.real_api = True
         elif a == "--latency":
@@ -839,7 +850,8 @@ class SmokeRun:
         port_file = self.slog / "offline_api.port"
         popen = self.bg.start("offline-api", self.slog / "offline_api.log",
                               [self.py, "-m", "airflow_provider_worktree.testing", "--port", "0", "--port-file",
-                               str(port_file), "--latency", str(self.o.latency)], self.env)
+                               str(port_file), "--latency", str(self.o.latency), "--batch-delay",
+                               str(self.o.batch_delay)], self.env)
         for _ in range(100):
             if (port_file.is_file() and port_file.read_text().strip()) or popen.poll() is not None:
                 break
@@ -848,8 +860,8 @@ class SmokeRun:
             url = f"http://127.0.0.1:{port_file.read_text().strip()}"
             self.env["AIRFLOW_CONN_ANTHROPIC_DEFAULT"] = json.dumps(
                 {"conn_type": "anthropic", "host": url, "password": "sk-offline-test-double-not-a-key"})
-            out.success(f"offline Messages API test double at {url} (latency {self.o.latency:g}s; NOT Claude), "
-                        "connection anthropic_default points at it")
+            out.success(f"offline Messages API test double at {url} (latency {self.o.latency:g}s, batches take "
+                        f"{self.o.batch_delay:g}s; NOT Claude), connection anthropic_default points at it")
         else:
             out.error("the offline Messages API server did not start:")
             out.tail(self.slog / "offline_api.log")
@@ -885,7 +897,7 @@ class SmokeRun:
             ok = self.wait_run(popen, "airflow dags test")
         elif o.mode == "executor":
             if self._start_api_server():
-                if o.deferrable:
+                if o.deferrable or o.batch:
                     self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
                     out.success("airflow triggerer started (deferred tasks)")
                 out.info(f"airflow dags test --use-executor: LocalExecutor with {o.parallel} slots (dags test "
@@ -896,9 +908,10 @@ class SmokeRun:
         elif self._start_api_server():
             self.bg.start("scheduler", self.slog / "scheduler.log", [*self.airflow, "scheduler"], self.env)
             self.bg.start("dag-processor", self.slog / "dag_processor.log", [*self.airflow, "dag-processor"], self.env)
-            if o.deferrable:
+            triggerer = o.deferrable or o.batch
+            if triggerer:
                 self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
-            out.success(f"airflow scheduler{', triggerer' if o.deferrable else ''} and dag-processor started")
+            out.success(f"airflow scheduler{', triggerer' if triggerer else ''} and dag-processor started")
             if self.af("dags", "unpause", DAG_ID, log=self.slog / "unpause.log").returncode != 0:
                 out.error(f"airflow dags unpause {DAG_ID} failed: see {self.slog / 'unpause.log'}")
             trig = self.af("dags", "trigger", DAG_ID, "-c", conf, "-o", "json")
@@ -1019,6 +1032,8 @@ class SmokeRun:
             out.indent(git("-C", str(self.clone), "worktree", "list").stdout + "\n".join(left[:10]))
 
         self._isolation_in_force(report)
+        if self.o.batch:
+            self._check_batch(report)
         if self.shard_db.is_file():
             status = self.run([*self.awt, "status", "--db", str(self.shard_db), "--run-id", self.run_id])
             (self.slog / "awt_status.txt").write_text(status.stdout + status.stderr)
@@ -1137,6 +1152,41 @@ class SmokeRun:
                 out.warning(f"less overlap than expected (up to {overlap} of {expect}): the machine may be short of CPU")
         else:
             out.error(f"shards did not overlap in time (max {overlap} at once): parallel execution is not working")
+
+    def _check_batch(self, report: dict | None) -> None:
+        """Batch mode: one batch for the run, its id recorded; every entry collected and billed once (attempt 0);
+        the submit task deferred while the batch ran; the report shows batch and interactive cost apart."""
+        out, run = self.out, self.run_id
+        if not self.shard_db.is_file():
+            return
+        parts = shard_rows(self.shard_db, "SELECT part, batch_id, status, requests FROM shard_batches WHERE run_id = ?",
+                           (run,))
+        entries = dict(shard_rows(self.shard_db, "SELECT status, COUNT(*) FROM batch_entries WHERE run_id = ? "
+                                                 "GROUP BY status", (run,)))
+        billed = shard_rows(self.shard_db, "SELECT shard_id, COUNT(*) FROM shard_attempts WHERE run_id = ? AND "
+                                           "status = 'batch' GROUP BY shard_id", (run,))
+        ids = [p[1] for p in parts if p[1]]
+        if len(ids) == len(parts) == 1 and parts[0][2] == "collected":
+            out.success(f"one Message Batch for the run, {ids[0]}: {parts[0][3]} request(s), collected; entries: "
+                        + ", ".join(f"{n} {s}" for s, n in sorted(entries.items())))
+        else:
+            out.error(f"expected one collected batch for the run, found: {parts}")
+        if billed and all(n == 1 for _, n in billed) and len(billed) == entries.get("succeeded", 0):
+            out.success(f"each of the {len(billed)} succeeded entries is billed once (attempt 0, batch prices)")
+        else:
+            out.error(f"batch spend rows do not match the succeeded entries: {billed} vs {entries}")
+        logs = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run}" / "task_id=submit_batch"
+        text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*.log")) if logs.is_dir() else ""
+        if "deferring while batch(es)" in text and "batch mode of run" in text:
+            out.success("the submit task deferred while the batch ran, and resumed to collect it")
+        else:
+            out.error(f"no deferral of the submit task found in its log under {logs}")
+        t = (report or {}).get("totals") or {}
+        if t.get("batch_shards"):
+            out.success(f"report: batch ${t['batch_cost_usd']:.4f} ({t['batch_shards']} shard(s)), interactive "
+                        f"${t['interactive_cost_usd']:.4f} (list prices; offline, nothing billed)")
+        else:
+            out.error("the report shows no batch shard")
 
     def _isolation_in_force(self, report: dict | None) -> None:
         """Which isolation the shards ran with, from the run's records; else the configured value."""

@@ -29,7 +29,7 @@ from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, r
 from airflow_provider_worktree.core.runners import ApiRunner, Budget, PriceTable
 from airflow_provider_worktree.core.sandbox import TextEditorTool
 from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import get_task, plan_repository
+from airflow_provider_worktree.core.tasks import get_task, parse_shard_block, plan_repository
 from airflow_provider_worktree.core.worktree import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from airflow_provider_worktree.testing.model import ScriptedModel, tool_use_reply
@@ -44,10 +44,10 @@ def _client(server):
     return anthropic.Anthropic(api_key="sk-offline-test", base_url=server.base_url, max_retries=0)
 
 
-def _plan(repo: Path, n: int = 4) -> list[dict]:
-    plan = plan_repository(repo, "docstrings", include=["src/attr/_[cfmnv]*.py"], max_files=2, top=n)
-    assert len(plan.shards) >= 2, plan
-    return plan.shards
+def _plan(repo: Path, n: int = 5, glob: str = "src/attr/_[cfv]*.py", max_files: int = 1) -> list[dict]:
+    plan = plan_repository(repo, "docstrings", globs=[glob], include=[glob], max_files=max_files)
+    assert len(plan.shards) >= min(n, 2), plan
+    return plan.shards[:n]
 
 
 def _apply(store, manager, server, shard, *, fallback="interactive", verify=None):
@@ -68,25 +68,33 @@ def attrs_repo(real_repo_factory):
 def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp_path):
     store = ShardStore.open(str(tmp_path / "shards.db"))
     manager = WorktreeManager(attrs_repo, tmp_path / "wt")
-    shards = _plan(attrs_repo)
+    # _make.py (91 kB) does not fit one view: its shard runs interactively
+    shards = _plan(attrs_repo, glob="src/attr/_[cfmv]*.py", max_files=2)
     with OfflineMessagesServer(batch_delay=3600) as server:
         coord = BatchCoordinator(store, _client(server), RUN, model=MODEL, max_tokens=8192)
         state = coord.submit(shards, manager=manager)
-        assert len(state["batch_ids"]) == 1 and state["entries"] == {"queued": len(shards)}
+        interactive = set(state["interactive"])  # a file larger than one view is read chunk by chunk
+        assert interactive and all("does not fit one view" in store.batch_entry(RUN, i)["reason"] for i in interactive)
+        queued = len(shards) - len(interactive)
+        assert len(state["batch_ids"]) == 1 and state["entries"].get("queued") == queued >= 2, state
         assert not coord.collect()["collected"], "the batch is still running"
         with pytest.raises(BatchNotReady):
             batch_runner(store, RUN, shards[0]["shard_id"], interactive=lambda: None)
         assert coord.submit(shards, manager=manager)["batch_ids"] == state["batch_ids"], "submitting again resumes"
         server.finish_batches()
         state = coord.collect()
-        assert state["collected"] and state["entries"] == {"succeeded": len(shards)}
+        assert state["collected"] and state["entries"].get("succeeded") == queued
         assert coord.collect()["cost_usd"] == state["cost_usd"], "collecting again records nothing twice"
         results = [_apply(store, manager, server, s) for s in shards]
-        assert not server.message_requests(), "every shard applied its batch reply: no interactive call"
+        talked = {parse_shard_block(r["body"]["messages"][0]["content"][0]["text"])["shard_id"]
+                  for r in server.message_requests()}
+        assert talked == interactive, "only the shards left out of the batch called the API interactively"
     assert server.batch_creates == 1 and set(server.batch_bills.values()) == {1}
+    assert len(server.batch_bills) == queued
     for res in results:
         assert res.status == "completed" and res.commit_sha, res
-        assert res.cost_usd == 0.0 and res.totals["cost_usd"] > 0, "the spend is the entry's, recorded once"
+        if res.shard_id not in interactive:
+            assert res.cost_usd == 0.0 and res.totals["cost_usd"] > 0, "the spend is the entry's, recorded once"
         show = subprocess.run(["git", "-C", str(attrs_repo), "show", "--stat", "--format=%B", res.commit_sha],
                               capture_output=True, text=True, check=True).stdout
         assert "Shard-Id: " + res.shard_id in show
@@ -98,7 +106,7 @@ def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp
             assert ast.get_docstring(ast.parse(text)) is not None
     # half price: the batch rows' cost is the list price of their tokens times 0.5
     batch_rows = [a for a in store.list_attempts(RUN) if a["status"] == "batch"]
-    assert len(batch_rows) == len(shards) and all(a["attempt"] == 0 for a in batch_rows)
+    assert len(batch_rows) == queued and all(a["attempt"] == 0 for a in batch_rows)
     prices = PriceTable()
     from airflow_provider_worktree.core.runners import Usage
 
@@ -149,12 +157,14 @@ def test_a_killed_submitter_is_resumed_without_paying_twice(attrs_repo, tmp_path
         worker = ctx.Process(target=_submit_and_wait, args=(db, str(attrs_repo), str(tmp_path / "wt"),
                                                             server.base_url, shards))
         worker.start()
-        assert not wait_while(lambda: not store.batch_parts(RUN) or not store.batch_parts(RUN)[0]["batch_id"],
+        try:
+            assert wait_while(lambda: not store.batch_parts(RUN) or not store.batch_parts(RUN)[0]["batch_id"],
                               timeout=120), "the submitter recorded its batch id"
-        assert not wait_while(lambda: sum(1 for r in server.requests if r["method"] == "GET") < 2, timeout=60), \
-            "the submitter is polling"
-        os.kill(worker.pid, signal.SIGKILL)
-        worker.join(30)
+            assert wait_while(lambda: sum(1 for r in server.requests if r["method"] == "GET") < 2, timeout=60), \
+                "the submitter is polling"
+        finally:
+            os.kill(worker.pid, signal.SIGKILL)
+            worker.join(30)
         assert worker.exitcode == -signal.SIGKILL
         # the retry (another process in real life; here the test) resumes the recorded batch
         coord = BatchCoordinator(store, _client(server), RUN, model=MODEL)

@@ -12,7 +12,7 @@ from airflow_provider_worktree.testing.server import OfflineMessagesServer
 
 DESCRIPTION = (
     "Serve an OFFLINE TEST DOUBLE of the Anthropic Messages API on loopback (POST /v1/messages, streaming "
-    "included, POST /v1/messages/count_tokens, GET /v1/models). Its replies come from a deterministic rule-based stand-in, NOT from Claude: "
+    "included, POST /v1/messages/count_tokens, GET /v1/models, the Message Batches API). Its replies come from a deterministic rule-based stand-in, NOT from Claude: "
     "use it for the smoke run, tests and benchmarks only. Real maintenance needs an Anthropic API key and the real "
     "API. Point a client at it with base_url=<printed URL> and any non-empty API key."
 )
@@ -23,11 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1, loopback only)")
     parser.add_argument("--port", type=int, default=8765, help="port to listen on; 0 picks a free one (default 8765)")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds to wait before each reply (default 0)")
+    parser.add_argument("--batch-delay", type=float, default=0.0,
+                        help="seconds a Message Batch takes to end after it is created (default 0)")
     parser.add_argument("--request-log", help="append every request (API keys redacted) to this file as JSON lines")
     parser.add_argument("--port-file", help="write the chosen port to this file once listening (for scripts)")
     args = parser.parse_args(argv)
 
-    server = OfflineMessagesServer(latency=args.latency, host=args.host, port=args.port, request_log=args.request_log)
+    server = OfflineMessagesServer(latency=args.latency, host=args.host, port=args.port, request_log=args.request_log,
+                                   batch_delay=args.batch_delay)
     try:
         server.start()
     except OSError as exc:
