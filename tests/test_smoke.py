@@ -140,6 +140,8 @@ def test_options_defaults_param_flags_and_conf():
     o = smoke_run.parse_args(["--task", "lint", "--lint-command", "ruff check"])
     assert o.conf("/r")["lint_command"] == "ruff check"
     assert smoke_run.parse_args(["--modules", "5", "--help"]) is None
+    o = smoke_run.parse_args(["--batch", "--batch-delay", "2"])
+    assert o.batch and o.batch_delay == 2.0 and o.conf("/r")["mode"] == "batch"
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -155,6 +157,7 @@ def test_options_defaults_param_flags_and_conf():
     (["--conf", "[1]"], "--conf must be a JSON object"),
     (["--repo"], "--repo needs a value"),
     (["--no-such-flag"], "unknown option --no-such-flag"),
+    (["--batch-delay", "soon"], "--batch-delay must be a number of seconds"),
 ])
 def test_bad_options_are_usage_errors(argv, message):
     with pytest.raises(smoke_run.UsageError, match=re.escape(message)):
@@ -310,6 +313,29 @@ def test_smoke_run_passes(tmp_path: Path):
     assert sorted(branches) == ["feature", "main"]
     assert watch.leftovers() == []
     print(f"smoke run took {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_smoke_run_in_batch_mode_defers_and_bills_each_entry_once(tmp_path: Path):
+    """Issue 13: ``--batch`` runs the example DAG with mode=batch: one Message Batch for the run (the offline
+    server takes 5 s, so the submit task defers on the trigger), each shard applies its reply and commits."""
+    home = tmp_path / "smoke"
+    rc, watch = _run_watched(["--home", str(home), "--python", sys.executable, "--batch", "--task", "docstrings",
+                              "--max-shards", "6", "--metadata-db", "sqlite"], tmp_path / "out.txt", timeout=540)
+    log = (tmp_path / "out.txt").read_text()
+    assert rc == 0, log[-6000:]
+    for line in ("[SUCCESS] all 6 shards completed", "[SUCCESS] one Message Batch for the run, msgbatch_",
+                 "[SUCCESS] each of the 6 succeeded entries is billed once",
+                 "[SUCCESS] the submit task deferred while the batch ran, and resumed to collect it",
+                 "[SUCCESS] report: batch $", "[SUCCESS] no worktree left", "[SUCCESS] smoke run passed"):
+        assert line in log, f"missing {line!r} in:\n{log[-6000:]}"
+    assert "[ERROR]" not in log
+    db = sqlite3.connect(home / "shard_status.db")
+    assert db.execute("SELECT COUNT(*), COUNT(batch_id) FROM shard_batches").fetchone() == (1, 1)
+    assert db.execute("SELECT COUNT(*) FROM shard_attempts WHERE status = 'batch'").fetchone()[0] == 6
+    db.close()
+    assert watch.leftovers() == []
 
 
 @pytest.mark.integration
