@@ -68,13 +68,15 @@ def attrs_repo(real_repo_factory):
 def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp_path):
     store = ShardStore.open(str(tmp_path / "shards.db"))
     manager = WorktreeManager(attrs_repo, tmp_path / "wt")
-    # _make.py (91 kB) does not fit one view: its shard runs interactively
+    # _make.py (91 kB): its shard's request is over max_prompt_bytes, so it runs interactively
     shards = _plan(attrs_repo, glob="src/attr/_[cfmv]*.py", max_files=2)
     with OfflineMessagesServer(batch_delay=3600) as server:
-        coord = BatchCoordinator(store, _client(server), RUN, model=MODEL, max_tokens=8192)
+        coord = BatchCoordinator(store, _client(server), RUN, model=MODEL, max_tokens=8192,
+                                 max_prompt_bytes=100_000)
         state = coord.submit(shards, manager=manager)
         interactive = set(state["interactive"])  # a file larger than one view is read chunk by chunk
-        assert interactive and all("does not fit one view" in store.batch_entry(RUN, i)["reason"] for i in interactive)
+        assert interactive and all("over max_prompt_bytes=100000" in store.batch_entry(RUN, i)["reason"]
+                                   for i in interactive)
         queued = len(shards) - len(interactive)
         assert len(state["batch_ids"]) == 1 and state["entries"].get("queued") == queued >= 2, state
         assert not coord.collect()["collected"], "the batch is still running"
@@ -125,6 +127,18 @@ def test_requests_show_the_files_as_the_editor_does_and_respect_size_and_budget(
     editor = TextEditorTool(attrs_repo)
     for f, block in zip(shard["files"], views):
         assert block["content"] == editor.execute({"command": "view", "path": f}).content
+    # a file larger than one view is shown whole, in consecutive views (as the agent loop reads it)
+    big = {"shard_id": "big", "task": "docstrings", "files": ["src/attr/_make.py"]}
+    whole = build_request(big, task, str(attrs_repo), model=MODEL, max_tokens=8192)
+    calls = whole.params["messages"][1]["content"]
+    assert whole.status == "queued" and len(calls) >= 2 and calls[1]["input"]["view_range"][1] == -1
+    seen: dict[int, str] = {}
+    for block in whole.params["messages"][2]["content"][:-1]:
+        body = block["content"].rsplit("\n<response clipped", 1)
+        rows = body[0].split("\n")[: -1 if len(body) == 2 else None]  # a clipped view's last line may be cut
+        seen.update((int(r.split("\t", 1)[0]), r.split("\t", 1)[1]) for r in rows)
+    text = (attrs_repo / "src/attr/_make.py").read_text()
+    assert [seen[i] for i in sorted(seen)] == text.splitlines() and sorted(seen) == list(range(1, len(seen) + 1))
     small = build_request(shard, task, str(attrs_repo), model=MODEL, max_tokens=8192, max_prompt_bytes=1000)
     assert small.status == "interactive" and "max_prompt_bytes=1000" in small.reason and small.params is None
     poor = build_request(shard, task, str(attrs_repo), model=MODEL, max_tokens=8192,

@@ -6,9 +6,10 @@ Plain Python, no Airflow: ``ClaudeBatchSubmitOperator`` and ``ClaudeBatchTrigger
 1. **Submit** (:meth:`BatchCoordinator.submit`). The shards' files are read from one checkout of the base commit
    (a worktree made and removed by the package, exactly what a shard's worktree would hold). Each shard becomes
    one request: the task's system prompt, the text editor tool, and a conversation in which the shard's files
-   have already been viewed with that tool (the same ``view`` output an interactive run gets), ending with
-   :data:`ONE_RESPONSE_INSTRUCTION`: all edits in one reply. A shard whose prompt would exceed
-   ``max_prompt_bytes``, or whose file does not fit one view, is left to the interactive runner
+   have already been viewed with that tool (the same ``view`` output an interactive run gets; a file larger than
+   one view in consecutive views), ending with :data:`ONE_RESPONSE_INSTRUCTION`: all edits in one reply. A
+   shard whose prompt would exceed ``max_prompt_bytes``, or a range of a big file (``lines``), is left to the
+   interactive runner
    (``interactive``); one whose worst case (its prompt bound priced as a cache write, plus ``max_tokens`` of
    output, at batch prices) does not fit the shard's budget even at ``max_tokens_floor`` is not sent
    (``over_budget``). The rest go out as one batch, split at the API's limits (100,000 requests, 256 MB). Every
@@ -49,7 +50,7 @@ from airflow_provider_worktree.core.runners import (
     run_tool_uses,
     upper_bound_tokens,
 )
-from airflow_provider_worktree.core.sandbox import TextEditorTool
+from airflow_provider_worktree.core.sandbox import TextEditorTool, ToolResult
 from airflow_provider_worktree.core.tasks import (
     CONVENTION_FILES,
     MaintenanceTask,
@@ -130,12 +131,14 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
         out.reason = "a range of a file larger than one view: it is read chunk by chunk, interactively"
         return out
     editor = TextEditorTool(root)
-    views = [editor.execute({"command": "view", "path": f}) for f in files]
-    clipped = [f for f, v in zip(files, views) if not v.is_error and _CLIPPED in v.content[-200:]]
-    if clipped:
-        out.reason = f"{clipped[0]} does not fit one view ({editor.max_view_chars} characters)"
-        return out
-    ids = [f"toolu_batchview_{i:04d}" for i in range(len(files))]
+    calls: list[tuple[dict[str, Any], ToolResult]] = []
+    for f in files:
+        chunks = _read_whole(editor, f)
+        if chunks is None:
+            out.reason = f"{f} has a line longer than one view ({editor.max_view_chars} characters)"
+            return out
+        calls += chunks
+    ids = [f"toolu_batchview_{i:04d}" for i in range(len(calls))]
     params: dict[str, Any] = {
         "model": model, "max_tokens": int(max_tokens),
         "system": [{"type": "text", "text": system_prompt_for(task, read_conventions(root)),
@@ -144,9 +147,9 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
         "messages": [
             {"role": "user", "content": [{"type": "text",
                                           "text": render_shard_prompt(task, shard, custom_prompt=custom_prompt)}]},
-            {"role": "assistant", "content": [{"type": "tool_use", "id": i, "name": editor.name,
-                                               "input": {"command": "view", "path": f}} for i, f in zip(ids, files)]},
-            {"role": "user", "content": [v.to_block(i) for i, v in zip(ids, views)]
+            {"role": "assistant", "content": [{"type": "tool_use", "id": i, "name": editor.name, "input": inp}
+                                              for i, (inp, _) in zip(ids, calls)]},
+            {"role": "user", "content": [res.to_block(i) for i, (_, res) in zip(ids, calls)]
              + [{"type": "text", "text": ONE_RESPONSE_INSTRUCTION}]},
         ],
     }
@@ -162,6 +165,26 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
         params["max_tokens"] = fitted
     out.status, out.params, out.max_tokens = "queued", params, int(params["max_tokens"])
     return out
+
+
+def _read_whole(editor: TextEditorTool, path: str) -> list[tuple[dict[str, Any], ToolResult]] | None:
+    """``view`` calls that show the whole file, as the agent loop reads a file larger than one view: each next
+    view starts at the line the previous one was cut in. None when a single line does not fit one view."""
+    calls: list[tuple[dict[str, Any], ToolResult]] = []
+    start = 1
+    while True:
+        inp: dict[str, Any] = {"command": "view", "path": path}
+        if start > 1:
+            inp["view_range"] = [start, -1]
+        res = editor.execute(inp)
+        calls.append((inp, res))
+        cut = res.content.rfind("\n")
+        if res.is_error or not res.content[cut + 1:].startswith(_CLIPPED):
+            return calls
+        shown = re.findall(r"^ *(\d+)\t", res.content[:cut], re.M)
+        if not shown or int(shown[-1]) <= start:
+            return None
+        start = int(shown[-1])  # the last line shown may be cut: show it again, whole
 
 
 def split_parts(requests: Sequence[BatchRequest], max_requests: int = API_MAX_REQUESTS,
@@ -216,6 +239,10 @@ class BatchCoordinator:
         if not model:
             raise ConfigurationError("model is empty: pass a model id, or set extra['model'] on the anthropic "
                                      "connection.")
+        if not hasattr(getattr(client, "messages", None), "batches"):
+            raise ConfigurationError("batch mode needs the first-party Anthropic API (client.messages.batches); "
+                                     "this connection's client has none (Bedrock and Vertex have their own batch "
+                                     "services): use mode='interactive'.")
         if int(max_tokens) < 1 or int(max_prompt_bytes) < 1:
             raise ConfigurationError(f"max_tokens={max_tokens} and max_prompt_bytes={max_prompt_bytes} must be >= 1.")
         self.store, self.client, self.run_id, self.model = store, client, run_id, model
