@@ -279,3 +279,33 @@ def test_entry_runner_reports_no_spend_and_counts_refusals(tmp_path):
     assert run.stop_reason == "end_turn" and run.files_written == ["m.py"] and run.cost_usd == 0.0
     assert "1 of 2 tool call(s) refused" in run.final_text
     assert (tmp_path / "m.py").read_text().startswith('"""M."""')
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_batch_records_are_written_once_on_both_databases(backend, tmp_path, request):
+    target = str(tmp_path / "s.db") if backend == "sqlite" else request.getfixturevalue("pg_url")
+    store = ShardStore.open(target)
+    store.register_shards(RUN, [{"shard_id": s, "task": "todo", "files": ["x.py"]} for s in ("a", "b")])
+    assert store.put_batch_entries(RUN, [{"shard_id": "a", "custom_id": "a-1", "status": "queued", "part": 0},
+                                         {"shard_id": "b", "status": "interactive", "reason": "too large"}]) == 2
+    assert store.put_batch_entries(RUN, [{"shard_id": "a", "custom_id": "other", "status": "queued"}]) == 0
+    row = store.begin_batch_part(RUN, 0, 1, MODEL)
+    assert row["batch_id"] is None and row["status"] == "submitting"
+    store.set_batch_id(RUN, 0, "msgbatch_1")
+    store.set_batch_id(RUN, 0, "msgbatch_2")  # a recorded id is never replaced
+    assert [p["batch_id"] for p in store.batch_parts(RUN)] == ["msgbatch_1"]
+    usage = {"input_tokens": 100, "output_tokens": 10}
+    assert store.record_batch_result(RUN, "a-1", "succeeded", response={"content": [{"type": "text", "text": "ok"}]},
+                                     usage=usage, cost_usd=0.25)
+    assert not store.record_batch_result(RUN, "a-1", "succeeded", usage=usage, cost_usd=0.25), "collected once"
+    entry = store.batch_entry(RUN, "a")
+    assert entry["status"] == "succeeded" and entry["response"]["content"][0]["text"] == "ok"
+    shard = store.get_shard(RUN, "a")
+    assert shard["cost_usd"] == pytest.approx(0.25) and shard["input_tokens"] == 100
+    assert [(a["attempt"], a["status"]) for a in store.list_attempts(RUN)] == [(0, "batch")]
+    lease = store.assign_shard(RUN, "w:1", "a")
+    assert lease.attempt == 1 and store.prior_spend(RUN, "a", 1)["cost_usd"] == pytest.approx(0.25)
+    assert store.complete(lease, input_tokens=5, cost_usd=0.01)["cost_usd"] == pytest.approx(0.26)
+    store.update_batch(RUN, 0, status="collected", request_counts={"succeeded": 1}, ended=True, collected=True)
+    part = store.batch_parts(RUN)[0]
+    assert part["status"] == "collected" and part["request_counts"] == {"succeeded": 1} and part["collected_at"]

@@ -104,11 +104,21 @@ def test_backup_is_consistent_while_a_writer_holds_the_wal(tmp_path: Path):
     assert cli(tmp_path, "db", "backup", str(tmp_path / "copy.db"), "--overwrite", "--db", str(db)).returncode == 0
 
 
+def _batch_records(store: ShardStore, run_id: str) -> None:
+    """The run's first shard as a batch entry, and the run's one batch."""
+    first = store.list_shards(run_id)[0]["shard_id"]
+    store.put_batch_entries(run_id, [{"shard_id": first, "custom_id": f"{first}-x", "status": "queued", "part": 0}])
+    store.begin_batch_part(run_id, 0, 1, "claude-sonnet-4-5")
+    store.set_batch_id(run_id, 0, f"msgbatch_{run_id}")
+
+
 def test_archive_moves_only_old_shards_of_finished_runs(tmp_path: Path):
     db = str(tmp_path / "shard_status.db")
     old = ShardStore.open(db, clock=_utc(-40 * 86400))
     _finished_run(old, "run-old", 20, fail_every=5)
+    _batch_records(old, "run-old")
     old.register_shards("run-old-unfinished", ["p-1", "p-2"])  # one shard still pending: not archived
+    _batch_records(old, "run-old-unfinished")
     lease = old.assign_shard("run-old-unfinished", "w", shard_id="p-1")
     old.complete(lease)
     old.close()
@@ -129,8 +139,15 @@ def test_archive_moves_only_old_shards_of_finished_runs(tmp_path: Path):
     archive_file = tmp_path / "shard_status.archive.db"
     conn = sqlite3.connect(archive_file)
     rows = conn.execute("SELECT status, COUNT(*) FROM shard_status WHERE run_id = 'run-old' GROUP BY status").fetchall()
-    conn.close()
     assert dict(rows) == {"completed": 16, "failed": 4}
+    # batch mode's records follow their run: per shard (batch_entries) and per run (shard_batches)
+    for table in ("batch_entries", "shard_batches"):
+        assert conn.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall() == [("run-old",)], table
+    conn.close()
+    live = sqlite3.connect(db)
+    for table in ("batch_entries", "shard_batches"):
+        assert live.execute(f"SELECT DISTINCT run_id FROM {table}").fetchall() == [("run-old-unfinished",)], table
+    live.close()
     # Idempotent: nothing left to move; a second archive run appends to the same file.
     assert cli_json(tmp_path, "db", "archive", "--older-than", "30d", "--db", db)["rows"] == 0
 
@@ -179,6 +196,7 @@ def test_postgresql_archive_vacuum_integrity_upgrade(pg_url: str, tmp_path: Path
     assert up["from_version"] == 0 and up["to_version"] == CURRENT_SCHEMA_VERSION
     old = ShardStore.open(pg_url, clock=_utc(-40 * 86400))
     _finished_run(old, "run-old", 6, fail_every=3)
+    _batch_records(old, "run-old")
     old.close()
     new = ShardStore.open(pg_url)
     _finished_run(new, "run-new", 2)
@@ -194,6 +212,11 @@ def test_postgresql_archive_vacuum_integrity_upgrade(pg_url: str, tmp_path: Path
         assert cur.fetchall() == [("run-old", 6)]
         cur.execute("SELECT DISTINCT run_id FROM shard_status")
         assert cur.fetchall() == [("run-new",)]
+        for table in ("batch_entries", "shard_batches"):
+            cur.execute(f"SELECT DISTINCT run_id FROM {table}_archive")
+            assert cur.fetchall() == [("run-old",)], table
+            cur.execute(f"SELECT COUNT(*) FROM {table}")
+            assert cur.fetchone() == (0,), table
     conn.close()
     vac = cli_json(tmp_path, "db", "vacuum", "--db", pg_url)
     assert vac["bytes_after"] > 0

@@ -207,6 +207,18 @@ def _per_shard_tables(tables: dict[str, list[str]]) -> list[str]:
     return ["shard_status", *others]
 
 
+def _per_run_tables(tables: dict[str, list[str]]) -> list[str]:
+    """Tables of whole runs (a ``run_id`` column, no ``shard_id``), e.g. ``shard_batches``: their rows follow the
+    run's last shard into the archive."""
+    return sorted(n for n, cols in tables.items()
+                  if n not in _NOT_PER_SHARD and not n.endswith(ARCHIVE_SUFFIX)
+                  and "run_id" in cols and "shard_id" not in cols)
+
+
+#: Rows of per-run tables whose run has no shard left in the live table.
+_RUN_GONE = "run_id NOT IN (SELECT run_id FROM {prefix}shard_status)"
+
+
 _FINISHED = ("status IN ('completed', 'failed') AND COALESCE(completed_at, updated_at) < ? AND run_id NOT IN "
              "(SELECT run_id FROM shard_status WHERE status IN ('pending', 'running'))")
 
@@ -243,6 +255,17 @@ def _candidates(cur: Any, q: Callable[..., Any], cutoff: str) -> tuple[int, list
     return sum(int(r[1]) for r in rows), [r[0] for r in rows]
 
 
+def _sqlite_archive_table(cur: Any, table: str, cols: list[str], have: dict[str, list[str]]) -> str:
+    """Create ``archive.<table>`` or give it the live table's new columns; returns the column list (SQL)."""
+    if table not in have:
+        cur.execute(f"CREATE TABLE archive.{table} ({', '.join(cols)})")
+    else:
+        for col in cols:
+            if col not in have[table]:
+                cur.execute(f"ALTER TABLE archive.{table} ADD COLUMN {col}")
+    return ", ".join(cols)
+
+
 def _archive_sqlite(store: ShardStore, dest: str, cutoff: str, dry_run: bool) -> dict[str, Any]:
     conn = store._conn()
     cur = conn.cursor()
@@ -260,20 +283,19 @@ def _archive_sqlite(store: ShardStore, dest: str, cutoff: str, dry_run: bool) ->
             have = _sqlite_tables(cur, "archive")
             keys = f"SELECT run_id, shard_id FROM main.shard_status WHERE {_FINISHED}"
             for table in _per_shard_tables(live):
-                cols = live[table]
-                if table not in have:
-                    cur.execute(f"CREATE TABLE archive.{table} ({', '.join(cols)})")
-                else:
-                    for col in cols:
-                        if col not in have[table]:
-                            cur.execute(f"ALTER TABLE archive.{table} ADD COLUMN {col}")
-                col_sql = ", ".join(cols)
+                col_sql = _sqlite_archive_table(cur, table, live[table], have)
                 where = f"(run_id, shard_id) IN ({keys})"
                 cur.execute(f"INSERT INTO archive.{table} ({col_sql}) SELECT {col_sql} FROM main.{table} "
                             f"WHERE {where}", (cutoff,))
                 if table != "shard_status":
                     cur.execute(f"DELETE FROM main.{table} WHERE {where}", (cutoff,))
             cur.execute(f"DELETE FROM main.shard_status WHERE {_FINISHED}", (cutoff,))
+            gone = _RUN_GONE.format(prefix="main.")
+            for table in _per_run_tables(live):
+                col_sql = _sqlite_archive_table(cur, table, live[table], have)
+                cur.execute(f"INSERT INTO archive.{table} ({col_sql}) SELECT {col_sql} FROM main.{table} "
+                            f"WHERE {gone}")
+                cur.execute(f"DELETE FROM main.{table} WHERE {gone}")
             cur.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -299,18 +321,26 @@ def _archive_postgres(store: ShardStore, cutoff: str, dry_run: bool) -> dict[str
         for name, col in cur.fetchall():
             tables.setdefault(name, []).append(col)
         keys = f"SELECT run_id, shard_id FROM shard_status WHERE {_FINISHED}"
-        for table in _per_shard_tables(tables):
+        def archive_table(table: str) -> tuple[str, str]:
             arch = table + ARCHIVE_SUFFIX
             q(cur, f"CREATE TABLE IF NOT EXISTS {arch} (LIKE {table} INCLUDING DEFAULTS)")
             for col in tables[table]:
                 if col not in tables.get(arch, tables[table]):
                     q(cur, f"ALTER TABLE {arch} ADD COLUMN IF NOT EXISTS {col} TEXT")
-            col_sql = ", ".join(tables[table])
+            return arch, ", ".join(tables[table])
+
+        for table in _per_shard_tables(tables):
+            arch, col_sql = archive_table(table)
             where = f"(run_id, shard_id) IN ({keys})"
             q(cur, f"INSERT INTO {arch} ({col_sql}) SELECT {col_sql} FROM {table} WHERE {where}", (cutoff,))
             if table != "shard_status":
                 q(cur, f"DELETE FROM {table} WHERE {where}", (cutoff,))
         q(cur, f"DELETE FROM shard_status WHERE {_FINISHED}", (cutoff,))
+        gone = _RUN_GONE.format(prefix="")
+        for table in _per_run_tables(tables):
+            arch, col_sql = archive_table(table)
+            q(cur, f"INSERT INTO {arch} ({col_sql}) SELECT {col_sql} FROM {table} WHERE {gone}")
+            q(cur, f"DELETE FROM {table} WHERE {gone}")
         return {"rows": n, "runs": runs}
 
     return store._tx(_move)
