@@ -566,6 +566,32 @@ def cmd_report(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
     return data, "\n".join(lines).rstrip(), EXIT_OK
 
 
+def cmd_batches(args: argparse.Namespace, style: Style) -> tuple[Any, str, int]:
+    store, desc = open_store(args)
+    try:
+        runs = [args.run_id] if args.run_id else _run_ids(store)
+        states = [st for st in (store.batch_state(run) for run in runs) if st["parts"] or st["entries"]]
+    finally:
+        _close(store)
+    data = {"database": desc, "runs": states}
+    if not states:
+        return data, f"No batch-mode run in {desc}" + (f" for run {args.run_id}." if args.run_id else "."), EXIT_OK
+    lines: list[str] = []
+    for st in states:
+        entries = ", ".join(f"{n} {s}" for s, n in sorted(st["entries"].items()))
+        lines += [style(f"Run {st['run_id']}", "bold") + ("" if st["collected"] else " (waiting for the batch)"),
+                  f"  entries: {entries}; batch cost ${st['cost_usd']:.4f}"]
+        for key, what in (("interactive", "run interactively"), ("over_budget", "not sent, over the budget")):
+            if st[key]:
+                lines.append(f"  {what}: {', '.join(st[key][:10])}" + (" ..." if len(st[key]) > 10 else ""))
+        rows = [[str(p["part"]), p["batch_id"] or "(not recorded)", p["status"], str(p["requests"]),
+                 " ".join(f"{k}={v}" for k, v in p["request_counts"].items() if v) or "-"] for p in st["parts"]]
+        if rows:
+            lines.append(render_table(["PART", "BATCH", "STATUS", "REQUESTS", "COUNTS"], rows, style, right=(0, 3)))
+        lines.append("")
+    return data, "\n".join(lines).rstrip(), EXIT_OK
+
+
 def _manager(repo: str, worktree_root: str | None):
     from airflow_provider_worktree.core.worktree import WorktreeManager
 
@@ -852,6 +878,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--run-id", help="only this run (default: every run in the database)")
     p.set_defaults(func=cmd_report)
+
+    p = subs.add_parser("batches", help="batch mode: each run's Message Batches and what became of each shard")
+    _common(p)
+    p.add_argument("--run-id", help="only this run (default: every run in the database)")
+    p.set_defaults(func=cmd_batches)
 
     p = subs.add_parser("prune", help="remove leftover shard worktrees older than --older-than")
     _common(p)

@@ -513,3 +513,27 @@ def test_check_quiet_prints_nothing_when_all_is_ok(tmp_path, healthy_db, sick_db
     bad = run_cli(tmp_path, "check", "-q", "--db", sick_db)
     assert bad.returncode == 2 and "Overall: CRITICAL" in bad.stdout
     assert run_json(tmp_path, "check", "--quiet", "--db", healthy_db)["level"] == "ok"  # --json still prints
+
+
+def test_batches_lists_each_runs_batches_and_entries_read_only(tmp_path: Path, healthy_db: str):
+    assert "No batch-mode run" in run_cli(tmp_path, "batches", "--db", healthy_db).stdout
+    store = ShardStore.open(healthy_db)
+    store.register_shards("run-batch", _shards(3, "b"))
+    store.put_batch_entries("run-batch", [
+        {"shard_id": "b-000", "custom_id": "b0", "status": "queued", "part": 0},
+        {"shard_id": "b-001", "custom_id": "b1", "status": "queued", "part": 0},
+        {"shard_id": "b-002", "status": "interactive", "reason": "its request is over max_prompt_bytes"}])
+    store.begin_batch_part("run-batch", 0, 2, "claude-sonnet-4-5")
+    store.set_batch_id("run-batch", 0, "msgbatch_0123")
+    store.record_batch_result("run-batch", "b0", "succeeded", usage={"input_tokens": 10}, cost_usd=0.5)
+    store.close()
+    before = Path(healthy_db).read_bytes()
+    out = run_cli(tmp_path, "batches", "--db", healthy_db)
+    assert out.returncode == 0, out.stderr
+    assert "Run run-batch (waiting for the batch)" in out.stdout and "msgbatch_0123" in out.stdout
+    assert "entries: 1 interactive, 1 queued, 1 succeeded; batch cost $0.5000" in out.stdout
+    assert "run interactively: b-002" in out.stdout and "run-ok" not in out.stdout
+    data = run_json(tmp_path, "batches", "--run-id", "run-batch", "--db", healthy_db)
+    (run,) = data["runs"]
+    assert run["batch_ids"] == ["msgbatch_0123"] and not run["collected"] and run["interactive"] == ["b-002"]
+    assert Path(healthy_db).read_bytes() == before, "a reading command writes nothing"

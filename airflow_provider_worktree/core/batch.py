@@ -441,27 +441,7 @@ class BatchCoordinator:
     def state(self) -> dict[str, Any]:
         """The run's batch mode at a glance (JSON-safe, for XCom): ``{run_id, batch_ids, collected, entries
         (state -> count), interactive, over_budget, cost_usd, parts}``."""
-        return run_batch_state(self.store, self.run_id)
-
-
-def run_batch_state(store: Any, run_id: str) -> dict[str, Any]:
-    """What the shard database knows of a run's batch mode (see :meth:`BatchCoordinator.state`)."""
-    parts = store.batch_parts(run_id)
-    entries = store.batch_entries(run_id)
-    counts: dict[str, int] = {}
-    for e in entries:
-        counts[e["status"]] = counts.get(e["status"], 0) + 1
-    return {
-        "run_id": run_id,
-        "batch_ids": [p["batch_id"] for p in parts if p["batch_id"]],
-        # nothing left to wait for: every batch collected, or nothing was sent (all shards interactive)
-        "collected": all(p["status"] == "collected" for p in parts) if parts else bool(entries),
-        "entries": counts,
-        "interactive": sorted(e["shard_id"] for e in entries if e["status"] == "interactive"),
-        "over_budget": sorted(e["shard_id"] for e in entries if e["status"] == "over_budget"),
-        "cost_usd": round(sum(e["cost_usd"] for e in entries), 6),
-        "parts": [{k: p[k] for k in ("part", "batch_id", "status", "requests", "request_counts")} for p in parts],
-    }
+        return self.store.batch_state(self.run_id)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -113,6 +113,27 @@ class BatchRecords:
             (status, json.dumps(dict(request_counts)) if request_counts is not None else None, bool(ended), now,
              bool(collected), now, run_id, int(part))))
 
+    def batch_state(self, run_id: str) -> dict[str, Any]:
+        """A run's batch mode at a glance (JSON-safe): ``{run_id, batch_ids, collected (nothing left to wait
+        for), entries (state -> count), interactive, over_budget (shard ids), cost_usd (the entries' spend at
+        batch prices), parts}``."""
+        parts = self.batch_parts(run_id)
+        entries = self.batch_entries(run_id)
+        counts: dict[str, int] = {}
+        for e in entries:
+            counts[e["status"]] = counts.get(e["status"], 0) + 1
+        return {
+            "run_id": run_id,
+            "batch_ids": [p["batch_id"] for p in parts if p["batch_id"]],
+            # every batch collected, or nothing was sent (every shard runs interactively)
+            "collected": all(p["status"] == "collected" for p in parts) if parts else bool(entries),
+            "entries": counts,
+            "interactive": sorted(e["shard_id"] for e in entries if e["status"] == "interactive"),
+            "over_budget": sorted(e["shard_id"] for e in entries if e["status"] == "over_budget"),
+            "cost_usd": round(sum(e["cost_usd"] for e in entries), 6),
+            "parts": [{k: p[k] for k in ("part", "batch_id", "status", "requests", "request_counts")} for p in parts],
+        }
+
     # -- entries ------------------------------------------------------------------------------------------------
     def put_batch_entries(self, run_id: str, entries: Iterable[Mapping[str, Any]]) -> int:
         """Record the run's entries (``shard_id``, ``status``, and any of ``part, custom_id, base_sha, reason,
