@@ -615,7 +615,13 @@ class Deployment:
                 if len(on_w2) >= a.kill_after_running and done >= 1:
                     pids = self.procs.kill_tree(self.workers["worker2"], group_only=a.kill_mode == "group")
                     killed_at = time.monotonic()
-                    killed_shards = set(on_w2)
+                    # A shard may have finished between the look and the kill: it was not killed.
+                    finished = {sid for sid, in self.pg.query(
+                        self.shard_db, "SELECT shard_id FROM shard_status WHERE run_id = %s AND status = "
+                                       "'completed' AND attempt = 1", (sc.run_id,)) if sid in on_w2}
+                    killed_shards = set(on_w2) - finished
+                    if finished:
+                        sc.facts["completed_before_kill"] = sorted(finished)
                     sc.facts["killed_pids"] = len(pids)
                     sc.facts["killed_shards"] = sorted(killed_shards)
                     sc.timings["kill_at_s"] = round(killed_at - t0, 1)
