@@ -309,3 +309,19 @@ def test_batch_records_are_written_once_on_both_databases(backend, tmp_path, req
     store.update_batch(RUN, 0, status="collected", request_counts={"succeeded": 1}, ended=True, collected=True)
     part = store.batch_parts(RUN)[0]
     assert part["status"] == "collected" and part["request_counts"] == {"succeeded": 1} and part["collected_at"]
+
+
+def test_a_cancelled_batch_leaves_its_shards_to_the_interactive_runner(attrs_repo, tmp_path):
+    store = ShardStore.open(str(tmp_path / "shards.db"))
+    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    shards = _plan(attrs_repo, 2)
+    with OfflineMessagesServer(batch_delay=3600) as server:
+        coord = BatchCoordinator(store, _client(server), RUN, model=MODEL)
+        coord.submit(shards, manager=manager)
+        state = coord.cancel()
+        assert state["parts"][0]["status"] in ("canceling", "ended")
+        state = coord.collect()
+        assert state["collected"] and state["entries"] == {"canceled": len(shards)} and state["cost_usd"] == 0
+        done = _apply(store, manager, server, shards[0])
+        assert done.status == "completed" and server.message_requests(), "the agent loop did the shard"
+    assert server.batch_bills == {}, "nothing of a cancelled batch is billed"
