@@ -139,6 +139,14 @@ def test_requests_show_the_files_as_the_editor_does_and_respect_size_and_budget(
         seen.update((int(r.split("\t", 1)[0]), r.split("\t", 1)[1]) for r in rows)
     text = (attrs_repo / "src/attr/_make.py").read_text()
     assert [seen[i] for i in sorted(seen)] == text.splitlines() and sorted(seen) == list(range(1, len(seen) + 1))
+    # a range shard's file is shown from its first line at least to the end of the range (views stop there),
+    # and the reply is told to edit only its range
+    lines = len(text.splitlines())
+    ranged = build_request({**big, "lines": [200, 900]}, task, str(attrs_repo), model=MODEL, max_tokens=8192)
+    assert ranged.status == "queued" and len(ranged.params["messages"][1]["content"]) == 1, "one view covers 1-900"
+    tail = build_request({**big, "lines": [lines - 50, lines]}, task, str(attrs_repo), model=MODEL, max_tokens=8192)
+    assert len(tail.params["messages"][1]["content"]) == len(calls), "the last range needs the whole file"
+    assert "edit only lines 200-900" in ranged.params["messages"][2]["content"][-1]["text"]
     small = build_request(shard, task, str(attrs_repo), model=MODEL, max_tokens=8192, max_prompt_bytes=1000)
     assert small.status == "interactive" and "max_prompt_bytes=1000" in small.reason and small.params is None
     poor = build_request(shard, task, str(attrs_repo), model=MODEL, max_tokens=8192,

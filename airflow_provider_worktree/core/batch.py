@@ -7,9 +7,9 @@ Plain Python, no Airflow: ``ClaudeBatchSubmitOperator`` and ``ClaudeBatchTrigger
    (a worktree made and removed by the package, exactly what a shard's worktree would hold). Each shard becomes
    one request: the task's system prompt, the text editor tool, and a conversation in which the shard's files
    have already been viewed with that tool (the same ``view`` output an interactive run gets; a file larger than
-   one view in consecutive views), ending with :data:`ONE_RESPONSE_INSTRUCTION`: all edits in one reply. A
-   shard whose prompt would exceed ``max_prompt_bytes``, or a range of a big file (``lines``), is left to the
-   interactive runner
+   one view in consecutive views; for a range of a big file, ``lines``, from its first line to the range's
+   end), ending with :data:`ONE_RESPONSE_INSTRUCTION`: all edits in one reply. A shard whose prompt would exceed
+   ``max_prompt_bytes`` is left to the interactive runner
    (``interactive``); one whose worst case (its prompt bound priced as a cache write, plus ``max_tokens`` of
    output, at batch prices) does not fit the shard's budget even at ``max_tokens_floor`` is not sent
    (``over_budget``). The rest go out as one batch, split at the API's limits (100,000 requests, 256 MB). Every
@@ -70,6 +70,9 @@ ONE_RESPONSE_INSTRUCTION = (
     "edit now, in this one reply, as str_replace_based_edit_tool calls (str_replace, insert or create; no view), "
     "then stop."
 )
+#: Appended for a range shard (``lines``): its file is shown from the top to the end of the range.
+RANGE_NOTE = (" (This shard is lines {0}-{1} of a large file: the file is shown from its first line to line {1}; "
+              "edit only lines {0}-{1}.)")
 #: The Message Batches API's limits on one batch (https://docs.anthropic.com/en/docs/build-with-claude/batch-processing).
 API_MAX_REQUESTS = 100_000
 API_MAX_BATCH_BYTES = 256 * 1024 * 1024
@@ -127,13 +130,12 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
     shard_id = str(shard["shard_id"])
     out = BatchRequest(shard_id, custom_id_for(shard_id), "interactive")
     files = [str(f) for f in shard.get("files") or []]
-    if shard.get("lines"):
-        out.reason = "a range of a file larger than one view: it is read chunk by chunk, interactively"
-        return out
+    span = shard.get("lines")
+    upto = int(span[1]) if isinstance(span, (list, tuple)) and len(span) == 2 else None
     editor = TextEditorTool(root)
     calls: list[tuple[dict[str, Any], ToolResult]] = []
     for f in files:
-        chunks = _read_whole(editor, f)
+        chunks = _read_whole(editor, f, upto)
         if chunks is None:
             out.reason = f"{f} has a line longer than one view ({editor.max_view_chars} characters)"
             return out
@@ -150,7 +152,7 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
             {"role": "assistant", "content": [{"type": "tool_use", "id": i, "name": editor.name, "input": inp}
                                               for i, (inp, _) in zip(ids, calls)]},
             {"role": "user", "content": [res.to_block(i) for i, (_, res) in zip(ids, calls)]
-             + [{"type": "text", "text": ONE_RESPONSE_INSTRUCTION}]},
+             + [{"type": "text", "text": ONE_RESPONSE_INSTRUCTION + (RANGE_NOTE.format(*span) if upto else "")}]},
         ],
     }
     out.size_bytes = len(json.dumps(params, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
@@ -167,12 +169,14 @@ def build_request(shard: Mapping[str, Any], task: MaintenanceTask, root: str, *,
     return out
 
 
-def _read_whole(editor: TextEditorTool, path: str) -> list[tuple[dict[str, Any], ToolResult]] | None:
-    """``view`` calls that show the whole file, as the agent loop reads a file larger than one view: each next
-    view starts at the line the previous one was cut in. None when a single line does not fit one view."""
+def _read_whole(editor: TextEditorTool, path: str, upto: int | None = None,
+                ) -> list[tuple[dict[str, Any], ToolResult]] | None:
+    """``view`` calls that show the whole file (or its lines 1 to ``upto``, for a range shard), as the agent loop
+    reads a file larger than one view: each next view starts at the line the previous one was cut in. None when
+    a single line does not fit one view."""
     calls: list[tuple[dict[str, Any], ToolResult]] = []
     start = 1
-    while True:
+    while upto is None or start <= upto:
         inp: dict[str, Any] = {"command": "view", "path": path}
         if start > 1:
             inp["view_range"] = [start, -1]
@@ -185,6 +189,7 @@ def _read_whole(editor: TextEditorTool, path: str) -> list[tuple[dict[str, Any],
         if not shown or int(shown[-1]) <= start:
             return None
         start = int(shown[-1])  # the last line shown may be cut: show it again, whole
+    return calls
 
 
 def split_parts(requests: Sequence[BatchRequest], max_requests: int = API_MAX_REQUESTS,
