@@ -60,14 +60,17 @@ def _apply(store, manager, server, shard, *, fallback="interactive", verify=None
                                         heartbeat_interval=5))
 
 
+def _store_and_manager(repo: Path, tmp_path: Path) -> tuple[ShardStore, WorktreeManager]:
+    return ShardStore.open(str(tmp_path / "shards.db")), WorktreeManager(repo, tmp_path / "wt")
+
+
 @pytest.fixture
 def attrs_repo(real_repo_factory):
     return real_repo_factory("attrs")
 
 
 def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp_path):
-    store = ShardStore.open(str(tmp_path / "shards.db"))
-    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    store, manager = _store_and_manager(attrs_repo, tmp_path)
     # _make.py (91 kB): its shard's request is over max_prompt_bytes, so it runs interactively
     shards = _plan(attrs_repo, glob="src/attr/_[cfmv]*.py", max_files=2)
     with OfflineMessagesServer(batch_delay=3600) as server:
@@ -207,8 +210,7 @@ def test_a_killed_submitter_is_resumed_without_paying_twice(attrs_repo, tmp_path
 
 def test_a_batch_created_but_not_recorded_is_adopted(attrs_repo, tmp_path):
     """The worker died between the API's answer and the write of the id: the retry finds the batch in the list."""
-    store = ShardStore.open(str(tmp_path / "shards.db"))
-    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    store, manager = _store_and_manager(attrs_repo, tmp_path)
     shards = _plan(attrs_repo, 2)
     with OfflineMessagesServer(batch_delay=3600) as server:
         coord = BatchCoordinator(store, _client(server), RUN, model=MODEL)
@@ -226,8 +228,7 @@ def test_a_batch_created_but_not_recorded_is_adopted(attrs_repo, tmp_path):
 def test_failed_entries_run_interactively_or_fail_with_their_reason(attrs_repo, tmp_path):
     from airflow_provider_worktree.testing.server import overloaded
 
-    store = ShardStore.open(str(tmp_path / "shards.db"))
-    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    store, manager = _store_and_manager(attrs_repo, tmp_path)
     shards = _plan(attrs_repo, 3)
     ids = [custom_id_for(s["shard_id"]) for s in shards]
     with OfflineMessagesServer(batch_delay=3600) as server:
@@ -250,8 +251,7 @@ def test_failed_entries_run_interactively_or_fail_with_their_reason(attrs_repo, 
 def test_a_reply_is_applied_with_the_shards_confinement_and_scope(attrs_repo, tmp_path):
     """The model is untrusted in batch mode too: a reply's writes outside the worktree are refused and one
     outside the shard's files rejects the shard (its work saved on a salvage branch)."""
-    store = ShardStore.open(str(tmp_path / "shards.db"))
-    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    store, manager = _store_and_manager(attrs_repo, tmp_path)
     shard = _plan(attrs_repo, 1)[0]
     outside = tmp_path / "escaped.txt"
     evil = ScriptedModel([lambda req: {"content": [
@@ -320,8 +320,7 @@ def test_batch_records_are_written_once_on_both_databases(backend, tmp_path, req
 
 
 def test_a_cancelled_batch_leaves_its_shards_to_the_interactive_runner(attrs_repo, tmp_path):
-    store = ShardStore.open(str(tmp_path / "shards.db"))
-    manager = WorktreeManager(attrs_repo, tmp_path / "wt")
+    store, manager = _store_and_manager(attrs_repo, tmp_path)
     shards = _plan(attrs_repo, 2)
     with OfflineMessagesServer(batch_delay=3600) as server:
         coord = BatchCoordinator(store, _client(server), RUN, model=MODEL)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -124,7 +123,7 @@ def test_trigger_backs_off_times_out_and_reports_unreachable_api(env, server, mo
     async def recorded(seconds):
         waits.append(seconds)
         if len(waits) >= 6:
-            trigger.end_time = time.time() - 1  # the deadline passes after six waits
+            trigger.end_time = 0.0  # after six waits the deadline is one long past (no clock reading)
         await real_sleep(0)
 
     monkeypatch.setattr("airflow_provider_worktree.triggers.batch.asyncio.sleep", recorded)

@@ -36,7 +36,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_provider_worktree.core.batchstore import ENTRY_RESULTS
@@ -50,7 +50,7 @@ from airflow_provider_worktree.core.runners import (
     run_tool_uses,
     upper_bound_tokens,
 )
-from airflow_provider_worktree.core.sandbox import TextEditorTool, ToolResult
+from airflow_provider_worktree.core.sandbox import CLIPPED_MARK, TextEditorTool, ToolResult
 from airflow_provider_worktree.core.tasks import (
     CONVENTION_FILES,
     MaintenanceTask,
@@ -59,6 +59,7 @@ from airflow_provider_worktree.core.tasks import (
     render_shard_prompt,
     system_prompt_for,
 )
+from airflow_provider_worktree.core.thresholds import to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,6 @@ MODES = ("interactive", "batch")
 FALLBACKS = ("interactive", "fail")
 #: The worktree the submission reads the shards' files from (made and removed within ``submit``).
 PREP_SHARD_ID = "batch-prompts"
-_CLIPPED = "<response clipped"
 
 
 class BatchNotReady(WorktreeProviderError):
@@ -183,7 +183,7 @@ def _read_whole(editor: TextEditorTool, path: str, upto: int | None = None,
         res = editor.execute(inp)
         calls.append((inp, res))
         cut = res.content.rfind("\n")
-        if res.is_error or not res.content[cut + 1:].startswith(_CLIPPED):
+        if res.is_error or not res.content[cut + 1:].startswith(CLIPPED_MARK):
             return calls
         shown = re.findall(r"^ *(\d+)\t", res.content[:cut], re.M)
         if not shown or int(shown[-1]) <= start:
@@ -211,8 +211,6 @@ def _created_epoch(batch: Any) -> float:
     value = getattr(batch, "created_at", None)
     if hasattr(value, "timestamp"):
         return float(value.timestamp())
-    from airflow_provider_worktree.core.thresholds import to_epoch
-
     return to_epoch(value) or 0.0
 
 
@@ -339,8 +337,6 @@ class BatchCoordinator:
         """A part noted as ``submitting`` without an id: the worker that created it may have died before writing
         the id. Adopt the one batch of the API's list created since then with the same number of requests."""
         since = row.get("created_at")
-        from airflow_provider_worktree.core.thresholds import to_epoch
-
         t0 = (to_epoch(since) or 0.0) - 120
         known = {p["batch_id"] for p in self.store.batch_parts(self.run_id) if p["batch_id"]}
         found = []
@@ -497,7 +493,6 @@ class BatchPlanForShard:
     runner: Any
     base_ref: str | None
     note: str
-    entry: dict[str, Any] = field(default_factory=dict)
 
 
 def batch_runner(store: Any, run_id: str, shard_id: str, *, interactive: Callable[[], Any],
@@ -524,7 +519,7 @@ def batch_runner(store: Any, run_id: str, shard_id: str, *, interactive: Callabl
     status, reason = entry["status"], entry.get("reason") or ""
     if status == "succeeded":
         return BatchPlanForShard(BatchEntryRunner(entry, allowed_write=allowed_write, logger=lg), entry["base_sha"],
-                                 f"batch reply of {entry['custom_id']}", entry)
+                                 f"batch reply of {entry['custom_id']}")
     if status == "queued":
         raise BatchNotReady(f"shard {shard_id}: its batch entry has no result yet (the batch is running or was not "
                             "collected); the submit task collects it, and a retry of this task finds it.")
@@ -534,4 +529,4 @@ def batch_runner(store: Any, run_id: str, shard_id: str, *, interactive: Callabl
         raise ShardFailed(f"shard {shard_id}: its batch entry {status} ({reason}); batch_fallback='fail'",
                           permanent=True)
     lg.warning("shard %s runs interactively: its batch entry is %s (%s)", shard_id, status, reason)
-    return BatchPlanForShard(interactive(), None, f"interactive: batch entry {status} ({reason})", entry)
+    return BatchPlanForShard(interactive(), None, f"interactive: batch entry {status} ({reason})")

@@ -51,6 +51,8 @@ DEFAULT_MAX_FILE_BYTES = 1_000_000
 DEFAULT_MAX_VIEW_CHARS = 100_000
 #: Largest command output returned to the model (characters): head and tail are kept.
 DEFAULT_MAX_OUTPUT_CHARS = 20_000
+#: The last line of a ``view`` cut at ``max_view_chars`` starts with this.
+CLIPPED_MARK = "<response clipped"
 #: Entries listed at most when viewing a directory.
 MAX_DIR_ENTRIES = 1_000
 
@@ -323,7 +325,7 @@ class TextEditorTool:
     def _cut(self, text: str) -> str:
         if len(text) <= self.max_view_chars:
             return text
-        return text[: self.max_view_chars] + "\n<response clipped: use view_range to see the rest of the file>"
+        return text[: self.max_view_chars] + f"\n{CLIPPED_MARK}: use view_range to see the rest of the file>"
 
     # -- commands -----------------------------------------------------------------------------------------------
     def _view(self, tool_input: Mapping) -> ToolResult:

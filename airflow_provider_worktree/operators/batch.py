@@ -22,9 +22,8 @@ from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 from airflow_provider_worktree.operators.maintenance import (
     InvalidMaintenanceConfig,
-    optional_float,
-    positive_int,
     shard_budget,
+    templated_number,
 )
 
 if TYPE_CHECKING:
@@ -92,12 +91,12 @@ class ClaudeBatchSubmitOperator(BaseOperator):
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
         for name in ("max_tokens", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
-            setattr(self, name, positive_int(name, getattr(self, name)))
-        self.poll_interval = optional_float("poll_interval", self.poll_interval) or 30.0
+            setattr(self, name, templated_number(name, getattr(self, name)))
+        self.poll_interval = templated_number("poll_interval", self.poll_interval, float) or 30.0
         if self.poll_interval <= 0 or self.max_poll_interval < self.poll_interval:
             raise ConfigurationError(f"poll_interval={self.poll_interval} must be > 0 and max_poll_interval="
                                      f"{self.max_poll_interval} at least as long.")
-        self.max_cost_usd = optional_float("max_cost_usd", self.max_cost_usd)
+        self.max_cost_usd = templated_number("max_cost_usd", self.max_cost_usd, float)
         if self.shard_status_conn_id is None:
             raise ConfigurationError("batch mode needs the shard status database (it records the batch ids and "
                                      "results): set shard_status_conn_id.")

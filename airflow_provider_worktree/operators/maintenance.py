@@ -26,29 +26,18 @@ if TYPE_CHECKING:
 RUNNERS = ("api", "claude_code")
 
 
-def positive_int(name: str, value: Any) -> int | None:
-    """A templated integer parameter: None for None, "" or "None", else a positive int (or a clear error)."""
+def templated_number(name: str, value: Any, kind: type = int) -> Any:
+    """A templated numeric parameter (Params arrive as text): None for None, "" or "None"; else a positive int
+    (``kind=int``) or a non-negative float (``kind=float``), or a clear error naming the parameter."""
     if value in ("", "None", None):
         return None
+    what = "a positive integer" if kind is int else "a non-negative number"
     try:
-        number = int(value)
+        number = kind(value)
     except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a positive integer, got {value!r}.") from None
-    if number < 1:
-        raise ConfigurationError(f"{name} must be a positive integer, got {number}.")
-    return number
-
-
-def optional_float(name: str, value: Any) -> float | None:
-    """A templated dollar amount: None for None, "" or "None", else a non-negative float."""
-    if value in ("", "None", None):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be a number, got {value!r}.") from None
-    if number < 0:
-        raise ConfigurationError(f"{name} must not be negative, got {number}.")
+        raise ConfigurationError(f"{name} must be {what}, got {value!r}.") from None
+    if number < (1 if kind is int else 0):
+        raise ConfigurationError(f"{name} must be {what}, got {number}.")
     return number
 
 
@@ -217,10 +206,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
         if self.runner not in RUNNERS:
             raise ConfigurationError(f"runner={self.runner!r} is not one of {RUNNERS}: use 'api' or 'claude_code'.")
         for name in ("max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
-            setattr(self, name, positive_int(name, getattr(self, name)))
+            setattr(self, name, templated_number(name, getattr(self, name)))
         if self.max_turns is None:
             raise ConfigurationError("max_turns must be set (a positive integer).")
-        self.max_cost_usd = optional_float("max_cost_usd", self.max_cost_usd)
+        self.max_cost_usd = templated_number("max_cost_usd", self.max_cost_usd, float)
         self.mode = check_mode(self.mode)
         if self.batch_fallback not in FALLBACKS:
             raise ConfigurationError(f"batch_fallback={self.batch_fallback!r} is not one of {FALLBACKS}: "

@@ -27,6 +27,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from airflow_provider_worktree.core.batch import ONE_RESPONSE_INSTRUCTION
+from airflow_provider_worktree.core.sandbox import CLIPPED_MARK
 from airflow_provider_worktree.core.tasks import _TODO_LEADER_RE, _TODO_WORD_RE, _dotted, parse_shard_block
 
 EDITOR = "str_replace_based_edit_tool"
@@ -51,7 +52,6 @@ ONE_RESPONSE_MARGIN = 200
 
 _VIEW_LINE = re.compile(r"^\s*(\d+)\t(.*)$")
 _CC_LINE = re.compile(r"^\s*(\d+)(?:\t|\u2192)(.*)$")
-_CLIPPED = "<response clipped"
 _CC_TOO_LARGE = re.compile(r"exceeds maximum allowed|too large|token", re.I)
 _CWD_RE = re.compile(r"(?:Primary working directory|Working directory|cwd)\s*:\s*(/[^\n\"'<>]*)", re.I)
 _MARKER_SUB = re.compile(_TODO_WORD_RE.pattern + r"(?:\([^)]*\))?:?[ \t]*")
@@ -157,7 +157,7 @@ class _EditorTools:
             return _Chunk(error=result["text"][:300])
         text = result["text"]
         tail = text[text.rfind("\n") + 1:]
-        clipped = tail.startswith(_CLIPPED)
+        clipped = tail.startswith(CLIPPED_MARK)
         lines = dict(_numbered(text[:len(text) - len(tail)] if clipped else text, False))
         if clipped and lines:  # the last line shown may be cut in the middle
             lines.pop(max(lines))
