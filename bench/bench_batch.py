@@ -48,7 +48,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from airflow_provider_worktree.core.runners import PriceTable, Usage  # noqa: E402
+from airflow_provider_worktree.core.runners.api import PriceTable, Usage  # noqa: E402
 
 DEFAULT_GLOBS = {"requests": "src/requests/*.py", "attrs": "src/attr/*.py", "click": "src/click/*.py",
                  "flask": "src/flask/*.py"}
@@ -64,7 +64,11 @@ def _warm() -> None:
     """Pool initializer: import what the shard workers import, so the pool's start-up is not in the timed runs."""
     import anthropic  # noqa: F401
 
-    from airflow_provider_worktree.core import batch, lifecycle, runners, store, tasks, worktree  # noqa: F401
+    from airflow_provider_worktree.core import lifecycle  # noqa: F401
+    from airflow_provider_worktree.core.runners import api, batch  # noqa: F401
+    from airflow_provider_worktree.core.store import shards  # noqa: F401
+    from airflow_provider_worktree.core.tasks import catalog  # noqa: F401
+    from airflow_provider_worktree.core.worktrees import manager  # noqa: F401
 
 
 def _ping(_: int) -> int:
@@ -75,7 +79,7 @@ def _ping(_: int) -> int:
 def _runner(ctx: dict, allowed_write):
     import anthropic
 
-    from airflow_provider_worktree.core.runners import ApiRunner
+    from airflow_provider_worktree.core.runners.api import ApiRunner
 
     client = anthropic.Anthropic(api_key="sk-offline-bench", base_url=ctx["base_url"])
     return ApiRunner(client, ctx["model"], max_turns=ctx["max_turns"], max_tokens=ctx["max_tokens"],
@@ -84,11 +88,11 @@ def _runner(ctx: dict, allowed_write):
 
 def _shard(job: tuple[dict, str, dict]) -> dict:
     """One shard through ``run_shard`` in a pool process: interactively, or as batch mode's apply step."""
-    from airflow_provider_worktree.core.batch import BatchEntryRunner, batch_runner
+    from airflow_provider_worktree.core.runners.batch import BatchEntryRunner, batch_runner
     from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
-    from airflow_provider_worktree.core.store import ShardStore
-    from airflow_provider_worktree.core.tasks import get_task
-    from airflow_provider_worktree.core.worktree import WorktreeManager
+    from airflow_provider_worktree.core.store.shards import ShardStore
+    from airflow_provider_worktree.core.tasks.catalog import get_task
+    from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
     ctx, mode, shard = job
     t0 = time.perf_counter()
@@ -175,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
     import anthropic
     import realrepos
 
-    from airflow_provider_worktree.core.batch import BatchCoordinator
-    from airflow_provider_worktree.core.report import build_report
-    from airflow_provider_worktree.core.store import ShardStore
-    from airflow_provider_worktree.core.tasks import plan_repository
-    from airflow_provider_worktree.core.worktree import WorktreeManager
+    from airflow_provider_worktree.core.runners.batch import BatchCoordinator
+    from airflow_provider_worktree.core.health.report import build_report
+    from airflow_provider_worktree.core.store.shards import ShardStore
+    from airflow_provider_worktree.core.tasks.catalog import plan_repository
+    from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
     from airflow_provider_worktree.testing import OfflineMessagesServer
 
     glob = ns.glob or DEFAULT_GLOBS.get(ns.project, "**/*.py")

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from airflow_provider_worktree.core import box  # noqa: E402
-from airflow_provider_worktree.core.tasks import run_verify  # noqa: E402
+from airflow_provider_worktree.core.sandbox import box  # noqa: E402
+from airflow_provider_worktree.core.tasks.catalog import run_verify  # noqa: E402
 from realrepos import real_repo  # noqa: E402
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from airflow_provider_worktree.core.worktree import WorktreeManager  # noqa: E402
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager  # noqa: E402
 
 
 def _git(cwd: Path, *args: str) -> None:

@@ -7,7 +7,7 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_worktree.core.store import (
+from airflow_provider_worktree.core.store.shards import (
     CURRENT_SCHEMA_VERSION,
     MAX_ERROR_CHARS,
     MIGRATIONS,

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from conftest import wait_while
 
-from airflow_provider_worktree.core.batch import (
+from airflow_provider_worktree.core.runners.batch import (
     BatchCoordinator,
     BatchEntryRunner,
     BatchNotReady,
@@ -26,11 +26,11 @@ from airflow_provider_worktree.core.batch import (
     custom_id_for,
 )
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
-from airflow_provider_worktree.core.runners import ApiRunner, Budget, PriceTable
-from airflow_provider_worktree.core.sandbox import TextEditorTool
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import get_task, parse_shard_block, plan_repository
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, PriceTable
+from airflow_provider_worktree.core.sandbox.tools import TextEditorTool
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.tasks.catalog import get_task, parse_shard_block, plan_repository
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from airflow_provider_worktree.testing.model import ScriptedModel, tool_use_reply
 
@@ -113,7 +113,7 @@ def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp
     batch_rows = [a for a in store.list_attempts(RUN) if a["status"] == "batch"]
     assert len(batch_rows) == queued and all(a["attempt"] == 0 for a in batch_rows)
     prices = PriceTable()
-    from airflow_provider_worktree.core.runners import Usage
+    from airflow_provider_worktree.core.runners.api import Usage
 
     for a in batch_rows:
         usage = Usage(a["input_tokens"], a["output_tokens"], a["cache_read_tokens"], a["cache_write_tokens"])

@@ -13,8 +13,8 @@ import pytest
 from airflow.exceptions import TaskDeferred
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import plan_shards
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.tasks.catalog import plan_shards
 from airflow_provider_worktree.operators.batch import ClaudeBatchSubmitOperator
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator, InvalidMaintenanceConfig
 from airflow_provider_worktree.testing import OfflineMessagesServer

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core import box
-from airflow_provider_worktree.core.box import BoxLimits, IsolationUnavailable, run_boxed
+from airflow_provider_worktree.core.sandbox import box
+from airflow_provider_worktree.core.sandbox.box import BoxLimits, IsolationUnavailable, run_boxed
 from airflow_provider_worktree.core.errors import ConfigurationError
 
 PY = sys.executable
@@ -253,7 +253,7 @@ def test_timeout_kills_everything_it_started(isolation, wt):
 def test_cancel_kills_everything_it_started(isolation, wt):
     import threading
 
-    from airflow_provider_worktree.core.proc import ProcessHandle
+    from airflow_provider_worktree.core.sandbox.proc import ProcessHandle
 
     marker = f"box-cancel-{uuid.uuid4().hex}"
     handle = ProcessHandle(grace_s=0)
@@ -290,8 +290,8 @@ time.sleep(120)
 #: RLIMIT_NPROC, so process limits protect a non-root worker (the Airflow image's default) only.
 DRIVER = """
 import json, sys
-from airflow_provider_worktree.core import box
-from airflow_provider_worktree.core.box import BoxLimits
+from airflow_provider_worktree.core.sandbox import box
+from airflow_provider_worktree.core.sandbox.box import BoxLimits
 mode, worktree, marker = sys.argv[1:4]
 if mode == "fallback":
     box._probe = (False, "test")
@@ -315,7 +315,7 @@ def test_fork_bomb_is_bounded_for_an_unprivileged_worker(mode, tmp_path):
     as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
     try:
         done = subprocess.run([*as_user, "env", "-i", "PATH=/usr/bin:/bin",
-                               f"PYTHONPATH={Path(box.__file__).parents[2]}", system_python, "-S", "-c", DRIVER,
+                               f"PYTHONPATH={Path(box.__file__).parents[3]}", system_python, "-S", "-c", DRIVER,
                                mode, str(base), marker, BOMB], cwd=base, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         out = __import__("json").loads(done.stdout.strip().splitlines()[-1])
@@ -381,7 +381,7 @@ def test_required_bwrap_fails_with_the_fix_when_unavailable(no_bwrap, wt):
 
 
 def test_auto_falls_back_with_one_warning(no_bwrap, wt, caplog):
-    with caplog.at_level(logging.WARNING, logger="airflow_provider_worktree.core.box"):
+    with caplog.at_level(logging.WARNING, logger="airflow_provider_worktree.core.sandbox.box"):
         first = run_boxed(["true"], wt, isolation="auto", timeout=30)
         second = run_boxed(["true"], wt, isolation="auto", timeout=30)
     assert first.isolation == second.isolation == "fallback" and first.returncode == 0

@@ -22,17 +22,17 @@ from pathlib import Path
 import pytest
 from conftest import pid_alive, wait_while
 
-from airflow_provider_worktree.core.claude_code import (
+from airflow_provider_worktree.core.runners.claude_code import (
     DEFAULT_TOOLS,
     ClaudeCodeNotFoundError,
     ClaudeCodeRunner,
     cli_flags,
 )
-from airflow_provider_worktree.core.box import BOX_HOME
-from airflow_provider_worktree.core.runners import ClaudeCodeRunner as ReExported
-from airflow_provider_worktree.core.runners import ModelRequestError
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import plan_shards
+from airflow_provider_worktree.core.sandbox.box import BOX_HOME
+from airflow_provider_worktree.core.runners.api import ClaudeCodeRunner as ReExported
+from airflow_provider_worktree.core.runners.api import ModelRequestError
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.tasks.catalog import plan_shards
 from airflow_provider_worktree.testing import (
     OfflineMessagesServer,
     ScriptedModel,

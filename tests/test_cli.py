@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.cli import parse_duration
-from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.store.shards import ShardStore
 
 ANSI = "\x1b["
 SCRIPT = Path(sys.executable).with_name("airflow-worktree")
@@ -260,7 +260,7 @@ def test_thresholds_command(tmp_path):
 
 def _worktree_made_by_a_dead_process(repo: Path, root: Path, shard_id: str) -> str:
     code = (
-        "import sys; from airflow_provider_worktree.core.worktree import WorktreeManager\n"
+        "import sys; from airflow_provider_worktree.core.worktrees.manager import WorktreeManager\n"
         "m = WorktreeManager(sys.argv[1], worktree_root=sys.argv[2])\n"
         "print(m.create_worktree('run-1', sys.argv[3]).path)\n"
     )

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from conftest import airflow_home_env, make_repo
 
@@ -99,7 +99,7 @@ def _plant_dead_owner_worktree(repo: Path, root: Path) -> str:
     """A worktree made (and left locked, dirty) by a process that has since exited."""
     code = (
         "import sys, pathlib\n"
-        "from airflow_provider_worktree.core.worktree import WorktreeManager\n"
+        "from airflow_provider_worktree.core.worktrees.manager import WorktreeManager\n"
         "m = WorktreeManager(sys.argv[1], worktree_root=sys.argv[2])\n"
         "wt = m.create_worktree('old_run', 'orphan-shard')\n"
         "pathlib.Path(wt.path, 'README.md').write_text('unsaved work\\n')\n"

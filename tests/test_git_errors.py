@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.errors import GitError, summarize_error
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
 RUN = "manual__2026-11-29T01:00:00+00:00"
 

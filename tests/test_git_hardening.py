@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core import gitcmd
-from airflow_provider_worktree.core.report import merge_branches
-from airflow_provider_worktree.core.worktree import WorktreeManager, credential_env
+from airflow_provider_worktree.core.git import command as gitcmd
+from airflow_provider_worktree.core.health.report import merge_branches
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager, credential_env
 
 RUN = "manual__2026-11-29T00:00:00+00:00"
 HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "reference-transaction",
@@ -191,7 +191,7 @@ def test_credentials_reach_only_remote_commands(hostile, tmp_path, monkeypatch):
 
 def test_operator_config_is_kept_repository_config_is_not(tmp_path):
     """The operator's global settings win over the repository's; drivers are neutralised in every scope."""
-    from airflow_provider_worktree.core.gitsafety import config_overrides, transport_options
+    from airflow_provider_worktree.core.git.safety import config_overrides, transport_options
 
     entries = [
         ("global", "core.sshcommand", "ssh -i /keys/ops"),

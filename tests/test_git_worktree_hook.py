@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.get_provider_info import get_provider_info
 from airflow_provider_worktree.hooks.git_worktree import EXTRA_FIELDS, GitWorktreeHook
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from airflow_provider_worktree.core.batch import ONE_RESPONSE_INSTRUCTION
-from airflow_provider_worktree.core.runners import Usage
-from airflow_provider_worktree.core.sandbox import TextEditorTool
-from airflow_provider_worktree.core.tasks import _docstring_report, count_todo_markers, render_shard_prompt
+from airflow_provider_worktree.core.runners.batch import ONE_RESPONSE_INSTRUCTION
+from airflow_provider_worktree.core.runners.api import Usage
+from airflow_provider_worktree.core.sandbox.tools import TextEditorTool
+from airflow_provider_worktree.core.tasks.catalog import _docstring_report, count_todo_markers, render_shard_prompt
 from airflow_provider_worktree.testing import (
     Fault,
     OfflineMessagesServer,

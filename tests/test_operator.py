@@ -11,8 +11,8 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardFailed
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import plan_shards
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.tasks.catalog import plan_shards
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, text_reply, tool_use_reply
 from airflow_provider_worktree.testing.server import bad_request, rate_limit

@@ -15,8 +15,8 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from airflow_provider_worktree.core import repofiles as R
-from airflow_provider_worktree.core import tasks as T
+from airflow_provider_worktree.core.files import listing as R
+from airflow_provider_worktree.core.tasks import catalog as T
 
 
 def _git(repo: Path, *args: str) -> str:

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from conftest import pid_alive as _alive
 
-from airflow_provider_worktree.core import proc as P
-from airflow_provider_worktree.core.proc import ProcessHandle, kill_process_group, run_process
+from airflow_provider_worktree.core.sandbox import proc as P
+from airflow_provider_worktree.core.sandbox.proc import ProcessHandle, kill_process_group, run_process
 
 PY = sys.executable
 

@@ -23,14 +23,14 @@ import pytest
 from conftest import make_repo
 from test_box import KEY, isolation, no_bwrap, wait_no_marker  # noqa: F401 - fixtures used by name
 
-from airflow_provider_worktree.core.runners import ApiRunner, Budget
-from airflow_provider_worktree.core.sandbox import (
+from airflow_provider_worktree.core.runners.api import ApiRunner, Budget
+from airflow_provider_worktree.core.sandbox.tools import (
     CommandTool,
     SandboxViolation,
     TextEditorTool,
     read_repo_bytes,
 )
-from airflow_provider_worktree.core.tasks import get_task, read_conventions, run_verify
+from airflow_provider_worktree.core.tasks.catalog import get_task, read_conventions, run_verify
 from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, rate_limit, text_reply, tool_use_reply
 
 PY = sys.executable
@@ -342,7 +342,7 @@ def test_usage_from_a_proxy_can_never_pass_the_budget(usage, git_repo):
 def test_a_worktree_git_file_turned_fifo_or_device_never_hangs_the_package(isolation, tmp_path):
     """Verify can write anything in the worktree, its ``.git`` file included: the box and the manager read it
     afterwards, safely."""
-    from airflow_provider_worktree.core.worktree import WorktreeManager
+    from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
     repo = make_repo(tmp_path / "repo", {"a.py": "x = 1\n"})
     manager = WorktreeManager(repo, worktree_root=tmp_path / "wts")

@@ -18,10 +18,10 @@ from marker_edits import resolve_markers
 from conftest import make_repo, wait_until_dead
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
-from airflow_provider_worktree.core.runners import RunResult, Usage
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.tasks import get_task, plan_shards
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.runners.api import RunResult, Usage
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.tasks.catalog import get_task, plan_shards
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
 RUN = "manual__2026-11-30T03:00:00+00:00"
 SPAWN = mp.get_context("spawn")

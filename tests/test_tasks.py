@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import pid_alive as _alive
 
-from airflow_provider_worktree.core import tasks as T
+from airflow_provider_worktree.core.tasks import catalog as T
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
 
 

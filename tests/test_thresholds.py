@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.thresholds import (
+from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.health.thresholds import (
     CRITICAL,
     METRICS,
     OK,
@@ -332,7 +332,7 @@ def test_verdict_from_a_real_store(db):
 def test_thresholds_module_needs_no_airflow():
     code = (
         "import sys; sys.modules['airflow'] = None\n"  # any `import airflow` now raises ImportError
-        "from airflow_provider_worktree.core.thresholds import evaluate, Thresholds\n"
+        "from airflow_provider_worktree.core.health.thresholds import evaluate, Thresholds\n"
         "print(evaluate({'stale_locks': 6})[0].level)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
@@ -342,7 +342,7 @@ def test_thresholds_module_needs_no_airflow():
 
 
 def test_active_worktrees_from_a_real_worktree_manager(tmp_path, git_repo):
-    from airflow_provider_worktree.core.worktree import WorktreeManager
+    from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
     root = tmp_path / "worktrees"
     manager = WorktreeManager(git_repo, worktree_root=root)

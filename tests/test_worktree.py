@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core import gitcmd
+from airflow_provider_worktree.core.git import command as gitcmd
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, PushRejected
-from airflow_provider_worktree.core.worktree import (
+from airflow_provider_worktree.core.worktrees.manager import (
     WorktreeDirtyError,
     WorktreeManager,
     credential_env,

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core.locks import InterProcessLock, LockTimeoutError, read_holder
-from airflow_provider_worktree.core.worktree import LOCK_FILE_NAME, WorktreeManager, pid_alive
+from airflow_provider_worktree.core.git.locks import InterProcessLock, LockTimeoutError, read_holder
+from airflow_provider_worktree.core.worktrees.manager import LOCK_FILE_NAME, WorktreeManager, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "scheduled__2026-11-28T05:00:00+00:00"
@@ -37,7 +37,7 @@ def run_py(code: str, *args: str, wait: bool = True, timeout: float = 300):
 WORKER = """
 import json, os, sys, time
 from pathlib import Path
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 repo, root, idx, go = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 m = WorktreeManager(repo, worktree_root=root, lock_timeout=240)
 while not go.exists():
@@ -86,7 +86,7 @@ def test_32_processes_add_commit_remove_on_one_repo(git_repo, tmp_path):
 # ------------------------------------------------------------------------------------------ the lock
 LOCK_HOLDER = """
 import sys, time
-from airflow_provider_worktree.core.locks import InterProcessLock
+from airflow_provider_worktree.core.git.locks import InterProcessLock
 with InterProcessLock(sys.argv[1], purpose="holding for the test"):
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -117,7 +117,7 @@ def test_lock_timeout_names_file_and_holder(tmp_path):
 COUNTER = """
 import sys, time
 from pathlib import Path
-from airflow_provider_worktree.core.locks import InterProcessLock
+from airflow_provider_worktree.core.git.locks import InterProcessLock
 lock, counter = InterProcessLock(sys.argv[1], timeout=120), Path(sys.argv[2])
 for _ in range(20):
     with lock:
@@ -142,7 +142,7 @@ def test_lock_excludes_processes(tmp_path):
 CREATOR = """
 import json, sys
 from pathlib import Path
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 m = WorktreeManager(sys.argv[1], worktree_root=sys.argv[2])
 info = m.create_worktree(sys.argv[3], sys.argv[4], attempt=int(sys.argv[5]))
 if sys.argv[6] == "dirty":
@@ -260,7 +260,7 @@ def test_retry_takes_over_from_a_dead_attempt(git_repo, tmp_path):
 
 LIVE_CREATOR = """
 import json, sys
-from airflow_provider_worktree.core.worktree import WorktreeManager
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 m = WorktreeManager(sys.argv[1], worktree_root=sys.argv[2])
 info = m.create_worktree(sys.argv[3], sys.argv[4])
 print(json.dumps(info.to_dict()), flush=True)

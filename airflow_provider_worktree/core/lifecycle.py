@@ -22,10 +22,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_provider_worktree.core.box import resolve_isolation, validate_isolation
+from airflow_provider_worktree.core.sandbox.box import resolve_isolation, validate_isolation
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError, summarize_error
-from airflow_provider_worktree.core.proc import truncate_middle
-from airflow_provider_worktree.core.store import (
+from airflow_provider_worktree.core.sandbox.proc import truncate_middle
+from airflow_provider_worktree.core.store.shards import (
     MAX_ERROR_CHARS,
     Lease,
     LeaseLostError,
@@ -35,7 +35,7 @@ from airflow_provider_worktree.core.store import (
     ShardStore,
     bound_error,
 )
-from airflow_provider_worktree.core.tasks import (
+from airflow_provider_worktree.core.tasks.catalog import (
     MaintenanceTask,
     check_scope,
     read_conventions,
@@ -43,7 +43,7 @@ from airflow_provider_worktree.core.tasks import (
     run_verify,
     system_prompt_for,
 )
-from airflow_provider_worktree.core.worktree import WorktreeManager, pid_alive
+from airflow_provider_worktree.core.worktrees.manager import WorktreeManager, pid_alive
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def redact_secrets(text: str, secrets: tuple[str, ...] = ()) -> str:
 def bounded_error(text: str, secrets: tuple[str, ...] = ()) -> str:
     """An error message fit for the shard row, XCom and the task log: API keys removed, the cause first
     (``core.errors.summarize_error``), at most about
-    :data:`~airflow_provider_worktree.core.store.MAX_ERROR_CHARS` characters."""
+    :data:`~airflow_provider_worktree.core.store.shards.MAX_ERROR_CHARS` characters."""
     clean = redact_secrets(text, secrets)
     if len(clean) > MAX_ERROR_CHARS:
         clean = summarize_error(clean, limit=MAX_ERROR_CHARS, max_lines=8)
@@ -432,7 +432,7 @@ def _budget_after_earlier_attempts(store: ShardStore, lease: Lease, runner: Any,
     prior = store.prior_spend(lease.run_id, lease.shard_id, lease.attempt)
     if not prior["attempts"]:
         return
-    from airflow_provider_worktree.core.runners import Budget, Usage
+    from airflow_provider_worktree.core.runners.api import Budget, Usage
 
     budget = getattr(runner, "budget", None)
     exhausted = None

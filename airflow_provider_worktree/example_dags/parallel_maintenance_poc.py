@@ -131,7 +131,7 @@ with DAG(
         from airflow_provider_worktree.core.errors import ConfigurationError
         from airflow.configuration import conf
 
-        from airflow_provider_worktree.core.tasks import plan_repository
+        from airflow_provider_worktree.core.tasks.catalog import plan_repository
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
@@ -249,7 +249,7 @@ with DAG(
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def report(params: dict | None = None, run_id: str | None = None, ti=None) -> dict:
         """Write the run's report beside the shard database and merge branches when asked."""
-        from airflow_provider_worktree.core.report import build_report, merge_branches, write_report
+        from airflow_provider_worktree.core.health.report import build_report, merge_branches, write_report
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 

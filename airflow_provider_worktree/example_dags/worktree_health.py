@@ -80,8 +80,8 @@ with DAG(
         """The runbook's "Database Size > 100MB: Archive old records", when the DAG author asked for it."""
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from airflow_provider_worktree.core import dbmaint
-        from airflow_provider_worktree.core.thresholds import Thresholds, format_value
+        from airflow_provider_worktree.core.store import maintenance as dbmaint
+        from airflow_provider_worktree.core.health.thresholds import Thresholds, format_value
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         days = params.get("archive_older_than_days")
@@ -103,7 +103,7 @@ with DAG(
         """Reclaim stale locks, evaluate the runbook's thresholds, emit metrics, fail on critical."""
         from airflow.sdk.observability.stats import Stats
 
-        from airflow_provider_worktree.core.thresholds import CRITICAL, METRICS, check_health
+        from airflow_provider_worktree.core.health.thresholds import CRITICAL, METRICS, check_health
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         manager = _manager(params)

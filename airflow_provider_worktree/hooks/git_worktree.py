@@ -1,4 +1,4 @@
-"""``GitWorktreeHook``: the Airflow face of :class:`~airflow_provider_worktree.core.worktree.WorktreeManager`.
+"""``GitWorktreeHook``: the Airflow face of :class:`~airflow_provider_worktree.core.worktrees.manager.WorktreeManager`.
 
 Connection (type ``git_worktree``):
 
@@ -24,8 +24,8 @@ from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.wtcommit import Allowed
-from airflow_provider_worktree.core.worktree import (
+from airflow_provider_worktree.core.worktrees.commit import Allowed
+from airflow_provider_worktree.core.worktrees.manager import (
     CommitResult,
     PruneReport,
     UNSET,

@@ -1,6 +1,6 @@
 """ClaudeBatchSubmitOperator: submit every shard of a run as one Message Batch, wait (deferred), collect.
 
-A thin face over :class:`airflow_provider_worktree.core.batch.BatchCoordinator`. Place it between the planner and
+A thin face over :class:`airflow_provider_worktree.core.runners.batch.BatchCoordinator`. Place it between the planner and
 ``ClaudeMaintenanceOperator.partial(mode="batch").expand(...)``: the shards' tasks then apply each shard's reply
 with the shard's lease, verify, commit and record as usual.
 """
@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_worktree.core.batch import DEFAULT_MAX_PROMPT_BYTES, BatchCoordinator, check_mode
+from airflow_provider_worktree.core.runners.batch import DEFAULT_MAX_PROMPT_BYTES, BatchCoordinator, check_mode
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.runners import PriceTable
-from airflow_provider_worktree.core.tasks import get_task
+from airflow_provider_worktree.core.runners.api import PriceTable
+from airflow_provider_worktree.core.tasks.catalog import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 from airflow_provider_worktree.operators.maintenance import (

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_worktree.core.batch import FALLBACKS, batch_runner, check_mode
+from airflow_provider_worktree.core.runners.batch import FALLBACKS, batch_runner, check_mode
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
-from airflow_provider_worktree.core.runners import Budget, PriceTable
-from airflow_provider_worktree.core.tasks import get_task
+from airflow_provider_worktree.core.runners.api import Budget, PriceTable
+from airflow_provider_worktree.core.tasks.catalog import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
@@ -246,8 +246,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
         """The runner, with the Anthropic connection's key and base URL (never on a command line)."""
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
-        from airflow_provider_worktree.core.claude_code import ClaudeCodeRunner
-        from airflow_provider_worktree.core.runners import ApiRunner
+        from airflow_provider_worktree.core.runners.claude_code import ClaudeCodeRunner
+        from airflow_provider_worktree.core.runners.api import ApiRunner
 
         prices = PriceTable(self.prices) if self.prices else None
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)

@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.thresholds import ON_STALE_CHOICES, Thresholds, check_health
+from airflow_provider_worktree.core.health.thresholds import ON_STALE_CHOICES, Thresholds, check_health
 from airflow_provider_worktree.triggers.shard_status import ShardStatusTrigger, open_shard_store
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ and the real API.
 Run it from a shell: ``python -m airflow_provider_worktree.testing --port 8765``.
 """
 
-from airflow_provider_worktree.core.tasks import parse_shard_block
+from airflow_provider_worktree.core.tasks.catalog import parse_shard_block
 from airflow_provider_worktree.testing.model import RuleBasedModel, ScriptedModel, text_reply, tool_use_reply
 from airflow_provider_worktree.testing.server import (
     DEFAULT_MODEL_ID,

@@ -5,7 +5,7 @@ message; :class:`ScriptedModel` replays canned replies. A model's contract with 
 ``reply(request) -> {"content": [...], "stop_reason": ..., "usage"?: {...}}`` in the non-streaming Messages API
 shape; the server turns that into JSON or server-sent events (or, for a Message Batch entry, one line of its results).
 
-A request whose last user turn contains :data:`~airflow_provider_worktree.core.batch.ONE_RESPONSE_INSTRUCTION`
+A request whose last user turn contains :data:`~airflow_provider_worktree.core.runners.batch.ONE_RESPONSE_INSTRUCTION`
 (batch mode: the files were viewed in the request itself and there is no second turn) is answered in one response
 with every edit.
 """
@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 
-from airflow_provider_worktree.core.batch import ONE_RESPONSE_INSTRUCTION
-from airflow_provider_worktree.core.sandbox import CLIPPED_MARK
-from airflow_provider_worktree.core.tasks import _TODO_LEADER_RE, _TODO_WORD_RE, _dotted, parse_shard_block
+from airflow_provider_worktree.core.runners.batch import ONE_RESPONSE_INSTRUCTION
+from airflow_provider_worktree.core.sandbox.tools import CLIPPED_MARK
+from airflow_provider_worktree.core.tasks.catalog import _TODO_LEADER_RE, _TODO_WORD_RE, _dotted, parse_shard_block
 
 EDITOR = "str_replace_based_edit_tool"
 
@@ -652,7 +652,7 @@ class RuleBasedModel:
     * ``tests``: creates ``tests/test_<module>.py`` that imports the module. ``lint`` and ``custom`` view and end.
 
     One response (batch mode): when the last user turn contains
-    :data:`~airflow_provider_worktree.core.batch.ONE_RESPONSE_INSTRUCTION`, the files were viewed in the request
+    :data:`~airflow_provider_worktree.core.runners.batch.ONE_RESPONSE_INSTRUCTION`, the files were viewed in the request
     itself and there is no second turn, so the reply holds every edit of what was shown (a file shown in part gets
     the edits of that part), with no ``view`` calls and no per-turn cut, only the request's ``max_tokens`` (less
     :data:`ONE_RESPONSE_MARGIN`): edits that do not fit are left out and counted in the reply's text. It stops with

@@ -45,7 +45,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 
-from airflow_provider_worktree.core.runners import Usage
+from airflow_provider_worktree.core.runners.api import Usage
 from airflow_provider_worktree.testing.model import EDITOR, RuleBasedModel
 
 DEFAULT_MODEL_ID = "claude-offline-test-double"

@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_worktree.core.thresholds import Thresholds, check_health, validate_on_stale
+from airflow_provider_worktree.core.health.thresholds import Thresholds, check_health, validate_on_stale
 
 #: Consecutive failed polls (database unreachable, locked...) tolerated before an error event.
 MAX_CONSECUTIVE_POLL_FAILURES = 5
@@ -31,7 +31,7 @@ MAX_CONSECUTIVE_POLL_FAILURES = 5
 def open_shard_store(shard_status_conn_id: str | None = None, db_path: str | None = None):
     """Open the shard store: ``db_path`` (an SQLite file or store URL) when given, else the connection as
     the hook resolves it (``shard_status_default`` if it exists, else ``$AIRFLOW_HOME/shard_status.db``)."""
-    from airflow_provider_worktree.core.store import ShardStore
+    from airflow_provider_worktree.core.store.shards import ShardStore
 
     if db_path:
         return ShardStore.open(db_path)
@@ -50,7 +50,7 @@ class ShardStatusTrigger(BaseTrigger):
     :param poke_interval: Seconds between polls.
     :param stale_after: Seconds after which a running shard's lease is stale.
     :param on_stale: ``reset`` | ``fail`` | ``warn``.
-    :param thresholds: Threshold overrides (see :class:`~airflow_provider_worktree.core.thresholds.Thresholds`).
+    :param thresholds: Threshold overrides (see :class:`~airflow_provider_worktree.core.health.thresholds.Thresholds`).
     :param fail_on_critical: Yield an error event when a critical threshold is crossed.
     :param end_time: Wall-clock deadline (``time.time()`` epoch seconds); ``None``: no deadline.
     :param worktree_root: Worktree directory whose active worktrees and free disk are also checked (the

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any, Mapping
 
-from airflow_provider_worktree.core.proc import truncate_middle
-from airflow_provider_worktree.core.report import build_report
-from airflow_provider_worktree.core.store import STATUSES
-from airflow_provider_worktree.core.thresholds import METRICS, Thresholds, check_health, format_value, jsonable, \
+from airflow_provider_worktree.core.sandbox.proc import truncate_middle
+from airflow_provider_worktree.core.health.report import build_report
+from airflow_provider_worktree.core.store.shards import STATUSES
+from airflow_provider_worktree.core.health.thresholds import METRICS, Thresholds, check_health, format_value, jsonable, \
     to_epoch
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "runs_view", "run_view", "shard_view", "health_view", "health_summary"]

@@ -97,7 +97,7 @@ with DAG(
         prof = cProfile.Profile()
         t = time.perf_counter()
         prof.enable()
-        from airflow_provider_worktree.core.tasks import plan_shards
+        from airflow_provider_worktree.core.tasks.catalog import plan_shards
         from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 
         shard = plan_shards(params["repo"], "todo", max_files=1, top=1)[0]

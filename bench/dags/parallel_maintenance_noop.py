@@ -53,7 +53,7 @@ with DAG(
     @task
     def plan(params: dict | None = None, run_id: str | None = None) -> list[dict]:
         """The real DAG's plan: discover and split the files into shards and register them."""
-        from airflow_provider_worktree.core.tasks import plan_shards
+        from airflow_provider_worktree.core.tasks.catalog import plan_shards
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 

@@ -1,0 +1,7 @@
+"""``airflow-worktree``: the runbook's procedures as one command (``python -m airflow_provider_worktree.cli``)."""
+
+from __future__ import annotations
+
+from airflow_provider_worktree.cli.main import get_provider_cli_commands, main, parse_duration
+
+__all__ = ["get_provider_cli_commands", "main", "parse_duration"]

@@ -1,0 +1,207 @@
+"""A run's report: per shard status, branch, commit, diffstat, tokens, cost, duration; totals; failures.
+
+Tokens and cost are every attempt's, summed (the shard row's cumulative columns; each attempt is listed
+too); a shard's Message Batches entry is its attempt 0 (status ``batch``), so batch and interactive cost are
+shown apart. Input tokens are shown whole: uncached plus cache reads plus cache writes. A run against the offline
+test double is labelled as such: its cost is what the model's prices would have been, nothing was billed.
+
+Plain Python (no Airflow import); the example DAG's aggregate step and ``airflow-worktree report`` both
+build it here. :func:`merge_branches` makes the optional integration branch, listing conflicts instead of
+failing.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from airflow_provider_worktree.core.git.command import run_git
+from airflow_provider_worktree.core.health.thresholds import to_epoch
+
+_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+
+
+def _duration_s(row: dict) -> float | None:
+    start, end = to_epoch(row.get("started_at")), to_epoch(row.get("completed_at"))
+    return round(end - start, 3) if start is not None and end is not None else None
+
+
+_ATTEMPT_KEYS = ("attempt", "status", "worker_id", "started_at", "ended_at", "isolation", "commit_sha",
+                 "error_message", *_TOKEN_KEYS, "cost_usd")
+
+
+def _input_total(d: dict) -> int:
+    return int(d.get("input_tokens") or 0) + int(d.get("cache_read_tokens") or 0) + int(d.get("cache_write_tokens") or 0)
+
+
+def build_report(store: Any, run_id: str) -> dict:
+    """Collect the run's shards (and each shard's attempts) from the store into a JSON-safe report."""
+    rows = store.list_shards(run_id=run_id)
+    attempts: dict[str, list[dict]] = {}
+    for a in (store.list_attempts(run_id) if hasattr(store, "list_attempts") else []):
+        attempts.setdefault(a["shard_id"], []).append({k: a.get(k) for k in _ATTEMPT_KEYS})
+    shards = []
+    totals: dict[str, Any] = {k: 0 for k in _TOKEN_KEYS}
+    totals.update(cost_usd=0.0, shards=len(rows), by_status={}, files_changed=0, input_total=0, attempts=0,
+                  offline=False, isolation=[], batch_cost_usd=0.0, interactive_cost_usd=0.0, batch_shards=0)
+    for row in sorted(rows, key=lambda r: r["shard_id"]):
+        summary = row.get("result_summary") or {}
+        entry = {
+            "shard_id": row["shard_id"],
+            "status": row["status"],
+            "attempt": row.get("attempt"),
+            "worker_id": row.get("worker_id"),
+            "branch": row.get("branch"),
+            "commit_sha": row.get("commit_sha"),
+            "diffstat": row.get("diffstat") or "",
+            "files_changed": row.get("files_changed") or [],
+            "duration_s": _duration_s(row),
+            "cost_usd": float(row.get("cost_usd") or 0.0),
+            "error_message": row.get("error_message"),
+            **{k: int(row.get(k) or 0) for k in _TOKEN_KEYS},
+            "input_total": _input_total(row),
+            "isolation": row.get("isolation"),
+            "model": summary.get("model") if isinstance(summary, dict) else None,
+            "offline": bool(isinstance(summary, dict) and summary.get("offline")),
+            "excluded_files": (summary.get("excluded_files") if isinstance(summary, dict) else None) or [],
+            "attempts": attempts.get(row["shard_id"], []),
+        }
+        entry["batch_cost_usd"] = round(sum(float(a.get("cost_usd") or 0) for a in entry["attempts"]
+                                            if a["status"] == "batch"), 6)
+        entry["mode"] = "batch" if any(a["status"] == "batch" for a in entry["attempts"]) else "interactive"
+        shards.append(entry)
+        totals["batch_shards"] += entry["mode"] == "batch"
+        totals["batch_cost_usd"] = round(totals["batch_cost_usd"] + entry["batch_cost_usd"], 6)
+        totals["interactive_cost_usd"] = round(totals["interactive_cost_usd"] + entry["cost_usd"]
+                                               - entry["batch_cost_usd"], 6)
+        for k in (*_TOKEN_KEYS, "input_total"):
+            totals[k] += entry[k]
+        totals["attempts"] += int(entry["attempt"] or 0)
+        totals["offline"] = totals["offline"] or entry["offline"]
+        if entry["isolation"] and entry["isolation"] not in totals["isolation"]:
+            totals["isolation"].append(entry["isolation"])
+        totals["cost_usd"] = round(totals["cost_usd"] + entry["cost_usd"], 6)
+        totals["files_changed"] += len(entry["files_changed"])
+        totals["by_status"][entry["status"]] = totals["by_status"].get(entry["status"], 0) + 1
+    durations = [s["duration_s"] for s in shards if s["duration_s"] is not None]
+    totals["max_duration_s"] = max(durations, default=None)
+    totals["avg_duration_s"] = round(sum(durations) / len(durations), 3) if durations else None
+    failed = [{"shard_id": s["shard_id"], "error": s["error_message"]} for s in shards if s["status"] == "failed"]
+    return {"run_id": run_id, "totals": totals, "failed": failed, "shards": shards, "integration": None}
+
+
+def _tokens_cell(d: dict) -> str:
+    return (f"{d['input_total']} ({d['input_tokens']}+{d['cache_read_tokens']}+{d['cache_write_tokens']})"
+            f" / {d['output_tokens']}")
+
+
+def _cost_cell(d: dict) -> str:
+    return f"${d['cost_usd']:.4f}" + (" (offline, not billed)" if d.get("offline") else "")
+
+
+def render_markdown(report: dict) -> str:
+    """The report as a Markdown page."""
+    t = report["totals"]
+    statuses = ", ".join(f"{k}: {v}" for k, v in sorted(t["by_status"].items())) or "none"
+    if t.get("offline"):
+        cost = (f"- Cost: none billed: this run used the OFFLINE TEST DOUBLE, not Claude (at the model's list "
+                f"prices it would be ${t['cost_usd']:.4f})")
+    else:
+        cost = f"- Cost: ${t['cost_usd']:.4f} (every attempt, summed)"
+    if t.get("batch_shards"):
+        cost += (f"; Message Batches ${t['batch_cost_usd']:.4f} at batch prices ({t['batch_shards']} shard(s)), "
+                 f"interactive ${t['interactive_cost_usd']:.4f}")
+    lines = [
+        f"# Maintenance run `{report['run_id']}`",
+        "",
+        f"- Shards: {t['shards']} ({statuses}); attempts: {t.get('attempts', 0)}",
+        f"- Tokens in: {t.get('input_total', 0)} ({t['input_tokens']} uncached, {t['cache_read_tokens']} cache "
+        f"read, {t['cache_write_tokens']} cache write); out: {t['output_tokens']}",
+        cost,
+        f"- Isolation: {', '.join(t.get('isolation') or []) or 'not recorded'}",
+        f"- Files changed: {t['files_changed']}",
+        "",
+        "| shard | status | attempts | branch | commit | diffstat | tokens in (uncached+cache read+cache write) / out "
+        "| cost | isolation | duration |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in report["shards"]:
+        commit = (s["commit_sha"] or "")[:10]
+        stat = (s["diffstat"].strip().splitlines() or [""])[-1].strip()
+        dur = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
+        lines.append(
+            f"| {s['shard_id']} | {s['status']} | {s['attempt'] or 0} | {s['branch'] or ''} | {commit} | {stat} | "
+            f"{_tokens_cell(s)} | {_cost_cell(s)} | {s.get('isolation') or ''} | {dur} |"
+        )
+    retried = [s for s in report["shards"] if len([a for a in s.get("attempts") or [] if a["status"] != "batch"]) > 1]
+    if retried:
+        lines += ["", "## Attempts", "", "| shard | attempt | status | worker | tokens in / out | cost | error |",
+                  "|---|---|---|---|---|---|---|"]
+        for s in retried:
+            for a in s["attempts"]:
+                err = (a.get("error_message") or "").splitlines()[0][:120] if a.get("error_message") else ""
+                lines.append(f"| {s['shard_id']} | {a['attempt']} | {a['status']} | {a.get('worker_id') or ''} | "
+                             f"{_input_total(a)} / {int(a.get('output_tokens') or 0)} | "
+                             f"${float(a.get('cost_usd') or 0):.4f} | {err} |")
+    excluded = [s for s in report["shards"] if s.get("excluded_files")]
+    if excluded:
+        lines += ["", "## Files written outside a shard (not committed)", ""]
+        lines += [f"- `{s['shard_id']}`: {', '.join(s['excluded_files'][:20])}" for s in excluded]
+    if report["failed"]:
+        lines += ["", "## Failed shards", ""]
+        lines += [f"- `{f['shard_id']}`: {f['error']}" for f in report["failed"]]
+    integ = report.get("integration")
+    if integ:
+        lines += ["", "## Integration branch", "", f"- Branch: `{integ['branch']}` at {integ.get('head') or '-'}",
+                  f"- Merged: {len(integ['merged'])}"]
+        for c in integ["conflicts"]:
+            lines.append(f"- Conflict: `{c['branch']}` in {', '.join(c['files']) or 'unknown files'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, directory: str | Path) -> dict[str, str]:
+    """Write ``<run>.md`` and ``<run>.json`` under ``directory/reports``; return their paths."""
+    out = Path(directory) / "reports"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "".join(c if c.isalnum() or c in "-_." else "_" for c in report["run_id"])
+    md, js = out / f"{stem}.md", out / f"{stem}.json"
+    md.write_text(render_markdown(report))
+    js.write_text(json.dumps(report, indent=2, default=str))
+    return {"markdown": str(md), "json": str(js)}
+
+
+def merge_branches(manager: Any, branches: list[str], target: str, *, run_id: str, base_ref: str = "HEAD",
+                   push: bool | None = None) -> dict:
+    """Merge ``branches`` one by one into ``target``, made fresh from ``base_ref``.
+
+    Works in a worktree of the manager's repository (the user's checkout is untouched; for a remote, the
+    worker's clone cache, fetched first, with the shard branches read from ``origin``). A branch that
+    conflicts is aborted and listed with its conflicting files; the others are merged. ``push`` (default:
+    when the repository is remote) pushes ``target`` to ``origin``.
+    """
+    remote = manager.remote_url is not None
+    if remote:
+        manager.fetch()
+    wt = manager.create_worktree(run_id, "integration", base_ref=base_ref, branch=target)
+    merged: list[str] = []
+    conflicts: list[dict] = []
+    try:
+        for branch in branches:
+            ref = f"refs/remotes/origin/{branch}" if remote else f"refs/heads/{branch}"
+            proc = run_git(["merge", "--no-ff", "--no-edit", "-q", ref], cwd=wt.path, check=False,
+                           env=manager.author_env())
+            if proc.returncode == 0:
+                merged.append(branch)
+                continue
+            files = run_git(["diff", "--name-only", "--diff-filter=U"], cwd=wt.path, check=False).stdout.split()
+            run_git(["merge", "--abort"], cwd=wt.path, check=False)
+            conflicts.append({"branch": branch, "files": files,
+                              "error": "" if files else (proc.stderr or proc.stdout).strip()[-500:]})
+        head = run_git(["rev-parse", "HEAD"], cwd=wt.path).stdout.strip()
+    finally:
+        manager.remove_worktree(wt.path, force=True, keep_branch=True)
+    pushed = bool(push if push is not None else remote) and bool(merged)
+    if pushed:  # the branch is rebuilt from the base each time, so it replaces what an earlier run pushed
+        manager.push(target, force=True)
+    return {"branch": target, "head": head, "merged": merged, "conflicts": conflicts, "pushed": pushed}
