@@ -31,7 +31,8 @@ def get_provider_info() -> dict:
         "operators": [
             {
                 "integration-name": "Git Worktree Maintenance",
-                "python-modules": ["airflow_provider_worktree.operators.maintenance",
+                "python-modules": ["airflow_provider_worktree.operators.plan",
+                                   "airflow_provider_worktree.operators.maintenance",
                                    "airflow_provider_worktree.operators.batch"],
             }
         ],

@@ -90,8 +90,8 @@ def _shard(job: tuple[dict, str, dict]) -> dict:
     """One shard through ``run_shard`` in a pool process: interactively, or as batch mode's apply step."""
     from airflow_provider_worktree.core.runners.batch import BatchEntryRunner, batch_runner
     from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
-    from airflow_provider_worktree.core.store.shards import ShardStore
-    from airflow_provider_worktree.core.tasks.catalog import get_task
+    from airflow_provider_worktree.core.store import ShardStore
+    from airflow_provider_worktree.core.tasks import get_task
     from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
     ctx, mode, shard = job
@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from airflow_provider_worktree.core.runners.batch import BatchCoordinator
     from airflow_provider_worktree.core.health.report import build_report
-    from airflow_provider_worktree.core.store.shards import ShardStore
-    from airflow_provider_worktree.core.tasks.catalog import plan_repository
+    from airflow_provider_worktree.core.store import ShardStore
+    from airflow_provider_worktree.core.planning import plan_repository
     from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
     from airflow_provider_worktree.testing import OfflineMessagesServer
 

@@ -498,8 +498,8 @@ class Bench:
     def run_xargs(self, label: str) -> dict:
         """The same shards through the core API, one process per shard under ``xargs -P parallel`` (no Airflow):
         the baseline a plain shell loop gives, against the offline server at its current latency."""
-        from airflow_provider_worktree.core.store.shards import ShardStore
-        from airflow_provider_worktree.core.tasks.catalog import plan_shards
+        from airflow_provider_worktree.core.store import ShardStore
+        from airflow_provider_worktree.core.planning import plan_shards
 
         a = self.args
         db = self.home / "xargs_shard_status.db"

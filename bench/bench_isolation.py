@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from airflow_provider_worktree.core.sandbox import box  # noqa: E402
-from airflow_provider_worktree.core.tasks.catalog import run_verify  # noqa: E402
+from airflow_provider_worktree.core.tasks import run_verify  # noqa: E402
 from realrepos import real_repo  # noqa: E402
 
 

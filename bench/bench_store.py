@@ -23,7 +23,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from airflow_provider_worktree.core.store.shards import ShardStore  # noqa: E402
+from airflow_provider_worktree.core.store import ShardStore  # noqa: E402
 
 TARGET_P99_MS = 10.0
 RUN = "bench"

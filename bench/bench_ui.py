@@ -26,7 +26,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from airflow_provider_worktree.core.store.shards import ShardStore, connection_factory  # noqa: E402
+from airflow_provider_worktree.core.store import ShardStore, connection_factory  # noqa: E402
 from airflow_provider_worktree.ui import data  # noqa: E402
 
 RUN_ID = "manual__2026-11-30T00:00:00+00:00"

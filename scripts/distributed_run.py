@@ -578,7 +578,7 @@ class Deployment:
         sc.remote = work / "remote.git"
         git("clone", "--bare", "-q", str(demo), str(sc.remote))
         remote_url = sc.remote.as_uri()
-        from airflow_provider_worktree.core.tasks.catalog import plan_shards
+        from airflow_provider_worktree.core.planning import plan_shards
 
         expected = {s["shard_id"] for s in plan_shards(str(demo), "todo", max_files=a.max_files_per_shard)}
         sc.facts["shards_planned"] = len(expected)
@@ -676,7 +676,7 @@ class Deployment:
         return None
 
     def _verify(self, sc: Scenario, state: str | None, expected: set[str], killed: set[str]) -> None:
-        from airflow_provider_worktree.core.store.shards import ShardStore
+        from airflow_provider_worktree.core.store import ShardStore
         from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
         log(f"[{sc.name}] checks")

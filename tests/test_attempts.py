@@ -7,14 +7,14 @@ import datetime as dt
 
 import pytest
 
-from airflow_provider_worktree.core.store.shards import (
+from airflow_provider_worktree.core.store import (
     CURRENT_SCHEMA_VERSION,
     MAX_ERROR_CHARS,
-    MIGRATIONS,
     LeaseLostError,
     NoSlotAvailable,
     ShardStore,
 )
+from airflow_provider_worktree.core.store.schema import MIGRATIONS
 
 RUN = "manual__2026-11-30T00:00:00+00:00"
 

@@ -28,8 +28,9 @@ from airflow_provider_worktree.core.runners.batch import (
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
 from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, PriceTable
 from airflow_provider_worktree.core.sandbox.tools import TextEditorTool
-from airflow_provider_worktree.core.store.shards import ShardStore
-from airflow_provider_worktree.core.tasks.catalog import get_task, parse_shard_block, plan_repository
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.planning import plan_repository
+from airflow_provider_worktree.core.tasks import get_task, parse_shard_block
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from airflow_provider_worktree.testing.model import ScriptedModel, tool_use_reply
@@ -226,7 +227,7 @@ def test_a_batch_created_but_not_recorded_is_adopted(attrs_repo, tmp_path):
 
 
 def test_failed_entries_run_interactively_or_fail_with_their_reason(attrs_repo, tmp_path):
-    from airflow_provider_worktree.testing.server import overloaded
+    from airflow_provider_worktree.testing.faults import overloaded
 
     store, manager = _store_and_manager(attrs_repo, tmp_path)
     shards = _plan(attrs_repo, 3)

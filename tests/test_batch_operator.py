@@ -13,10 +13,11 @@ import pytest
 from airflow.exceptions import TaskDeferred
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_worktree.core.store.shards import ShardStore
-from airflow_provider_worktree.core.tasks.catalog import plan_shards
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.operators.batch import ClaudeBatchSubmitOperator
-from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator, InvalidMaintenanceConfig
+from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
+from airflow_provider_worktree.operators.options import InvalidMaintenanceConfig
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from airflow_provider_worktree.triggers.batch import ClaudeBatchTrigger
 
@@ -47,9 +48,9 @@ def _submit(repo: Path, shards: list[dict], env: dict, **kw) -> ClaudeBatchSubmi
 
 
 def _maintain(repo: Path, shard: dict, env: dict, **kw) -> ClaudeMaintenanceOperator:
-    args = dict(task_id="maintain", shard=shard, repo=str(repo), worktree_root=env["root"], model=MODEL,
-                anthropic_conn_id=env["conn"], shard_status_conn_id=env["shard"], heartbeat_interval=0.5,
-                mode="batch")
+    args = dict(task_id="maintain", shard=shard, repo=str(repo), worktree_root=env["root"],
+                runner_options={"model": MODEL, "heartbeat_interval": 0.5}, anthropic_conn_id=env["conn"],
+                shard_status_conn_id=env["shard"], mode="batch")
     return ClaudeMaintenanceOperator(**{**args, **kw})
 
 

@@ -31,8 +31,8 @@ from airflow_provider_worktree.core.runners.claude_code import (
 from airflow_provider_worktree.core.sandbox.box import BOX_HOME
 from airflow_provider_worktree.core.runners.api import ClaudeCodeRunner as ReExported
 from airflow_provider_worktree.core.runners.api import ModelRequestError
-from airflow_provider_worktree.core.store.shards import ShardStore
-from airflow_provider_worktree.core.tasks.catalog import plan_shards
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.testing import (
     OfflineMessagesServer,
     ScriptedModel,

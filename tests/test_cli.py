@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.cli import parse_duration
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 
 ANSI = "\x1b["
 SCRIPT = Path(sys.executable).with_name("airflow-worktree")

@@ -22,7 +22,7 @@ from typing import Callable
 
 import pytest
 
-from airflow_provider_worktree.core.store.shards import RUNBOOK_V1_SCHEMA, ShardStore
+from airflow_provider_worktree.core.store import RUNBOOK_V1_SCHEMA, ShardStore
 
 SCRIPT = Path(sys.executable).with_name("airflow-worktree")
 NOBODY = 65534

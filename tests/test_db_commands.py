@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.store import maintenance as dbmaint
-from airflow_provider_worktree.core.store.shards import CURRENT_SCHEMA_VERSION, RUNBOOK_V1_SCHEMA, ShardStore
+from airflow_provider_worktree.core.store import CURRENT_SCHEMA_VERSION, RUNBOOK_V1_SCHEMA, ShardStore
 
 from test_cli_errors import corrupt_page, make_db
 

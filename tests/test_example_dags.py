@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.testing import OfflineMessagesServer
 from conftest import airflow_home_env, make_repo

@@ -46,19 +46,19 @@ def test_hook_lifecycle_through_env_connection(monkeypatch, git_repo, tmp_path):
     assert isinstance(mgr, WorktreeManager) and hook.get_manager() is mgr and hook.get_conn() is mgr
     assert mgr.worktree_root == str(root) and mgr.repo == str(git_repo)
 
-    info = hook.create_worktree(RUN, "hook-1", sparse_paths=["src/app.py"])
+    info = mgr.create_worktree(RUN, "hook-1", sparse_paths=["src/app.py"])
     assert info.path.startswith(str(root)) and Path(info.path, "src/app.py").exists()
     assert not Path(info.path, "README.md").exists()
     Path(info.path, "src/app.py").write_text("def add(a, b):\n    return a + b\n")
-    assert hook.is_dirty(info.path)
-    assert hook.changed_files(info.path, info.base_sha) == ["src/app.py"]
-    res = hook.commit(info.path, "Resolve TODO", {"Shard-Id": "hook-1"})
+    assert mgr.is_dirty(info.path)
+    assert mgr.changed_files(info.path, info.base_sha) == ["src/app.py"]
+    res = mgr.commit(info.path, "Resolve TODO", {"Shard-Id": "hook-1"})
     assert git(git_repo, "log", "-1", "--format=%an <%ae>", res.sha).strip() == "Maint Bot <bot@example.com>"
-    assert [w.path for w in hook.list_worktrees() if w.managed] == [info.path]
-    assert hook.prune(dry_run=True).actions == []
-    removed = hook.remove_worktree(info.path)
+    assert [w.path for w in mgr.list_worktrees() if w.managed] == [info.path]
+    assert mgr.prune(dry_run=True).actions == []
+    removed = mgr.remove_worktree(info.path)
     assert removed.removed and not Path(info.path).exists()
-    assert hook.cleanup_all().removed == []
+    assert mgr.cleanup_all().removed == []
 
 
 def test_base_ref_from_connection_and_explicit_overrides(monkeypatch, git_repo, tmp_path):
@@ -69,18 +69,18 @@ def test_base_ref_from_connection_and_explicit_overrides(monkeypatch, git_repo, 
     set_conn(monkeypatch, "wt_conn", conn_type="git_worktree", host=str(git_repo),
              extra={"worktree_root": str(tmp_path / "from-conn"), "base_ref": "release"})
     hook = GitWorktreeHook(git_worktree_conn_id="wt_conn", worktree_root=str(tmp_path / "explicit"))
-    info = hook.create_worktree(RUN, "s1")
+    info = hook.get_manager().create_worktree(RUN, "s1", base_ref=hook.settings["base_ref"])
     assert info.path.startswith(str(tmp_path / "explicit"))
     assert info.base_sha == git(git_repo, "rev-parse", "release").strip()
     assert not Path(info.path, "later.txt").exists()
-    assert Path(hook.create_worktree(RUN, "s2", base_ref="main").path, "later.txt").exists()
+    assert Path(hook.get_manager().create_worktree(RUN, "s2", base_ref="main").path, "later.txt").exists()
 
 
 def test_no_connection_with_repo_works_without_one(git_repo, tmp_path):
     hook = GitWorktreeHook(git_worktree_conn_id="does_not_exist", repo=str(git_repo),
                            worktree_root=str(tmp_path / "wt"))
-    info = hook.create_worktree(RUN, "s1")
-    assert hook.remove_worktree(info.path).removed
+    info = hook.get_manager().create_worktree(RUN, "s1")
+    assert hook.get_manager().remove_worktree(info.path).removed
 
 
 def test_no_connection_and_no_repo_is_a_clear_error():
@@ -124,10 +124,10 @@ def test_credentials_from_official_git_connection(monkeypatch, git_repo, tmp_pat
     assert mgr.remote_url == f"file://{remote}" and mgr.common_dir.startswith(str(cache))
     header = "Authorization: Basic " + base64.b64encode(f"bot:{token}".encode()).decode()
     assert header not in mgr.git_env.values()  # file:// is not HTTP: no header needed
-    info = hook.create_worktree(RUN, "s1")
+    info = mgr.create_worktree(RUN, "s1")
     Path(info.path, "README.md").write_text("# pushed\n")
-    res = hook.commit(info.path, "change", {"Shard-Id": "s1"})
-    hook.push(info.branch, path=info.path)
+    res = mgr.commit(info.path, "change", {"Shard-Id": "s1"})
+    mgr.push(info.branch, path=info.path)
     assert git(remote, "rev-parse", f"refs/heads/{info.branch}").strip() == res.sha
     for argv in mgr.call_log:
         assert not any(token in a for a in argv)
@@ -173,19 +173,19 @@ def test_hook_scoped_commit_and_compare_and_swap_push(monkeypatch, git_repo, tmp
     git(git_repo, "remote", "add", "origin", f"file://{remote}")
     set_conn(monkeypatch, "cas", conn_type="git_worktree", host=str(git_repo),
              extra={"worktree_root": str(tmp_path / "wt")})
-    hook = GitWorktreeHook("cas")
-    info = hook.create_worktree(RUN, "hook-cas")
+    mgr = GitWorktreeHook("cas").get_manager()
+    info = mgr.create_worktree(RUN, "hook-cas")
     Path(info.path, "src/app.py").write_text("X = 1\n")
     Path(info.path, "stray.txt").write_text("not in the shard\n")
-    res = hook.commit(info.path, "scoped", {"Shard-Id": "hook-cas"}, allowed=["src/app.py"])
+    res = mgr.commit(info.path, "scoped", {"Shard-Id": "hook-cas"}, allowed=["src/app.py"])
     assert res.files == ["src/app.py"] and res.excluded == ["stray.txt"]
-    assert hook.remote_branch_sha(info.branch) is None
-    assert hook.push(info.branch, path=info.path, expect=None).sha == res.sha
-    assert hook.remote_branch_sha(info.branch) == res.sha
+    assert mgr.remote_branch_sha(info.branch) is None
+    assert mgr.push(info.branch, path=info.path, expect=None).sha == res.sha
+    assert mgr.remote_branch_sha(info.branch) == res.sha
     from airflow_provider_worktree.core.errors import PushRejected
     Path(info.path, "src/app.py").write_text("X = 2\n")
-    hook.commit(info.path, "again", {}, allowed=["src/app.py"])
+    mgr.commit(info.path, "again", {}, allowed=["src/app.py"])
     with pytest.raises(PushRejected):
-        hook.push(info.branch, path=info.path, expect=None)
-    removed = hook.remove_worktree(info.path, force=True)
+        mgr.push(info.branch, path=info.path, expect=None)
+    removed = mgr.remove_worktree(info.path, force=True)
     assert removed.salvage_branch and not removed.branch_deleted

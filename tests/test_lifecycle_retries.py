@@ -15,12 +15,13 @@ from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, is_permanent, run_shard
 from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, ModelRequestError, RunResult
-from airflow_provider_worktree.core.store.shards import MAX_ERROR_CHARS, ShardStore
-from airflow_provider_worktree.core.tasks.catalog import get_task, plan_shards
+from airflow_provider_worktree.core.store import MAX_ERROR_CHARS, ShardStore
+from airflow_provider_worktree.core.planning import plan_shards
+from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, text_reply, tool_use_reply
-from airflow_provider_worktree.testing.server import bad_request, overloaded
+from airflow_provider_worktree.testing.faults import bad_request, overloaded
 
 API_KEY = "sk-ant-test-SECRET-0123456789abcdef"
 RUN = "manual__2026-11-30T01:00:00+00:00"

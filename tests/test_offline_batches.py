@@ -19,7 +19,8 @@ import pytest
 from airflow_provider_worktree.core.runners.batch import ONE_RESPONSE_INSTRUCTION
 from airflow_provider_worktree.core.runners.api import Usage
 from airflow_provider_worktree.core.sandbox.tools import TextEditorTool
-from airflow_provider_worktree.core.tasks.catalog import _docstring_report, count_todo_markers, render_shard_prompt
+from airflow_provider_worktree.core.tasks.metrics import _docstring_report, count_todo_markers
+from airflow_provider_worktree.core.tasks.prompt import render_shard_prompt
 from airflow_provider_worktree.testing import (
     Fault,
     OfflineMessagesServer,
@@ -28,7 +29,8 @@ from airflow_provider_worktree.testing import (
     server_error,
     slow,
 )
-from airflow_provider_worktree.testing.model import EDITOR, MAX_EDITS_PER_TURN
+from airflow_provider_worktree.testing.model import MAX_EDITS_PER_TURN
+from airflow_provider_worktree.testing.toolsets import EDITOR
 
 KEY = "sk-offline-test"
 MODEL = "claude-sonnet-4-6"

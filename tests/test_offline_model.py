@@ -21,9 +21,10 @@ import pytest
 from realrepos import real_repo
 
 from airflow_provider_worktree.core.runners.api import ApiRunner, Budget
-from airflow_provider_worktree.core.tasks.catalog import _docstring_report, count_todo_markers
+from airflow_provider_worktree.core.tasks.metrics import _docstring_report, count_todo_markers
 from airflow_provider_worktree.testing import OfflineMessagesServer, RuleBasedModel
-from airflow_provider_worktree.testing.model import MAX_CONTEXT_LINES, MAX_EDITS_PER_TURN
+from airflow_provider_worktree.testing.edits import MAX_CONTEXT_LINES
+from airflow_provider_worktree.testing.model import MAX_EDITS_PER_TURN
 
 MODEL = "claude-sonnet-4-6"
 KEY = "sk-ant-test-key-0123456789"
@@ -498,7 +499,7 @@ def test_request_without_tools_gets_text_only(tmp_path):
 
 def test_range_shards_of_one_big_file_stay_in_their_lines(upstream, worktree_of):
     """The planner splits mypy's checker.py (over 100 KB) into line-range shards; the model edits only its range."""
-    from airflow_provider_worktree.core.tasks.catalog import plan_shards
+    from airflow_provider_worktree.core.planning import plan_shards
 
     shards = [s for s in plan_shards(upstream("mypy"), "todo", include=["mypy/checker.py"], max_files=1)
               if s["files"] == ["mypy/checker.py"] and s.get("lines")]

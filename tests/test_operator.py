@@ -11,11 +11,11 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardFailed
-from airflow_provider_worktree.core.store.shards import ShardStore
-from airflow_provider_worktree.core.tasks.catalog import plan_shards
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, text_reply, tool_use_reply
-from airflow_provider_worktree.testing.server import bad_request, rate_limit
+from airflow_provider_worktree.testing.faults import bad_request, rate_limit
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
 RUN_ID = "manual__2026-11-28T05:00:00+00:00"
@@ -41,10 +41,14 @@ def env(monkeypatch, tmp_path, server):
     return {"db": db, "root": tmp_path / "worktrees"}
 
 
-def _operator(repo: Path, shard: dict, env: dict, **kw) -> ClaudeMaintenanceOperator:
+RUNNER_OPTIONS = {"model": "claude-sonnet-4-6", "heartbeat_interval": 0.5}
+
+
+def _operator(repo: Path, shard: dict, env: dict, runner_options: dict | None = None,
+              **kw) -> ClaudeMaintenanceOperator:
     args = dict(task_id=f"maintain_{shard['shard_id']}", shard=shard, repo=str(repo),
-                worktree_root=str(env["root"]), model="claude-sonnet-4-6", anthropic_conn_id="anthropic_test",
-                shard_status_conn_id="shard_test", heartbeat_interval=0.5)
+                worktree_root=str(env["root"]), runner_options={**RUNNER_OPTIONS, **(runner_options or {})},
+                anthropic_conn_id="anthropic_test", shard_status_conn_id="shard_test")
     return ClaudeMaintenanceOperator(**{**args, **kw})
 
 
@@ -130,7 +134,8 @@ def test_rate_limit_is_retried_within_the_task(git_repo, env, server):
 def test_budget_is_a_cap_never_exceeded(git_repo, env, server):
     shard = _todo_shards(git_repo)[0]
     cap = 1500  # enough for the view and edit turns, not for the closing summary
-    result = _operator(git_repo, shard, env, max_input_tokens=cap, max_tokens=512).execute({"run_id": RUN_ID})
+    result = _operator(git_repo, shard, env, budget={"max_input_tokens": cap, "max_tokens": 512}).execute(
+        {"run_id": RUN_ID})
     assert result["stop_reason"] == "budget", "the call that could overrun the cap was not sent"
     billed = server.billed
     assert billed.input_tokens + billed.cache_read_tokens + billed.cache_write_tokens <= cap
@@ -185,7 +190,7 @@ def test_retry_after_sigkill_reclaims_at_once_and_salvages(git_repo, env, server
     import sys
     import time
 
-    from airflow_provider_worktree.testing.server import slow
+    from airflow_provider_worktree.testing.faults import slow
 
     shard = _todo_shards(git_repo)[0]
     server.inject(slow(20))
@@ -193,8 +198,8 @@ def test_retry_after_sigkill_reclaims_at_once_and_salvages(git_repo, env, server
         "import json, sys\n"
         "from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator\n"
         "op = ClaudeMaintenanceOperator(task_id='t', shard=json.loads(sys.argv[1]), repo=sys.argv[2],\n"
-        "    worktree_root=sys.argv[3], model='claude-sonnet-4-6', anthropic_conn_id='anthropic_test',\n"
-        "    shard_status_conn_id='shard_test', heartbeat_interval=0.5)\n"
+        "    worktree_root=sys.argv[3], runner_options={'model': 'claude-sonnet-4-6', 'heartbeat_interval': 0.5},\n"
+        "    anthropic_conn_id='anthropic_test', shard_status_conn_id='shard_test')\n"
         "op.execute({'run_id': sys.argv[4]})\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code, json.dumps(shard), str(git_repo), str(env["root"]),
@@ -233,7 +238,27 @@ def test_lease_of_a_holder_on_another_host_waits_for_lease_timeout(git_repo, env
         _operator(git_repo, shard, env).execute({"run_id": RUN_ID})
     assert store.get_shard(RUN_ID, shard["shard_id"])["worker_id"] == "some-other-host:4242"
     time.sleep(2.2)
-    result = _operator(git_repo, shard, env, lease_timeout=2).execute({"run_id": RUN_ID})
+    result = _operator(git_repo, shard, env, runner_options={"lease_timeout": 2}).execute({"run_id": RUN_ID})
     assert result["status"] == "completed"
     with pytest.raises(ValueError, match="at least twice heartbeat_interval"):
-        _operator(git_repo, shard, env, lease_timeout=0.5)
+        _operator(git_repo, shard, env, runner_options={"lease_timeout": 0.5})
+
+
+def test_flat_budget_and_runner_keywords_warn_and_behave_the_same(git_repo, env, server):
+    """The keywords before ``budget`` and ``runner_options`` still work for one minor release, and warn."""
+    shard = _todo_shards(git_repo)[0]
+    grouped = _operator(git_repo, shard, env, budget={"max_input_tokens": 1500, "max_tokens": 512})
+    with pytest.warns(DeprecationWarning) as caught:
+        flat = ClaudeMaintenanceOperator(
+            task_id=grouped.task_id, shard=shard, repo=str(git_repo), worktree_root=str(env["root"]),
+            model="claude-sonnet-4-6", heartbeat_interval=0.5, max_input_tokens=1500, max_tokens=512,
+            anthropic_conn_id="anthropic_test", shard_status_conn_id="shard_test")
+    messages = [str(w.message) for w in caught]
+    assert len(messages) == 4 and all("is deprecated" in m for m in messages)
+    assert any("model=...) is deprecated" in m and "runner_options={'model': ...}" in m for m in messages)
+    assert any("max_tokens=...) is deprecated" in m and "budget={'max_tokens': ...}" in m for m in messages)
+    assert (flat.budget, flat.runner_options) == (grouped.budget, grouped.runner_options)
+    result = flat.execute({"run_id": RUN_ID})
+    assert result["stop_reason"] == "budget" and result["status"] == "completed"
+    billed = server.billed
+    assert billed.input_tokens + billed.cache_read_tokens + billed.cache_write_tokens <= 1500

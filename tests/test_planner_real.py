@@ -15,8 +15,12 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from airflow_provider_worktree.core.files import listing as R
-from airflow_provider_worktree.core.tasks import catalog as T
+from airflow_provider_worktree.core import files as R
+from airflow_provider_worktree.core import planning as P
+from airflow_provider_worktree.core import tasks as T
+from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.tasks.catalog import _without_fix
+from airflow_provider_worktree.core.tasks.metrics import _missing_docstrings
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -28,11 +32,11 @@ def _commit_all(repo: Path, message: str = "change") -> None:
     _git(repo, "commit", "-q", "-m", message)
 
 
-def _reasons(plan: T.Plan) -> dict[str, str]:
+def _reasons(plan: P.Plan) -> dict[str, str]:
     return {e["path"]: e["reason"] for e in plan.skipped}
 
 
-def _planned(plan: T.Plan) -> list[str]:
+def _planned(plan: P.Plan) -> list[str]:
     return sorted({f for s in plan.shards for f in s["files"]})
 
 
@@ -64,7 +68,7 @@ SKIP_REPO = {
 
 def test_default_skips_report_each_file_with_its_reason(repo_factory):
     repo = repo_factory("r", SKIP_REPO)
-    plan = T.plan_repository(repo, "todo")
+    plan = P.plan_repository(repo, "todo")
     assert _planned(plan) == ["src/app.py", "sub/keep.py", "tests/test_app.py", "vendor/keep/z.py"]
     reasons = _reasons(plan)
     assert reasons == {
@@ -79,17 +83,17 @@ def test_default_skips_report_each_file_with_its_reason(repo_factory):
     summary = plan.summary()
     assert "4 file(s)" in summary and R.R_ATTR_VENDORED in summary and R.R_FIXTURE in summary
     json.dumps(plan.to_dict())                                   # JSON-serialisable for XCom
-    assert T.plan_shards(repo, "todo") == plan.shards            # the list of shard dicts, as before
+    assert P.plan_shards(repo, "todo") == plan.shards            # the list of shard dicts, as before
     assert T.get_task("todo").discover(repo) == _planned(plan)
 
 
 def test_include_wins_exclude_adds_and_defaults_can_be_turned_off(repo_factory):
     repo = repo_factory("r", SKIP_REPO)
-    plan = T.plan_repository(repo, "todo", include=["node_modules/**", "lib/**", "README.md"], exclude=["src/**"])
+    plan = P.plan_repository(repo, "todo", include=["node_modules/**", "lib/**", "README.md"], exclude=["src/**"])
     planned = _planned(plan)
     assert {"node_modules/pkg/index.js", "lib/ext/x.py", "README.md"} <= set(planned)
     assert "src/app.py" not in planned and _reasons(plan)["src/app.py"] == R.R_EXCLUDED
-    everything = T.plan_repository(repo, "todo", default_skips=False)
+    everything = P.plan_repository(repo, "todo", default_skips=False)
     assert "fix.patch" in _planned(everything) and "README.md" in _planned(everything)
     assert {e["reason"] for e in everything.skipped} <= {R.R_SYMLINK, R.R_NAME}
 
@@ -97,10 +101,10 @@ def test_include_wins_exclude_adds_and_defaults_can_be_turned_off(repo_factory):
 def test_gitattributes_come_from_the_planned_commit_not_the_checkout(repo_factory):
     repo = repo_factory("r", SKIP_REPO)
     (repo / ".gitattributes").write_text("src/** linguist-vendored\n")        # uncommitted
-    assert "src/app.py" in _planned(T.plan_repository(repo, "todo"))
+    assert "src/app.py" in _planned(P.plan_repository(repo, "todo"))
     _commit_all(repo)
-    assert _reasons(T.plan_repository(repo, "todo"))["src/app.py"] == R.R_ATTR_VENDORED
-    assert "src/app.py" in _planned(T.plan_repository(repo, "todo", ref="HEAD~1"))
+    assert _reasons(P.plan_repository(repo, "todo"))["src/app.py"] == R.R_ATTR_VENDORED
+    assert "src/app.py" in _planned(P.plan_repository(repo, "todo", ref="HEAD~1"))
 
 
 def test_docstrings_and_tests_plan_only_source_files(repo_factory):
@@ -111,11 +115,11 @@ def test_docstrings_and_tests_plan_only_source_files(repo_factory):
         "pkg/_vendor/six.py": "def g():\n    pass\n",
         "pkg/msg_pb2.py": "def h():\n    pass\n",
     })
-    plan = T.plan_repository(repo, "docstrings")
+    plan = P.plan_repository(repo, "docstrings")
     assert _planned(plan) == ["docs/conf.py", "pkg/core.py"]
     assert _reasons(plan) == {"tests/test_core.py": "test code (docstrings not wanted)",
                               "pkg/_vendor/six.py": R.R_VENDORED, "pkg/msg_pb2.py": R.R_GENERATED}
-    assert _planned(T.plan_repository(repo, "tests")) == ["docs/conf.py", "pkg/core.py"]
+    assert _planned(P.plan_repository(repo, "tests")) == ["docs/conf.py", "pkg/core.py"]
 
 
 # ------------------------------------------------------------------------------------- big files
@@ -140,7 +144,7 @@ def test_big_files_are_split_at_definitions(repo_factory):
     repo = repo_factory("r", {"pkg/big.py": text, "pkg/small.py": "def s():\n    pass\n"})
     lines = text.split("\n")
     for task in ("docstrings", "todo"):
-        plan = T.plan_repository(repo, task)
+        plan = P.plan_repository(repo, task)
         ranged = [s for s in plan.shards if "lines" in s]
         assert len(ranged) >= 3 and all(s["files"] == ["pkg/big.py"] for s in ranged)
         assert any("split into" in n for n in plan.notes)
@@ -156,29 +160,29 @@ def test_big_files_are_split_at_definitions(repo_factory):
         assert all(len(json.dumps(s)) < 200 for s in ranged)           # the shard dict stays small
         # Every unit of work is in exactly one range.
         if task == "docstrings":
-            work = [line for _, line in T._missing_docstrings(text)]
+            work = [line for _, line in _missing_docstrings(text)]
         else:
             work = [i + 1 for i, ln in enumerate(lines) if "# TODO" in ln]
         for line in work:
             assert sum(1 for a, b in spans if a <= line <= b) == 1, line
         assert sum(s["priority"] for s in ranged) == len(work)
-        assert plan.shards == T.plan_repository(repo, task).shards      # deterministic ids
+        assert plan.shards == P.plan_repository(repo, task).shards      # deterministic ids
         assert len({s["shard_id"] for s in plan.shards}) == len(plan.shards)
         # The range travels in the prompt and back through the <shard> block.
         prompt = T.render_shard_prompt(task, ranged[1])
         assert f"lines {ranged[1]['lines'][0]}-{ranged[1]['lines'][1]} of pkg/big.py" in prompt
         assert T.parse_shard_block(prompt)["lines"] == ranged[1]["lines"]
     # A task that does not split leaves the big file out, with the reason.
-    custom = T.plan_repository(repo, "custom", task_options={"prompt": "tidy", "globs": ["**/*.py"]})
+    custom = P.plan_repository(repo, "custom", task_options={"prompt": "tidy", "globs": ["**/*.py"]})
     assert _planned(custom) == ["pkg/small.py"] and _reasons(custom)["pkg/big.py"] == R.R_TOO_LARGE
     # A bigger max_file_bytes plans it whole.
-    whole = T.plan_repository(repo, "docstrings", max_file_bytes=10_000_000)
+    whole = P.plan_repository(repo, "docstrings", max_file_bytes=10_000_000)
     assert all("lines" not in s for s in whole.shards) and "pkg/big.py" in _planned(whole)
 
 
 def test_files_over_the_editor_limit_are_left_out(repo_factory):
     repo = repo_factory("r", {"huge.py": "# TODO: huge\n" + "x = 1\n" * 200_000, "ok.py": "# TODO\n"})
-    plan = T.plan_repository(repo, "todo")
+    plan = P.plan_repository(repo, "todo")
     assert _planned(plan) == ["ok.py"] and _reasons(plan)["huge.py"] == R.R_EDITOR_LIMIT
 
 
@@ -196,27 +200,27 @@ def test_line_ranges_of_other_files_cut_at_blank_lines():
 
 def test_max_shards_groups_files_into_fewer_larger_shards(repo_factory):
     repo = repo_factory("r", {f"m/f{i:03d}.py": "# TODO\n" * (1 + i % 4) for i in range(60)})
-    full = T.plan_repository(repo, "todo", max_files=1)
+    full = P.plan_repository(repo, "todo", max_files=1)
     assert len(full.shards) == 60 and not full.notes
-    plan = T.plan_repository(repo, "todo", max_files=1, max_shards=7)
+    plan = P.plan_repository(repo, "todo", max_files=1, max_shards=7)
     assert len(plan.shards) <= 7
     covered = [f for s in plan.shards for f in s["files"]]
     assert sorted(covered) == _planned(full) and len(covered) == len(set(covered))
     assert sum(s["priority"] for s in plan.shards) == sum(s["priority"] for s in full.shards)
     assert any("max_shards=7" in n for n in plan.notes)
-    assert plan.shards == T.plan_repository(repo, "todo", max_files=1, max_shards=7).shards
-    assert T.plan_shards(repo, "todo", max_files=1, max_shards=7) == plan.shards
-    top = T.plan_repository(repo, "todo", max_files=1, top=2)
+    assert plan.shards == P.plan_repository(repo, "todo", max_files=1, max_shards=7).shards
+    assert P.plan_shards(repo, "todo", max_files=1, max_shards=7) == plan.shards
+    top = P.plan_repository(repo, "todo", max_files=1, top=2)
     assert [s["priority"] for s in top.shards] == [4, 4] and any("top=2" in n for n in top.notes)
-    with pytest.raises(T.ConfigurationError, match="max_shards"):
-        T.plan_repository(repo, "todo", max_shards=0)
+    with pytest.raises(ConfigurationError, match="max_shards"):
+        P.plan_repository(repo, "todo", max_shards=0)
 
 
 def test_max_shards_merges_line_ranges_of_one_file(repo_factory):
     repo = repo_factory("r", {"pkg/big.py": _big_module(120)})
-    ranged = T.plan_repository(repo, "docstrings")
+    ranged = P.plan_repository(repo, "docstrings")
     assert len(ranged.shards) > 2
-    plan = T.plan_repository(repo, "docstrings", max_shards=1)
+    plan = P.plan_repository(repo, "docstrings", max_shards=1)
     assert len(plan.shards) == 1 and plan.shards[0]["files"] == ["pkg/big.py"]
     assert plan.shards[0]["lines"] == [ranged.shards[0]["lines"][0], ranged.shards[-1]["lines"][1]]
 
@@ -266,7 +270,7 @@ def test_lint_discovery_leaves_the_checkout_byte_identical(repo_factory, tmp_pat
     ruff.write_text(FAKE_RUFF.format(python=sys.executable))
     ruff.chmod(0o755)
     before = _snapshot(repo)
-    plan = T.plan_repository(repo, "lint", task_options={"lint_command": [str(ruff), "check", "--fix"]})
+    plan = P.plan_repository(repo, "lint", task_options={"lint_command": [str(ruff), "check", "--fix"]})
     assert _planned(plan) == ["a.py", "pkg/c.py"]
     assert _snapshot(repo) == before                                   # nothing written, not even a cache
     # The same fake linter run in the checkout would have rewritten it: the test can fail.
@@ -275,14 +279,14 @@ def test_lint_discovery_leaves_the_checkout_byte_identical(repo_factory, tmp_pat
 
 
 def test_without_fix_switches():
-    assert T._without_fix(["ruff", "check", "--fix", "--unsafe-fixes"]) == ["ruff", "check", "--no-fix"]
-    assert T._without_fix(["python", "-m", "ruff", "check", "{files}"]) == ["python", "-m", "ruff", "check",
+    assert _without_fix(["ruff", "check", "--fix", "--unsafe-fixes"]) == ["ruff", "check", "--no-fix"]
+    assert _without_fix(["python", "-m", "ruff", "check", "{files}"]) == ["python", "-m", "ruff", "check",
                                                                            "--no-fix", "{files}"]
-    assert T._without_fix(["npx", "eslint", "--fix", "."]) == ["npx", "eslint", "."]
-    assert T._without_fix(["black", "."]) == ["black", ".", "--check"]
-    assert T._without_fix(["ruff", "format"]) == ["ruff", "format", "--check"]
-    assert T._without_fix(["npx", "prettier", "--write", "src"]) == ["npx", "prettier", "src", "--check"]
-    assert T._without_fix(["flake8"]) == ["flake8"]
+    assert _without_fix(["npx", "eslint", "--fix", "."]) == ["npx", "eslint", "."]
+    assert _without_fix(["black", "."]) == ["black", ".", "--check"]
+    assert _without_fix(["ruff", "format"]) == ["ruff", "format", "--check"]
+    assert _without_fix(["npx", "prettier", "--write", "src"]) == ["npx", "prettier", "src", "--check"]
+    assert _without_fix(["flake8"]) == ["flake8"]
 
 
 # --------------------------------------------------------------------------------- non-UTF-8 names
@@ -298,11 +302,11 @@ def test_non_utf8_file_names_never_crash_planning_or_metrics(repo_factory):
     _commit_all(repo)
     assert "caf\udce9.py" in R.tree_listing(repo, _git(repo, "rev-parse", "HEAD").strip())
     for task in ("todo", "docstrings", "tests"):
-        plan = T.plan_repository(repo, task)
+        plan = P.plan_repository(repo, task)
         assert _reasons(plan).get("caf\udce9.py") == R.R_NAME, task
         assert all(not R.name_problem(f) for f in _planned(plan))
         json.dumps(plan.to_dict())
-    assert _planned(T.plan_repository(repo, "todo")) == ["ok.py"]
+    assert _planned(P.plan_repository(repo, "todo")) == ["ok.py"]
     # Metrics over a checkout holding such names.
     tests_metric = T.get_task("tests").measure(repo, ["ok.py"])
     assert "tests/test_\udcff.py::test_x" in tests_metric["test_ids"] and tests_metric["tests"] == 2
@@ -310,14 +314,14 @@ def test_non_utf8_file_names_never_crash_planning_or_metrics(repo_factory):
     # Lint discovery copies the tree: the file with the odd name does not break it.
     script = Path(repo).parent / "lint.py"
     script.write_text("import sys\nfor p in sys.argv[1:]:\n    print(f'{p}:1: finding')\n")
-    lint = T.plan_repository(repo, "lint", task_options={"lint_command": [sys.executable, str(script)]})
+    lint = P.plan_repository(repo, "lint", task_options={"lint_command": [sys.executable, str(script)]})
     assert _planned(lint) == ["ok.py", "tests/test_ok.py"]
 
 
 # ---------------------------------------------------------------------------- real open-source code
 
 
-def _assert_source_only(plan: T.Plan, suffixes: tuple[str, ...]) -> None:
+def _assert_source_only(plan: P.Plan, suffixes: tuple[str, ...]) -> None:
     assert plan.shards, plan.summary()
     for f in _planned(plan):
         assert f.endswith(suffixes), f
@@ -331,7 +335,7 @@ def test_real_mypy_skips_typeshed_and_test_data_and_splits_big_files(real_repo_f
     plans = {}
     for task in ("todo", "docstrings"):
         start = time.perf_counter()
-        plans[task] = T.plan_repository(repo, task)
+        plans[task] = P.plan_repository(repo, task)
         timings[task] = round(time.perf_counter() - start, 2)
     print(f"\nplanning mypy ({plans['todo'].counts['files']} files): {timings} s")   # measured, not asserted
     todo, docs = plans["todo"], plans["docstrings"]
@@ -346,7 +350,7 @@ def test_real_mypy_skips_typeshed_and_test_data_and_splits_big_files(real_repo_f
     assert ranged and "mypy/checker.py" in {s["files"][0] for s in ranged}
     assert any("split into" in n for n in docs.notes)
     # max_map_length: the DAG passes it as max_shards.
-    fitted = T.plan_repository(repo, "docstrings", max_shards=16)
+    fitted = P.plan_repository(repo, "docstrings", max_shards=16)
     assert len(fitted.shards) <= 16 and any("max_shards=16" in n for n in fitted.notes)
     assert {f for s in fitted.shards for f in s["files"]} == set(_planned(docs))
 
@@ -354,17 +358,17 @@ def test_real_mypy_skips_typeshed_and_test_data_and_splits_big_files(real_repo_f
 @pytest.mark.parametrize("name", ["requests", "flask", "attrs", "click"])
 def test_real_packages_plan_source_files_only(real_repo_factory, name):
     repo = real_repo_factory(name)
-    docs = T.plan_repository(repo, "docstrings")
+    docs = P.plan_repository(repo, "docstrings")
     _assert_source_only(docs, (".py",))
     assert not any(f.startswith("tests/") for f in _planned(docs))
-    todo = T.plan_repository(repo, "todo")
+    todo = P.plan_repository(repo, "todo")
     assert all(R.is_source(f) for f in _planned(todo))
     assert bool(todo.shards) is (name != "flask"), todo.summary()     # flask 3.1.0's sources hold no TODO marker
     # todo reports only skipped files that hold markers (its discovery scans the whole tree anyway).
     assert all(T.count_todo_markers((repo / e["path"]).read_text(errors="replace")) for e in todo.skipped)
     if name == "flask":
         assert any(p.startswith("tests/") for p in _reasons(docs))
-    assert docs.shards == T.plan_repository(repo, "docstrings").shards          # stable ids
+    assert docs.shards == P.plan_repository(repo, "docstrings").shards          # stable ids
     for shard in docs.shards:
         for f in shard["files"]:
             assert (repo / f).is_file()
@@ -383,7 +387,7 @@ def test_planning_and_metrics_run_nothing_from_the_repository(repo_factory, tmp_
     for name in ("post-index-change", "reference-transaction", "post-checkout"):
         (tmp_path / name).symlink_to(hook)
     for task in ("todo", "docstrings", "tests"):
-        assert T.plan_repository(repo, task).shards
+        assert P.plan_repository(repo, task).shards
     assert T.get_task("tests").measure(repo, ["pkg/app.py"])["tests"] == 1
     assert not marker.exists()
     # The same git command without the package's switches runs the repository's fsmonitor hook.

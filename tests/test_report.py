@@ -6,7 +6,7 @@ import subprocess
 from pathlib import Path
 
 from airflow_provider_worktree.core.health.report import build_report, merge_branches, render_markdown, write_report
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
 RUN = "manual__2026-11-28T05:00:00+00:00"

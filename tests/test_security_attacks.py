@@ -30,7 +30,7 @@ from airflow_provider_worktree.core.sandbox.tools import (
     TextEditorTool,
     read_repo_bytes,
 )
-from airflow_provider_worktree.core.tasks.catalog import get_task, read_conventions, run_verify
+from airflow_provider_worktree.core.tasks import get_task, read_conventions, run_verify
 from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, rate_limit, text_reply, tool_use_reply
 
 PY = sys.executable

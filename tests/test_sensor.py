@@ -18,7 +18,7 @@ from airflow.sdk import PokeReturnValue
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.sensors.shard_status import ShardStatusSensor
 from airflow_provider_worktree.triggers.shard_status import ShardStatusTrigger
 
@@ -26,7 +26,7 @@ RUN = "manual__2026-01-01T00:00:00+00:00"  # a real Airflow run id, with ':' and
 
 COMPLETER = r"""
 import sys, time
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 db, run, delay, fail_ids = sys.argv[1], sys.argv[2], float(sys.argv[3]), set(sys.argv[4:])
 time.sleep(delay)
 store = ShardStore.open(db)

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store.shards import LeaseLostError, ShardStore
+from airflow_provider_worktree.core.store import LeaseLostError, ShardStore
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook, resolve_store_target
 
 RUN = "manual__2026-03-03T00:00:00+00:00"
@@ -204,7 +204,7 @@ def test_test_connection_on_an_empty_postgresql_database_creates_no_table(airflo
 
 
 def test_hook_methods_fail_with_one_line_naming_the_fix(airflow_home, tmp_path):
-    from airflow_provider_worktree.core.store.shards import StoreError
+    from airflow_provider_worktree.core.store import StoreError
     from test_cli_errors import make_db
 
     damaged = make_db(tmp_path / "damaged.db", n=400)

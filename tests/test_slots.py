@@ -19,8 +19,9 @@ from conftest import make_repo, wait_until_dead
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
 from airflow_provider_worktree.core.runners.api import RunResult, Usage
-from airflow_provider_worktree.core.store.shards import ShardStore
-from airflow_provider_worktree.core.tasks.catalog import get_task, plan_shards
+from airflow_provider_worktree.core.store import ShardStore
+from airflow_provider_worktree.core.planning import plan_shards
+from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 
 RUN = "manual__2026-11-30T03:00:00+00:00"

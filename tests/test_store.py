@@ -11,7 +11,7 @@ import threading
 import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.store.shards import (
+from airflow_provider_worktree.core.store import (
     CURRENT_SCHEMA_VERSION,
     LEGACY_RUN_ID,
     RUNBOOK_V1_SCHEMA,

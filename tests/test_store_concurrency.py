@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from airflow_provider_worktree.core.store.shards import (
+from airflow_provider_worktree.core.store import (
     CURRENT_SCHEMA_VERSION,
     RUNBOOK_V1_SCHEMA,
     Lease,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from pathlib import Path
 import pytest
 from conftest import pid_alive as _alive
 
-from airflow_provider_worktree.core.tasks import catalog as T
+from airflow_provider_worktree.core import files as F
+from airflow_provider_worktree.core import planning as P
+from airflow_provider_worktree.core import tasks as T
+from airflow_provider_worktree.core.tasks import catalog
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
 
 
@@ -62,7 +66,7 @@ def test_docstrings_discovery_uses_ast(repo_factory):
     repo = repo_factory("r", DOC_FILES)
     # bare.py lacks module, f, C, C.m; broken.py does not parse; empty __init__ and documented are fine.
     assert T.get_task("docstrings").discover(repo) == ["pkg/bare.py"]
-    shards = T.plan_shards(repo, "docstrings")
+    shards = P.plan_shards(repo, "docstrings")
     assert shards[0]["priority"] == 4
 
 
@@ -77,7 +81,7 @@ def test_tests_discovery_skips_tests_and_packaging(repo_factory):
 
 def test_custom_task_needs_a_prompt_and_uses_its_globs(git_repo):
     with pytest.raises(ConfigurationError, match="needs a prompt"):
-        T.plan_shards(git_repo, "custom")
+        P.plan_shards(git_repo, "custom")
     task = T.get_task("custom", prompt="Use f-strings.", globs=["src/**"])
     assert task.discover(git_repo) == ["src/app.py", "src/util.py"]
     assert T.CustomTask("x", "*.md").discover(git_repo) == ["README.md", "docs/guide.md"]
@@ -96,13 +100,13 @@ def test_unknown_task_and_bad_options_are_clear():
 
 
 def test_match_glob_semantics():
-    assert T.match_glob("a/b/c.py", "**/*.py")
-    assert T.match_glob("c.py", "**/*.py")
-    assert T.match_glob("a/b/c.py", "*.py")             # no slash: basename at any depth
-    assert not T.match_glob("a/b/c.py", "a/*.py")       # '*' stays in one segment
-    assert T.match_glob("a/b/c.py", "a/**")
-    assert T.match_glob("tests/test_x.py", "tests/test_*.py")
-    assert not T.match_glob("src/tests/test_x.py", "tests/test_*.py")
+    assert F.match_glob("a/b/c.py", "**/*.py")
+    assert F.match_glob("c.py", "**/*.py")
+    assert F.match_glob("a/b/c.py", "*.py")             # no slash: basename at any depth
+    assert not F.match_glob("a/b/c.py", "a/*.py")       # '*' stays in one segment
+    assert F.match_glob("a/b/c.py", "a/**")
+    assert F.match_glob("tests/test_x.py", "tests/test_*.py")
+    assert not F.match_glob("src/tests/test_x.py", "tests/test_*.py")
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -110,17 +114,17 @@ def test_match_glob_semantics():
 
 def test_plan_ids_are_stable_and_order_independent(repo_factory):
     repo = repo_factory("r", n_files=25)
-    a = T.plan_shards(repo, "todo", max_files=4)
-    b = T.plan_shards(repo, "todo", max_files=4)
+    a = P.plan_shards(repo, "todo", max_files=4)
+    b = P.plan_shards(repo, "todo", max_files=4)
     assert a == b
     assert all(s["shard_id"].startswith("todo-") and len(s["shard_id"]) == len("todo-") + 10 for s in a)
     assert len({s["shard_id"] for s in a}) == len(a)
     files = a[0]["files"]
-    assert T.shard_id_for("todo", list(reversed(files))) == a[0]["shard_id"]
-    assert T.shard_id_for("docstrings", files) != a[0]["shard_id"]
+    assert P.shard_id_for("todo", list(reversed(files))) == a[0]["shard_id"]
+    assert P.shard_id_for("docstrings", files) != a[0]["shard_id"]
     # Same files under another repository: same ids.
     other = repo_factory("r_copy", n_files=25)
-    assert [s["shard_id"] for s in T.plan_shards(other, "todo", max_files=4)] == [s["shard_id"] for s in a]
+    assert [s["shard_id"] for s in P.plan_shards(other, "todo", max_files=4)] == [s["shard_id"] for s in a]
 
 
 def test_plan_size_bounds_and_exact_cover(repo_factory):
@@ -129,7 +133,7 @@ def test_plan_size_bounds_and_exact_cover(repo_factory):
     repo = repo_factory("r", files)
     discovered = T.get_task("todo").discover(repo)
     assert len(discovered) == 31
-    shards = T.plan_shards(repo, "todo", max_files=5, max_bytes=1000)
+    shards = P.plan_shards(repo, "todo", max_files=5, max_bytes=1000)
     covered = [f for s in shards for f in s["files"]]
     assert sorted(covered) == discovered and len(covered) == len(set(covered))
     sizes = {f: (repo / f).stat().st_size for f in discovered}
@@ -149,27 +153,27 @@ def test_plan_by_directory_groups_and_splits(repo_factory):
     files.update({f"b/g{i}.py": "# TODO\n" for i in range(2)})
     files["top.py"] = "# TODO\n"
     repo = repo_factory("r", files)
-    shards = T.plan_shards(repo, "todo", by="directory", max_files=3)
+    shards = P.plan_shards(repo, "todo", by="directory", max_files=3)
     parents = [{str(Path(f).parent) for f in s["files"]} for s in shards]
     assert all(len(p) == 1 for p in parents)
     assert [p.pop() for p in parents] == [".", "a", "a", "a", "b"]
     assert sorted(f for s in shards for f in s["files"]) == sorted(files)
-    by_size = T.plan_shards(repo, "todo", by="size", max_files=3)
+    by_size = P.plan_shards(repo, "todo", by="size", max_files=3)
     assert any(len({str(Path(f).parent) for f in s["files"]}) > 1 for s in by_size)
 
 
 def test_plan_priority_and_max_shards(repo_factory):
     repo = repo_factory("r", {"a.py": "# TODO\n", "b.py": "# TODO 1\n# FIXME 2\n# XXX 3\n", "c.py": "# HACK\n"})
-    shards = T.plan_shards(repo, "todo", max_files=1)
+    shards = P.plan_shards(repo, "todo", max_files=1)
     assert [s["priority"] for s in shards] == [1, 3, 1]
-    top = T.plan_shards(repo, "todo", max_files=1, top=1)
+    top = P.plan_shards(repo, "todo", max_files=1, top=1)
     assert [s["files"] for s in top] == [["b.py"]]
-    fitted = T.plan_shards(repo, "todo", max_files=1, max_shards=1)    # grouped to fit, nothing dropped
+    fitted = P.plan_shards(repo, "todo", max_files=1, max_shards=1)    # grouped to fit, nothing dropped
     assert [s["files"] for s in fitted] == [["a.py", "b.py", "c.py"]]
     with pytest.raises(ConfigurationError, match="by="):
-        T.plan_shards(repo, "todo", by="random")
+        P.plan_shards(repo, "todo", by="random")
     with pytest.raises(ConfigurationError, match="max_files"):
-        T.plan_shards(repo, "todo", max_files=0)
+        P.plan_shards(repo, "todo", max_files=0)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -231,7 +235,7 @@ def test_lint_metric_with_a_real_lint_script(repo_factory, tmp_path):
     repo = repo_factory("r", {"a.py": "bad = 1\nok = bad\n", "b.py": "fine = 1\n", "c.py": "bad()\n"})
     task = T.get_task("lint", lint_command=[sys.executable, str(script)])
     assert task.discover(repo) == ["a.py", "c.py"]
-    shards = T.plan_shards(repo, "lint", task_options={"lint_command": [sys.executable, str(script)]})
+    shards = P.plan_shards(repo, "lint", task_options={"lint_command": [sys.executable, str(script)]})
     assert [s["priority"] for s in shards] == [3]
     before = task.measure(repo, ["a.py", "c.py"])
     assert before["findings"] == 3 and before["per_file"] == {"a.py": 2, "c.py": 1}
@@ -311,7 +315,7 @@ def test_check_scope(git_repo):
 
 
 def test_prompt_block_round_trip(git_repo):
-    shard = T.plan_shards(git_repo, "todo")[0]
+    shard = P.plan_shards(git_repo, "todo")[0]
     text = T.render_shard_prompt("todo", shard, custom_prompt="Prefer ValueError.")
     assert text.endswith("</shard>")
     assert "- src/app.py" in text and "Prefer ValueError." in text
@@ -365,8 +369,8 @@ def test_register_a_custom_task_subclass(repo_factory):
     try:
         T.register_task(LicenseHeader())
         repo = repo_factory("r", {"a.py": "# SPDX-License-Identifier: MIT\n", "b.py": "x = 1\n"})
-        assert [s["files"] for s in T.plan_shards(repo, "license-header")] == [["b.py"]]
-        assert T.plan_shards(repo, "license-header")[0]["shard_id"].startswith("license-header-")
+        assert [s["files"] for s in P.plan_shards(repo, "license-header")] == [["b.py"]]
+        assert P.plan_shards(repo, "license-header")[0]["shard_id"].startswith("license-header-")
     finally:
         T.TASKS.pop("license-header", None)
     with pytest.raises(ConfigurationError, match="invalid"):
@@ -407,7 +411,31 @@ def test_core_tasks_imports_no_airflow():
     # Static: the package __init__ imports airflow for its version check, so sys.modules cannot tell.
     import ast
 
-    tree = ast.parse(Path(T.__file__).read_text())
+    tree = ast.parse(Path(catalog.__file__).read_text())
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert names and not [m for m in names if m == "airflow" or m.startswith("airflow.")]
+
+
+# ---------------------------------------------------------------------------------------- old paths
+
+
+@pytest.mark.parametrize("name, new", [("plan_shards", "core.planning"), ("plan_repository", "core.planning"),
+                                       ("Plan", "core.planning"), ("shard_id_for", "core.planning"),
+                                       ("match_glob", "core.files")])
+def test_names_that_moved_out_of_core_tasks_still_resolve_with_a_warning(name, new):
+    with pytest.warns(DeprecationWarning, match=rf"core\.tasks\.{name} is deprecated.*airflow_provider_worktree\.{new}"):
+        old = getattr(T, name)
+    assert old is getattr(importlib.import_module(f"airflow_provider_worktree.{new}"), name)
+    assert name not in T.__all__
+    with pytest.raises(AttributeError, match="no attribute 'plan_everything'"):
+        T.plan_everything
+
+
+def test_the_old_import_line_of_the_docs_warns_at_the_importing_line():
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "with warnings.catch_warnings(record=True) as caught:\n"
+            "    from airflow_provider_worktree.core.tasks import plan_shards, plan_repository, MaintenanceTask\n"
+            "print(sorted({(w.category.__name__, w.filename) for w in caught}))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[('DeprecationWarning', '<string>')]"

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.health.thresholds import (
     CRITICAL,
     METRICS,

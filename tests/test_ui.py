@@ -14,7 +14,7 @@ from urllib.parse import quote
 import pytest
 
 import uihelpers
-from airflow_provider_worktree.core.store.shards import ShardStore
+from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from conftest import make_repo
 

@@ -235,7 +235,7 @@ def old_store(target: str, hours: float = 2.0) -> Any:
     """A store on ``target`` whose clock runs ``hours`` behind: what it claims looks stale to everyone else."""
     import datetime as dt
 
-    from airflow_provider_worktree.core.store.shards import ShardStore
+    from airflow_provider_worktree.core.store import ShardStore
 
     return ShardStore.open(target, clock=lambda: dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
                            - dt.timedelta(hours=hours))

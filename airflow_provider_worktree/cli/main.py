@@ -241,7 +241,7 @@ def check_sqlite_file(path: str, *, write: bool = False) -> None:
     ``write``, also a file or directory this user cannot write.
 
     Never creates or changes anything (the file is opened read-only, see ``sqlite_read_only_uri``)."""
-    from airflow_provider_worktree.core.store.shards import describe_db_error, sqlite_read_only_uri
+    from airflow_provider_worktree.core.store import describe_db_error, sqlite_read_only_uri
 
     p = Path(path)
     if not p.parent.is_dir():
@@ -337,7 +337,7 @@ def open_store(args: argparse.Namespace, *, write: bool = False):
     ``PRAGMA quick_check`` first, so a damaged page is reported whichever rows the command reads."""
     target, desc = resolve_target(args, write=write)
     from airflow_provider_worktree.core.store import maintenance as dbmaint
-    from airflow_provider_worktree.core.store.shards import ShardStore
+    from airflow_provider_worktree.core.store import ShardStore
 
     try:
         if _sqlite_path_of(target):
@@ -957,7 +957,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _describe_unexpected(exc: BaseException) -> str:
     """One line for an error no command anticipated (driver, file system, ...): cause first, then the fix."""
-    from airflow_provider_worktree.core.store.shards import _is_driver_error, describe_db_error
+    from airflow_provider_worktree.core.store.dialects import _is_driver_error, describe_db_error
 
     if _is_driver_error(exc):
         return describe_db_error(exc, "in use")

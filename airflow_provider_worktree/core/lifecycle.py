@@ -1,7 +1,9 @@
 """One shard's whole lifecycle: claim, worktree, Claude, verify, commit, record, clean up.
 
-Plain Python (no Airflow import): :class:`~airflow_provider_worktree.operators.maintenance.ClaudeMaintenanceOperator`
-is a thin face over :func:`run_shard`, and the same function runs from a script or a test.
+The top floor of ``core``: it may import every core package and nothing above it; plain Python, no Airflow.
+``ClaudeMaintenanceOperator`` is a thin face over :func:`run_shard`, and the same function runs from a script or a
+test. A git verb passes two layers: the lifecycle calls the :class:`WorktreeManager`, which calls its
+committer or pusher.
 
 The whole lifecycle runs inside one call (try/finally), because a worktree is local to the worker that
 made it: it is never split across tasks that another worker might run.
@@ -24,8 +26,9 @@ from urllib.parse import urlsplit
 
 from airflow_provider_worktree.core.sandbox.box import resolve_isolation, validate_isolation
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError, summarize_error
+from airflow_provider_worktree.core.runners import Budget, Usage
 from airflow_provider_worktree.core.sandbox.proc import truncate_middle
-from airflow_provider_worktree.core.store.shards import (
+from airflow_provider_worktree.core.store import (
     MAX_ERROR_CHARS,
     Lease,
     LeaseLostError,
@@ -35,7 +38,7 @@ from airflow_provider_worktree.core.store.shards import (
     ShardStore,
     bound_error,
 )
-from airflow_provider_worktree.core.tasks.catalog import (
+from airflow_provider_worktree.core.tasks import (
     MaintenanceTask,
     check_scope,
     read_conventions,
@@ -204,8 +207,6 @@ class ShardResult:
 
 
 def default_worker_id() -> str:
-    import os
-
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
@@ -389,8 +390,9 @@ def run_shard(
             t = time.monotonic()
             _confirm_lease(store, lease, "commit")
             message = cfg.commit_message or f"{task.name}: {task.description} ({shard_id})"
-            commit = _commit_in_scope(manager, wt.path, message, {"Airflow-Run-Id": run_id, "Shard-Id": shard_id},
-                                      task.allowed_paths(shard))
+            # only the shard's allowed paths: what else appeared (e.g. written by verify) stays out, in `excluded`
+            commit = manager.commit(wt.path, message, {"Airflow-Run-Id": run_id, "Shard-Id": shard_id},
+                                    allowed=task.allowed_paths(shard))
             res.commit_sha, res.diffstat, res.files_changed = commit.sha, commit.diffstat, list(commit.files)
             res.excluded_files = sorted(getattr(commit, "excluded", None) or [])
             if res.excluded_files:
@@ -398,7 +400,9 @@ def run_shard(
                            len(res.excluded_files), ", ".join(res.excluded_files[:20]))
             if cfg.push and commit.sha:
                 _confirm_lease(store, lease, "push")
-                _push_fenced(manager, wt, expect)
+                # compare-and-swap: the remote branch must still hold `expect` (None: must not exist), so a
+                # fenced-out attempt never replaces what a newer attempt pushed
+                manager.push(wt.branch, path=wt.path, expect=expect)
             res.durations["commit_s"] = round(time.monotonic() - t, 3)
         res.status = "completed"
     except BaseException as exc:
@@ -432,8 +436,6 @@ def _budget_after_earlier_attempts(store: ShardStore, lease: Lease, runner: Any,
     prior = store.prior_spend(lease.run_id, lease.shard_id, lease.attempt)
     if not prior["attempts"]:
         return
-    from airflow_provider_worktree.core.runners.api import Budget, Usage
-
     budget = getattr(runner, "budget", None)
     exhausted = None
     if isinstance(budget, Budget) and not budget.unlimited:
@@ -476,18 +478,6 @@ def _confirm_lease(store: ShardStore | None, lease: Lease | None, step: str) -> 
         store.heartbeat(lease)
     except LeaseLostError as exc:
         raise ShardFailed(f"lease lost before the {step}, nothing was {step}ed by this attempt: {exc}") from exc
-
-
-def _push_fenced(manager: Any, wt: Any, expect: str | None) -> None:
-    """Push with compare-and-swap: the remote branch must still hold ``expect`` (None: must not exist), so a
-    fenced-out attempt can never replace what a newer attempt pushed."""
-    manager.push(wt.branch, path=wt.path, expect=expect)
-
-
-def _commit_in_scope(manager: Any, path: str, message: str, trailers: dict, scope: Any) -> Any:
-    """Commit only the shard's allowed paths; what else appeared (e.g. written by the verify command) stays out
-    and is listed in ``excluded``."""
-    return manager.commit(path, message, trailers, allowed=scope)
 
 
 def _run_verify(cfg: ShardConfig, path: str, manager: Any) -> Any:

@@ -1,6 +1,6 @@
 """parallel_maintenance_poc: split a repository into shards and let Claude maintain them in parallel.
 
-plan -> submit_batch (ClaudeBatchSubmitOperator; does nothing unless the ``mode`` Param is ``batch``) -> maintain
+plan (ShardPlanOperator) -> submit_batch (ClaudeBatchSubmitOperator; does nothing unless the ``mode`` Param is ``batch``) -> maintain
 (ClaudeMaintenanceOperator mapped over the shards) -> watch_shards (ShardStatusSensor: stale locks) -> report
 (Markdown + JSON beside the shard database, optional integration branch).
 
@@ -40,18 +40,38 @@ Parsing does no git or database work: everything happens inside tasks. Settings 
 from __future__ import annotations
 
 import os
+import shlex
 
 import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, task
 
 from airflow_provider_worktree.operators.batch import ClaudeBatchSubmitOperator
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
+from airflow_provider_worktree.operators.plan import ShardPlanOperator
 from airflow_provider_worktree.sensors.shard_status import ShardStatusSensor
 
 MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
 PARALLEL_LIMIT = min(int(os.environ.get("WORKTREE_PARALLEL_LIMIT", "10")), MAX_PARALLEL)
 MODEL_POOL = os.environ.get("WORKTREE_MODEL_POOL", "default_pool")
 TASKS = ["todo", "docstrings", "lint", "tests", "custom"]
+
+#: The task's own options from the Params: lint_command for lint, prompt for custom, none for the others.
+TASK_OPTIONS = ("{{ {'lint': {'lint_command': params.lint_command}, 'custom': {'prompt': params.prompt}}"
+                ".get(params.task) }}")
+#: The commands the model may run, each Param entry split into its argv; None: no command tool.
+ALLOW_COMMANDS = "{{ (params.allow_commands or []) | map('shlex_split') | list or None }}"
+#: The per-shard budget, from the Params (the batch submit task checks every request against it too).
+BUDGET = {"max_turns": "{{ params.max_turns }}", "max_input_tokens": "{{ params.max_input_tokens }}",
+          "max_output_tokens": "{{ params.max_output_tokens }}", "max_cost_usd": "{{ params.max_cost_usd }}"}
+
+
+def _warn_above_ceiling(context) -> None:
+    """The plan task's warning when the parallel_limit Param is above the ceiling this file was parsed with."""
+    limit = context["params"]["parallel_limit"]
+    if limit > MAX_PARALLEL:
+        print(f"WARNING: parallel_limit={limit} is above the ceiling WORKTREE_MAX_PARALLEL={MAX_PARALLEL} this DAG "
+              f"was parsed with: at most {MAX_PARALLEL} shards run at once")
+
 
 with DAG(
     dag_id="parallel_maintenance_poc",
@@ -60,6 +80,7 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     render_template_as_native_obj=True,
+    user_defined_filters={"shlex_split": shlex.split},
     max_active_runs=1,
     tags=["worktree", "claude", "maintenance"],
     params={
@@ -119,78 +140,27 @@ with DAG(
     doc_md=__doc__,
 ) as dag:
 
-    @task(retries=0)
-    def plan(params: dict | None = None, run_id: str | None = None, ti=None) -> list[dict]:
-        """Discover and split the repository's files into shards and register them for this run.
-
-        Returns one set of keyword arguments per shard for the maintain tasks; pushes the plan's summary
-        under the XCom key ``plan`` for the report.
-        """
-        import shlex
-
-        from airflow_provider_worktree.core.errors import ConfigurationError
-        from airflow.configuration import conf
-
-        from airflow_provider_worktree.core.tasks.catalog import plan_repository
-        from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
-        from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
-
-        name = params["task"]
-        options: dict = {}
-        if name == "lint":
-            if not (params.get("lint_command") or "").strip():
-                raise ConfigurationError(
-                    "task 'lint' needs the lint_command Param: trigger with e.g. "
-                    "{\"task\": \"lint\", \"lint_command\": \"ruff check --output-format=concise\"}")
-            options["lint_command"] = shlex.split(params["lint_command"])
-        if name == "custom":
-            if not (params.get("prompt") or "").strip():
-                raise ConfigurationError(
-                    "task 'custom' needs the prompt Param: trigger with e.g. "
-                    "{\"task\": \"custom\", \"prompt\": \"Replace print calls with logging\"}")
-            options["prompt"] = params["prompt"]
-        include, exclude = list(params.get("include") or []), list(params.get("exclude") or [])
-        if params["parallel_limit"] > MAX_PARALLEL:
-            print(f"WARNING: parallel_limit={params['parallel_limit']} is above the ceiling WORKTREE_MAX_PARALLEL="
-                  f"{MAX_PARALLEL} this DAG was parsed with: at most {MAX_PARALLEL} shards run at once")
-        try:
-            manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
-        except ConfigurationError as exc:
-            if params["repo"]:
-                raise
-            raise ConfigurationError(
-                "No repository for this run: give the repo Param (a local path or URL) when triggering, set "
-                f"WORKTREE_REPO for the DAG processor, or create the git_worktree_default connection ({exc})"
-            ) from None
-        # include: only these files, and they win over the default skip rules (vendored, generated, fixtures).
-        # max_shards: [core] max_map_length, so a plan of any size maps (shards are grouped to fit, and it says so).
-        plan_ = plan_repository(
-            manager.repo_path, name, ref=params["base_ref"], globs=include or None, include=include or None,
-            exclude=exclude or None, max_files=params["max_files_per_shard"], max_bytes=params["max_bytes_per_shard"],
-            by=params["split_by"], top=params["max_shards"],
-            max_shards=conf.getint("core", "max_map_length", fallback=1024), task_options=options,
-        )
-        shards = plan_.shards
-        ShardStatusHook().register_shards(run_id, shards)
-        planned = plan_.to_dict(max_skipped=20)
-        summary = {"task": name, "repo": manager.repo_path, "base_ref": params["base_ref"], "globs": include,
-                   "exclude": exclude, "shards": len(shards), "files": sum(len(s["files"]) for s in shards),
-                   "skipped": planned["skipped"], "skipped_by_reason": planned["skipped_by_reason"],
-                   "notes": planned["notes"], "summary": plan_.summary()}
-        ti.xcom_push(key="plan", value=summary)
-        print(plan_.summary())
-        if not shards:
-            print(f"Nothing to do: no file of {manager.repo_path} at {params['base_ref']} needs the {name!r} task"
-                  + (f" (include {include})" if include else ""))
-        else:
-            print(f"{len(shards)} shards ({summary['files']} files) planned for run {run_id} "
-                  f"(parallel limit {min(params['parallel_limit'], MAX_PARALLEL)})")
-        # Per-shard keyword arguments of the maintain tasks: what the Params decide beyond templated fields.
-        kwargs = {"task_options": options or None,
-                  "allow_commands": [shlex.split(c) for c in params.get("allow_commands") or []] or None}
-        return [{"shard": s, **kwargs} for s in shards]
-
-    planned = plan()
+    # Registers the shards for the run; returns one set of keyword arguments per shard for the maintain tasks, and
+    # pushes the plan's summary under the XCom key "plan" for the report. include: only these files, and they win
+    # over the default skip rules (vendored, generated, fixtures). The plan of any size maps: more shards than
+    # [core] max_map_length are grouped to fit (and the plan says so).
+    plan = ShardPlanOperator(
+        task_id="plan",
+        repo="{{ params.repo or None }}",
+        task="{{ params.task }}",
+        ref="{{ params.base_ref }}",
+        task_options=TASK_OPTIONS,
+        include="{{ params.include }}",
+        exclude="{{ params.exclude }}",
+        max_files="{{ params.max_files_per_shard }}",
+        max_bytes="{{ params.max_bytes_per_shard }}",
+        split_by="{{ params.split_by }}",
+        top="{{ params.max_shards }}",
+        shard_kwargs={"task_options": TASK_OPTIONS, "allow_commands": ALLOW_COMMANDS},
+        on_execute_callback=_warn_above_ceiling,
+        retries=0,
+    )
+    planned = plan.output
 
     # Batch mode: every shard in one Message Batch; defers while it runs. Interactive mode: returns at once.
     submit = ClaudeBatchSubmitOperator(
@@ -201,9 +171,7 @@ with DAG(
         repo="{{ params.repo or None }}",
         prompt="{{ params.prompt }}",
         model="{{ params.model }}",
-        max_input_tokens="{{ params.max_input_tokens }}",
-        max_output_tokens="{{ params.max_output_tokens }}",
-        max_cost_usd="{{ params.max_cost_usd }}",
+        budget=BUDGET,
         base_ref="{{ params.base_ref }}",
         poll_interval="{{ params.batch_poll_seconds }}",
         retries=2,  # a retry resumes the recorded batch; deferred tasks want retries (an upstream race)
@@ -214,12 +182,9 @@ with DAG(
         task_id="maintain",
         repo="{{ params.repo or None }}",
         prompt="{{ params.prompt }}",
-        model="{{ params.model }}",
         runner="{{ params.runner }}",
-        max_turns="{{ params.max_turns }}",
-        max_input_tokens="{{ params.max_input_tokens }}",
-        max_output_tokens="{{ params.max_output_tokens }}",
-        max_cost_usd="{{ params.max_cost_usd }}",
+        runner_options={"model": "{{ params.model }}"},
+        budget=BUDGET,
         verify_command="{{ params.verify_command }}",
         base_ref="{{ params.base_ref }}",
         push="{{ params.push }}",
@@ -285,4 +250,4 @@ with DAG(
                 "failed": result["failed"][:20], "integration": result["integration"],
                 "nothing_to_do": result.get("nothing_to_do")}
 
-    planned >> submit >> maintain >> watch >> report()
+    plan >> submit >> maintain >> watch >> report()

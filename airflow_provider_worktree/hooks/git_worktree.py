@@ -17,28 +17,21 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import BaseHook
 from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.worktrees.commit import Allowed
-from airflow_provider_worktree.core.worktrees.manager import (
-    CommitResult,
-    PruneReport,
-    UNSET,
-    PushResult,
-    RemoveResult,
-    WorktreeInfo,
-    WorktreeManager,
+from airflow_provider_worktree.core.git import (
     credential_env,
     is_remote_url,
     probe_repository,
     redact_url,
     strip_url_credentials,
 )
+from airflow_provider_worktree.core.worktrees import WorktreeManager
 
 #: Connection extras this hook reads (keep in sync with ``conn-fields`` in get_provider_info.py).
 EXTRA_FIELDS = ("worktree_root", "cache_dir", "author_name", "author_email", "base_ref", "git_conn_id")
@@ -52,7 +45,10 @@ def _conf_option(key: str) -> str | None:
 
 
 class GitWorktreeHook(BaseHook):
-    """Create, commit in, push, list, remove and prune shard worktrees of the connection's repository."""
+    """The :class:`WorktreeManager` of the connection's repository (:meth:`get_manager`, or :meth:`get_conn`):
+    create, commit in, push, list, remove and prune shard worktrees through it, e.g.
+    ``GitWorktreeHook("git_worktree_default").get_manager().prune(dry_run=True)``. A worktree's default start
+    is ``settings["base_ref"]`` (the connection's ``base_ref`` extra, else ``HEAD``)."""
 
     conn_name_attr = "git_worktree_conn_id"
     default_conn_name = "git_worktree_default"
@@ -172,76 +168,6 @@ class GitWorktreeHook(BaseHook):
             self.log.info("Worktree manager ready: repository %s, worktree root %s",
                           redact_url(str(self._manager.repo)), self._manager.worktree_root)
         return self._manager
-
-    # ------------------------------------------------------------------ delegating methods
-    def create_worktree(self, run_id: str, shard_id: str, attempt: int = 1, base_ref: str | None = None,
-                        branch: str | None = None, sparse_paths: Sequence[str] | None = None,
-                        owner: str | Mapping | None = None) -> WorktreeInfo:
-        base_ref = base_ref or self.settings["base_ref"]
-        self.log.info("Creating worktree for run %s shard %s attempt %s from %s%s", run_id, shard_id, attempt,
-                      base_ref, f" (sparse, {len(sparse_paths)} paths)" if sparse_paths else "")
-        info = self.get_manager().create_worktree(run_id, shard_id, attempt=attempt, base_ref=base_ref,
-                                                  branch=branch, sparse_paths=sparse_paths, owner=owner)
-        self.log.info("Worktree %s on branch %s at %s", info.path, info.branch, info.base_sha)
-        return info
-
-    def commit(self, path: str, message: str, trailers: Mapping[str, object] | None = None, *,
-               allowed: Allowed | None = None) -> CommitResult:
-        self.log.info("Committing in %s", path)
-        result = self.get_manager().commit(path, message, trailers or {}, allowed=allowed)
-        if result.sha:
-            self.log.info("Committed %s (%d files)\n%s", result.sha, len(result.files), result.diffstat)
-        else:
-            self.log.info("Nothing to commit in %s", path)
-        if result.excluded:
-            self.log.warning("Not committed (outside the allowed paths, left in the worktree): %s",
-                             ", ".join(map(repr, result.excluded[:20])) +
-                             (f" and {len(result.excluded) - 20} more" if len(result.excluded) > 20 else ""))
-        return result
-
-    def changed_files(self, path: str, base_ref: str) -> list[str]:
-        files = self.get_manager().changed_files(path, base_ref)
-        self.log.info("%d files changed in %s since %s", len(files), path, base_ref)
-        return files
-
-    def is_dirty(self, path: str) -> bool:
-        return self.get_manager().is_dirty(path)
-
-    def push(self, branch: str, remote: str = "origin", path: str | None = None, force: bool = False, *,
-             expect: str | None | object = UNSET) -> PushResult:
-        self.log.info("Pushing %s to %s%s", branch, remote,
-                      "" if expect is UNSET else f" if it is still at {expect or 'nothing'}")
-        result = self.get_manager().push(branch, remote=remote, path=path, force=force, expect=expect)
-        self.log.info("Pushed %s at %s", branch, result.sha)
-        return result
-
-    def remote_branch_sha(self, branch: str, remote: str = "origin") -> str | None:
-        return self.get_manager().remote_branch_sha(branch, remote=remote)
-
-    def list_worktrees(self) -> list[WorktreeInfo]:
-        return self.get_manager().list_worktrees()
-
-    def remove_worktree(self, path: str, force: bool = False, keep_branch: bool | None = None) -> RemoveResult:
-        self.log.info("Removing worktree %s (force=%s, keep_branch=%s)", path, force, keep_branch)
-        result = self.get_manager().remove_worktree(path, force=force, keep_branch=keep_branch)
-        if result.salvage_branch:
-            self.log.warning("Uncommitted work of %s saved on branch %s (%s)", path, result.salvage_branch,
-                             result.salvage_sha)
-        return result
-
-    def prune(self, older_than: float | None = None, dry_run: bool = False) -> PruneReport:
-        self.log.info("Pruning worktrees (older_than=%s, dry_run=%s)", older_than, dry_run)
-        report = self.get_manager().prune(older_than=older_than, dry_run=dry_run)
-        for action in report.actions:
-            self.log.info("%s%s", "[dry run] " if dry_run else "", action)
-        return report
-
-    def cleanup_all(self, dry_run: bool = False, force: bool = False) -> PruneReport:
-        self.log.info("Removing all worktrees under the root (dry_run=%s, force=%s)", dry_run, force)
-        report = self.get_manager().cleanup_all(dry_run=dry_run, force=force)
-        for action in report.actions:
-            self.log.info("%s%s", "[dry run] " if dry_run else "", action)
-        return report
 
     def test_connection(self) -> tuple[bool, str]:
         """Check the repository is reachable (no clone, nothing written)."""

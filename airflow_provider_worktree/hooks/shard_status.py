@@ -10,7 +10,7 @@ from urllib.parse import quote, urlsplit
 from airflow.providers.common.sql.hooks.sql import DbApiHook
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store.shards import (
+from airflow_provider_worktree.core.store import (
     CURRENT_SCHEMA_VERSION,
     Lease,
     ShardStore,

@@ -1,4 +1,4 @@
-"""Airflow operators: ``from airflow_provider_worktree.operators import ClaudeMaintenanceOperator``."""
+"""Airflow operators: ``from airflow_provider_worktree.operators import ShardPlanOperator, ClaudeMaintenanceOperator``."""
 
 from __future__ import annotations
 
@@ -10,4 +10,5 @@ check_airflow_version()
 __getattr__, __all__ = lazy_exports(__name__, {
     "ClaudeMaintenanceOperator": "airflow_provider_worktree.operators.maintenance",
     "ClaudeBatchSubmitOperator": "airflow_provider_worktree.operators.batch",
+    "ShardPlanOperator": "airflow_provider_worktree.operators.plan",
 })

@@ -1,8 +1,8 @@
 """ClaudeBatchSubmitOperator: submit every shard of a run as one Message Batch, wait (deferred), collect.
 
-A thin face over :class:`airflow_provider_worktree.core.runners.batch.BatchCoordinator`. Place it between the planner and
-``ClaudeMaintenanceOperator.partial(mode="batch").expand(...)``: the shards' tasks then apply each shard's reply
-with the shard's lease, verify, commit and record as usual.
+A thin face over :class:`airflow_provider_worktree.core.runners.batch.BatchCoordinator`. Place it between the planner
+(``ShardPlanOperator``) and ``ClaudeMaintenanceOperator.partial(mode="batch").expand(...)``: the shards' tasks then
+apply each shard's reply with the shard's lease, verify, commit and record as usual.
 """
 
 from __future__ import annotations
@@ -14,20 +14,27 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException
 
-from airflow_provider_worktree.core.runners.batch import DEFAULT_MAX_PROMPT_BYTES, BatchCoordinator, check_mode
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.runners.api import PriceTable
-from airflow_provider_worktree.core.tasks.catalog import get_task
+from airflow_provider_worktree.core.runners import DEFAULT_MAX_PROMPT_BYTES, BatchCoordinator, check_mode
+from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
-from airflow_provider_worktree.operators.maintenance import (
+from airflow_provider_worktree.operators.options import (
+    BUDGET_DEFAULTS,
     InvalidMaintenanceConfig,
+    checked_budget,
+    grouped,
+    price_table,
     shard_budget,
     templated_number,
 )
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
+
+#: A batch request's budget: one reply holds every edit of the shard, so ``max_tokens`` is larger, and
+#: ``max_turns`` (accepted, so that one budget mapping serves both operators) does not apply.
+BATCH_BUDGET_DEFAULTS = {**BUDGET_DEFAULTS, "max_tokens": 8192}
 
 
 class ClaudeBatchSubmitOperator(BaseOperator):
@@ -47,42 +54,49 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     :param shards: the planner's shards (``shard_id``, ``task``, ``files``), or its per-shard keyword arguments
         for ``expand_kwargs`` (``{"shard": ..., "task_options": ...}``).
     :param mode: ``batch`` or ``interactive`` (templated).
-    :param task_name, task_options, prompt, repo, git_worktree_conn_id, worktree_root, base_ref, model,
-        max_input_tokens, max_output_tokens, max_total_tokens, max_cost_usd, prices, anthropic_conn_id,
-        shard_status_conn_id: as for ``ClaudeMaintenanceOperator`` (the budget is per shard, checked per request
-        at batch prices before anything is sent).
-    :param max_tokens: ``max_tokens`` of each request (one reply holds every edit of the shard).
+    :param task_name, task_options, prompt, repo, git_worktree_conn_id, worktree_root, base_ref,
+        anthropic_conn_id, shard_status_conn_id: as for ``ClaudeMaintenanceOperator``.
+    :param model: Claude model id; default: the Anthropic connection's ``extra.model``.
+    :param budget: as for ``ClaudeMaintenanceOperator`` (per shard, checked per request at batch prices before
+        anything is sent); its ``max_tokens`` is each request's (default 8192: one reply holds every edit of the
+        shard), ``max_turns`` does not apply. Templated.
     :param max_prompt_bytes: a shard whose request is larger runs interactively.
     :param deferrable: wait in the triggerer (default) or poll in the worker.
     :param poll_interval: first wait between polls, seconds; each later wait is 1.5 times longer.
     :param max_poll_interval: longest wait between polls.
     :param timeout: seconds to wait for the batches (the API expires unfinished entries after 24 h); on timeout
         the task fails and a retry resumes the same batches.
+
+    Deprecated, for one minor release: the flat keywords ``max_tokens``, ``max_input_tokens``,
+    ``max_output_tokens``, ``max_total_tokens``, ``max_cost_usd`` and ``prices`` (now in ``budget``).
     """
 
     template_fields: Sequence[str] = (
-        "shards", "mode", "task_name", "prompt", "repo", "worktree_root", "base_ref", "model", "max_tokens",
-        "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "poll_interval",
+        "shards", "mode", "task_name", "prompt", "repo", "worktree_root", "base_ref", "model", "budget",
+        "poll_interval",
     )
-    template_fields_renderers = {"shards": "json", "prompt": "md"}
+    template_fields_renderers = {"shards": "json", "prompt": "md", "budget": "json"}
     ui_color = "#f5e6d5"
 
     def __init__(self, *, shards: list[dict] | Any, mode: str = "batch", task_name: str | None = None,
                  task_options: dict | None = None, prompt: str | None = None, repo: str | None = None,
                  git_worktree_conn_id: str = GitWorktreeHook.default_conn_name, worktree_root: str | None = None,
-                 base_ref: str = "HEAD", model: str | None = None, max_tokens: int = 8192,
-                 max_input_tokens: int | None = None, max_output_tokens: int | None = None,
-                 max_total_tokens: int | None = None, max_cost_usd: float | None = None, prices: dict | None = None,
+                 base_ref: str = "HEAD", model: str | None = None, budget: dict | str | None = None,
                  max_prompt_bytes: int = DEFAULT_MAX_PROMPT_BYTES, anthropic_conn_id: str = "anthropic_default",
                  shard_status_conn_id: str | None = ShardStatusHook.default_conn_name, deferrable: bool = True,
-                 poll_interval: float = 30.0, max_poll_interval: float = 600.0,
-                 timeout: float = 25 * 3600.0, **kwargs: Any) -> None:
+                 poll_interval: float = 30.0, max_poll_interval: float = 600.0, timeout: float = 25 * 3600.0,
+                 # deprecated: budget
+                 max_tokens: int | None = None, max_input_tokens: int | None = None,
+                 max_output_tokens: int | None = None, max_total_tokens: int | None = None,
+                 max_cost_usd: float | None = None, prices: dict | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.budget = grouped("budget", budget, BATCH_BUDGET_DEFAULTS, {
+            "max_tokens": max_tokens, "max_input_tokens": max_input_tokens, "max_output_tokens": max_output_tokens,
+            "max_total_tokens": max_total_tokens, "max_cost_usd": max_cost_usd, "prices": prices},
+            type(self).__name__)
         self.shards, self.mode, self.task_name, self.task_options = shards, mode, task_name, task_options or {}
         self.prompt, self.repo, self.git_worktree_conn_id = prompt, repo, git_worktree_conn_id
-        self.worktree_root, self.base_ref, self.model, self.max_tokens = worktree_root, base_ref, model, max_tokens
-        self.max_input_tokens, self.max_output_tokens = max_input_tokens, max_output_tokens
-        self.max_total_tokens, self.max_cost_usd, self.prices = max_total_tokens, max_cost_usd, prices
+        self.worktree_root, self.base_ref, self.model = worktree_root, base_ref, model
         self.max_prompt_bytes, self.anthropic_conn_id = max_prompt_bytes, anthropic_conn_id
         self.shard_status_conn_id, self.deferrable = shard_status_conn_id, deferrable
         self.poll_interval, self.max_poll_interval, self.timeout = poll_interval, max_poll_interval, timeout
@@ -90,22 +104,20 @@ class ClaudeBatchSubmitOperator(BaseOperator):
     def _coordinator(self, context: Context) -> BatchCoordinator:
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
-        for name in ("max_tokens", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
-            setattr(self, name, templated_number(name, getattr(self, name)))
+        self.budget = checked_budget(self.budget, BATCH_BUDGET_DEFAULTS)
         self.poll_interval = templated_number("poll_interval", self.poll_interval, float) or 30.0
         if self.poll_interval <= 0 or self.max_poll_interval < self.poll_interval:
             raise ConfigurationError(f"poll_interval={self.poll_interval} must be > 0 and max_poll_interval="
                                      f"{self.max_poll_interval} at least as long.")
-        self.max_cost_usd = templated_number("max_cost_usd", self.max_cost_usd, float)
         if self.shard_status_conn_id is None:
             raise ConfigurationError("batch mode needs the shard status database (it records the batch ids and "
                                      "results): set shard_status_conn_id.")
         store = ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)
-        prices = PriceTable(self.prices) if self.prices else None
         return BatchCoordinator(store, hook.get_conn(), context["run_id"], model=self.model or hook.default_model,
-                                max_tokens=self.max_tokens or 8192, budget=shard_budget(self, prices), prices=prices,
-                                max_prompt_bytes=self.max_prompt_bytes, logger=self.log)
+                                max_tokens=self.budget["max_tokens"], budget=shard_budget(self.budget),
+                                prices=price_table(self.budget), max_prompt_bytes=self.max_prompt_bytes,
+                                logger=self.log)
 
     def execute(self, context: Context) -> dict:
         try:

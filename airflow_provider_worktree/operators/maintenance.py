@@ -12,44 +12,29 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airflow_provider_worktree.core.runners.batch import FALLBACKS, batch_runner, check_mode
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard, validate_isolation
-from airflow_provider_worktree.core.runners.api import Budget, PriceTable
-from airflow_provider_worktree.core.tasks.catalog import get_task
+from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
+from airflow_provider_worktree.core.runners import FALLBACKS, batch_runner, check_mode
+from airflow_provider_worktree.core.sandbox.box import validate_isolation
+from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+from airflow_provider_worktree.operators.options import (
+    BUDGET_DEFAULTS,
+    RUNNER_DEFAULTS,
+    InvalidMaintenanceConfig,
+    checked_budget,
+    checked_runner_options,
+    grouped,
+    is_templated,
+    price_table,
+    shard_budget,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
 RUNNERS = ("api", "claude_code")
-
-
-def templated_number(name: str, value: Any, kind: type = int) -> Any:
-    """A templated numeric parameter (Params arrive as text): None for None, "" or "None"; else a positive int
-    (``kind=int``) or a non-negative float (``kind=float``), or a clear error naming the parameter."""
-    if value in ("", "None", None):
-        return None
-    what = "a positive integer" if kind is int else "a non-negative number"
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ConfigurationError(f"{name} must be {what}, got {value!r}.") from None
-    if number < (1 if kind is int else 0):
-        raise ConfigurationError(f"{name} must be {what}, got {number}.")
-    return number
-
-
-def shard_budget(op: Any, prices: PriceTable | None) -> Budget:
-    """The per-shard :class:`Budget` of an operator's ``max_*`` parameters (rendered)."""
-    return Budget(max_input_tokens=op.max_input_tokens, max_output_tokens=op.max_output_tokens,
-                  max_total_tokens=op.max_total_tokens, max_cost_usd=op.max_cost_usd, prices=prices)
-
-
-class InvalidMaintenanceConfig(AirflowFailException, ConfigurationError):
-    """A configuration error of the task: fails it without retry, and is still a ``ConfigurationError``
-    (a ``ValueError``) for callers that catch those."""
 
 
 class ClaudeMaintenanceOperator(BaseOperator):
@@ -64,23 +49,22 @@ class ClaudeMaintenanceOperator(BaseOperator):
     budget spent, the API refused the request, bad configuration) as ``AirflowFailException``, without retry.
     The token budget is the shard's across all its tries.
 
-    :param shard: the shard dict from ``plan_shards`` (``shard_id``, ``task``, ``files``).
+    :param shard: the shard dict from ``ShardPlanOperator`` or ``plan_shards`` (``shard_id``, ``task``, ``files``).
     :param task_name: maintenance task from the catalog (``todo``, ``docstrings``, ``lint``, ``tests``,
         ``custom``); defaults to the shard's own ``task``.
     :param prompt: instructions for the ``custom`` task (or extra instructions for any task).
     :param repo: repository path or URL; overrides the ``git_worktree`` connection's host.
     :param git_worktree_conn_id: connection of type ``git_worktree`` (optional when ``repo`` is given).
     :param worktree_root: where worktrees are created; overrides the connection.
-    :param model: Claude model id; default: the Anthropic connection's ``extra.model``.
     :param runner: ``api`` (Messages API agent loop) or ``claude_code`` (``claude -p``).
-    :param max_turns: model turns per shard.
-    :param max_tokens: max_tokens of each model call.
-    :param max_input_tokens: hard cap on input tokens for the shard (cache reads and writes included).
-    :param max_output_tokens: hard cap on output tokens for the shard.
-    :param max_total_tokens: hard cap on input plus output tokens for the shard.
-    :param max_cost_usd: hard cap on the shard's cost, priced with ``prices``.
-    :param prices: price table overrides, ``{model: {"input": $/MTok, "output": ..., "cache_write": ...,
-        "cache_read": ...}}``.
+    :param runner_options: ``model`` (default: the Anthropic connection's ``extra.model``), ``heartbeat_interval``
+        (seconds between lease heartbeats, default 30) and ``lease_timeout`` (seconds without a heartbeat after
+        which a retry on another host may take the shard over; default: the store's 600 s; a retry on the same
+        host takes over a dead holder's lease at once). Templated.
+    :param budget: the shard's caps, across all its tries: ``max_turns`` (model turns, default 20),
+        ``max_tokens`` (of each model call, default 4096), ``max_input_tokens`` (cache reads and writes
+        included), ``max_output_tokens``, ``max_total_tokens``, ``max_cost_usd`` (priced with ``prices``:
+        ``{model: {"input": $/MTok, "output": ..., "cache_write": ..., "cache_read": ...}}`` overrides). Templated.
     :param allow_commands: argv prefixes the model may run in the worktree (e.g. ``[["pytest"]]``);
         ``None`` offers no command tool.
     :param verify_command: command run in the worktree after Claude's edits; non-zero fails the shard.
@@ -93,9 +77,6 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param anthropic_conn_id: the official Anthropic provider's connection.
     :param shard_status_conn_id: shard status database connection; when it does not exist, the embedded
         SQLite file ``$AIRFLOW_HOME/shard_status.db``; ``None`` turns tracking off.
-    :param heartbeat_interval: seconds between lease heartbeats.
-    :param lease_timeout: seconds without a heartbeat after which a retry on another host may take the shard
-        over (default: the store's 600 s). A retry on the same host takes over a dead holder's lease at once.
     :param isolation: how code the model wrote or the repository holds runs (verify, commands, the Claude Code
         CLI): ``auto`` (bubblewrap when it works here, else an allowlisted environment with limits and a
         WARNING), ``bwrap`` (required) or ``none``. Recorded on the shard and in the report.
@@ -108,16 +89,20 @@ class ClaudeMaintenanceOperator(BaseOperator):
         ``interactive`` (run the agent loop instead) or ``fail`` (fail with the entry's reason). A shard too large
         for one batch prompt always runs interactively.
     :param claude_code_options: keyword arguments for the ``claude_code`` runner (``allowed_tools``, ``timeout``,
-        ``executable``, ``pass_env``, ``env``, ``permission_mode``); it gets ``max_cost_usd`` as its dollar cap and
-        ``allow_commands`` as its only shell commands. Token caps do not apply to it (the CLI has a dollar cap only).
+        ``executable``, ``pass_env``, ``env``, ``permission_mode``); it gets ``budget["max_cost_usd"]`` as its
+        dollar cap and ``allow_commands`` as its only shell commands. Token caps do not apply to it (the CLI has a
+        dollar cap only).
+
+    Deprecated, for one minor release: the flat keywords ``model``, ``heartbeat_interval``, ``lease_timeout``
+    (now in ``runner_options``) and ``max_turns``, ``max_tokens``, ``max_input_tokens``, ``max_output_tokens``,
+    ``max_total_tokens``, ``max_cost_usd``, ``prices`` (now in ``budget``) work as before and warn.
     """
 
     template_fields: Sequence[str] = (
-        "shard", "task_name", "prompt", "repo", "worktree_root", "model", "runner", "verify_command", "base_ref",
-        "max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens", "max_cost_usd", "push",
-        "isolation", "max_active_shards", "mode",
+        "shard", "task_name", "prompt", "repo", "worktree_root", "runner", "runner_options", "budget",
+        "verify_command", "base_ref", "push", "isolation", "max_active_shards", "mode",
     )
-    template_fields_renderers = {"shard": "json", "prompt": "md"}
+    template_fields_renderers = {"shard": "json", "prompt": "md", "runner_options": "json", "budget": "json"}
     ui_color = "#e8d5f5"
 
     def __init__(
@@ -129,15 +114,9 @@ class ClaudeMaintenanceOperator(BaseOperator):
         repo: str | None = None,
         git_worktree_conn_id: str = GitWorktreeHook.default_conn_name,
         worktree_root: str | None = None,
-        model: str | None = None,
         runner: str = "api",
-        max_turns: int = 20,
-        max_tokens: int = 4096,
-        max_input_tokens: int | None = None,
-        max_output_tokens: int | None = None,
-        max_total_tokens: int | None = None,
-        max_cost_usd: float | None = None,
-        prices: dict | None = None,
+        runner_options: dict | str | None = None,
+        budget: dict | str | None = None,
         allow_commands: list[list[str]] | None = None,
         verify_command: str | list[str] | None = None,
         verify_timeout: float = 900.0,
@@ -148,38 +127,42 @@ class ClaudeMaintenanceOperator(BaseOperator):
         task_options: dict | None = None,
         anthropic_conn_id: str = "anthropic_default",
         shard_status_conn_id: str | None = ShardStatusHook.default_conn_name,
-        heartbeat_interval: float = 30.0,
-        lease_timeout: float | None = None,
         claude_code_options: dict | None = None,
         isolation: str = "auto",
         max_active_shards: int | str | None = None,
         mode: str = "interactive",
         batch_fallback: str = "interactive",
+        # deprecated: runner_options
+        model: str | None = None,
+        heartbeat_interval: float | None = None,
+        lease_timeout: float | None = None,
+        # deprecated: budget
+        max_turns: int | None = None,
+        max_tokens: int | None = None,
+        max_input_tokens: int | None = None,
+        max_output_tokens: int | None = None,
+        max_total_tokens: int | None = None,
+        max_cost_usd: float | None = None,
+        prices: dict | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if heartbeat_interval <= 0:
-            raise ConfigurationError(f"heartbeat_interval must be > 0 seconds, got {heartbeat_interval}.")
-        if lease_timeout is not None and lease_timeout < 2 * heartbeat_interval:
-            raise ConfigurationError(
-                f"lease_timeout={lease_timeout}s must be at least twice heartbeat_interval={heartbeat_interval}s, "
-                "or a live worker's lease could be taken over between two heartbeats."
-            )
+        name = type(self).__name__
+        self.runner_options = grouped("runner_options", runner_options, RUNNER_DEFAULTS, {
+            "model": model, "heartbeat_interval": heartbeat_interval, "lease_timeout": lease_timeout}, name)
+        self.budget = grouped("budget", budget, BUDGET_DEFAULTS, {
+            "max_turns": max_turns, "max_tokens": max_tokens, "max_input_tokens": max_input_tokens,
+            "max_output_tokens": max_output_tokens, "max_total_tokens": max_total_tokens,
+            "max_cost_usd": max_cost_usd, "prices": prices}, name)
+        if not is_templated(self.runner_options):
+            checked_runner_options(self.runner_options)
         self.shard = shard
         self.task_name = task_name
         self.prompt = prompt
         self.repo = repo
         self.git_worktree_conn_id = git_worktree_conn_id
         self.worktree_root = worktree_root
-        self.model = model
         self.runner = runner
-        self.max_turns = max_turns
-        self.max_tokens = max_tokens
-        self.max_input_tokens = max_input_tokens
-        self.max_output_tokens = max_output_tokens
-        self.max_total_tokens = max_total_tokens
-        self.max_cost_usd = max_cost_usd
-        self.prices = prices
         self.allow_commands = allow_commands
         self.verify_command = verify_command
         self.verify_timeout = verify_timeout
@@ -190,10 +173,8 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.task_options = task_options or {}
         self.anthropic_conn_id = anthropic_conn_id
         self.shard_status_conn_id = shard_status_conn_id
-        self.heartbeat_interval = heartbeat_interval
-        self.lease_timeout = lease_timeout
         self.claude_code_options = claude_code_options or {}
-        if "{{" not in str(isolation):
+        if not is_templated(isolation):
             validate_isolation(isolation)
         self.isolation = isolation
         self.max_active_shards = max_active_shards
@@ -205,11 +186,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
         """Validate what templating produced (Params arrive here, not in ``__init__``)."""
         if self.runner not in RUNNERS:
             raise ConfigurationError(f"runner={self.runner!r} is not one of {RUNNERS}: use 'api' or 'claude_code'.")
-        for name in ("max_turns", "max_input_tokens", "max_output_tokens", "max_total_tokens"):
-            setattr(self, name, templated_number(name, getattr(self, name)))
-        if self.max_turns is None:
+        self.runner_options = checked_runner_options(self.runner_options)
+        self.budget = checked_budget(self.budget)
+        if self.budget["max_turns"] is None:
             raise ConfigurationError("max_turns must be set (a positive integer).")
-        self.max_cost_usd = templated_number("max_cost_usd", self.max_cost_usd, float)
         self.mode = check_mode(self.mode)
         if self.batch_fallback not in FALLBACKS:
             raise ConfigurationError(f"batch_fallback={self.batch_fallback!r} is not one of {FALLBACKS}: "
@@ -219,7 +199,6 @@ class ClaudeMaintenanceOperator(BaseOperator):
             raise ConfigurationError("mode='batch' applies a Messages API reply: use runner='api' with it.")
         if isinstance(self.push, str):
             self.push = self.push.strip().lower() in ("1", "true", "yes")
-        self.model = self.model or None
         self.verify_command = self.verify_command or None
         self.isolation = validate_isolation(self.isolation)
         limit = self.max_active_shards
@@ -246,30 +225,28 @@ class ClaudeMaintenanceOperator(BaseOperator):
         """The runner, with the Anthropic connection's key and base URL (never on a command line)."""
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
-        from airflow_provider_worktree.core.runners.claude_code import ClaudeCodeRunner
-        from airflow_provider_worktree.core.runners.api import ApiRunner
+        from airflow_provider_worktree.core.runners import ApiRunner, ClaudeCodeRunner
 
-        prices = PriceTable(self.prices) if self.prices else None
+        budget, model = self.budget, self.runner_options["model"]
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)
         if self.runner == "claude_code":
-            token_caps = [n for n in ("max_input_tokens", "max_output_tokens", "max_total_tokens") if getattr(self, n)]
+            token_caps = [n for n in ("max_input_tokens", "max_output_tokens", "max_total_tokens") if budget[n]]
             if token_caps:
                 raise ConfigurationError(f"runner='claude_code' cannot enforce {', '.join(token_caps)} (the CLI has a "
-                                         "dollar cap only): use max_cost_usd, or runner='api'.")
+                                         "dollar cap only): use budget['max_cost_usd'], or runner='api'.")
             conn = hook.get_connection(self.anthropic_conn_id)
-            options = {"max_budget_usd": self.max_cost_usd, "allow_commands": self.allow_commands,
+            options = {"max_budget_usd": budget["max_cost_usd"], "allow_commands": self.allow_commands,
                        "isolation": self.isolation, **self.claude_code_options}
             return ClaudeCodeRunner(
-                model=self.model, max_turns=self.max_turns, api_key=conn.password or None,
-                base_url=conn.host or None, prices=prices, logger=self.log, **options,
+                model=model, max_turns=budget["max_turns"], api_key=conn.password or None,
+                base_url=conn.host or None, prices=price_table(budget), logger=self.log, **options,
             )
-        budget = shard_budget(self, prices)
         return ApiRunner(
             hook.get_conn(),
-            self.model or hook.default_model,
-            max_turns=self.max_turns,
-            max_tokens=self.max_tokens,
-            budget=budget,
+            model or hook.default_model,
+            max_turns=budget["max_turns"],
+            max_tokens=budget["max_tokens"],
+            budget=shard_budget(budget),
             allow_commands=self.allow_commands,
             allowed_write=allowed_write,
             logger=self.log,
@@ -300,7 +277,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         )
         store = (
             ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id,
-                            stale_after_s=self.lease_timeout).get_store()
+                            stale_after_s=self.runner_options["lease_timeout"]).get_store()
             if self.shard_status_conn_id is not None
             else None
         )
@@ -337,7 +314,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
                 commit=self.commit,
                 push=self.push,
                 sparse=self.sparse,
-                heartbeat_interval=self.heartbeat_interval,
+                heartbeat_interval=self.runner_options["heartbeat_interval"],
                 custom_prompt=extra_prompt,
                 isolation=self.isolation,
                 max_active_shards=self.max_active_shards,

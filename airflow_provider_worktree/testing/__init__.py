@@ -11,12 +11,9 @@ and the real API.
 Run it from a shell: ``python -m airflow_provider_worktree.testing --port 8765``.
 """
 
-from airflow_provider_worktree.core.tasks.catalog import parse_shard_block
-from airflow_provider_worktree.testing.model import RuleBasedModel, ScriptedModel, text_reply, tool_use_reply
-from airflow_provider_worktree.testing.server import (
-    DEFAULT_MODEL_ID,
+from airflow_provider_worktree.core.tasks import parse_shard_block
+from airflow_provider_worktree.testing.faults import (
     Fault,
-    OfflineMessagesServer,
     authentication_error,
     bad_request,
     escape_attempt,
@@ -28,6 +25,8 @@ from airflow_provider_worktree.testing.server import (
     server_error,
     slow,
 )
+from airflow_provider_worktree.testing.model import RuleBasedModel, ScriptedModel, text_reply, tool_use_reply
+from airflow_provider_worktree.testing.server import DEFAULT_MODEL_ID, OfflineMessagesServer
 
 __all__ = [
     "DEFAULT_MODEL_ID", "Fault", "OfflineMessagesServer", "RuleBasedModel", "ScriptedModel", "authentication_error",

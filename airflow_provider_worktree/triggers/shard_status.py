@@ -31,7 +31,7 @@ MAX_CONSECUTIVE_POLL_FAILURES = 5
 def open_shard_store(shard_status_conn_id: str | None = None, db_path: str | None = None):
     """Open the shard store: ``db_path`` (an SQLite file or store URL) when given, else the connection as
     the hook resolves it (``shard_status_default`` if it exists, else ``$AIRFLOW_HOME/shard_status.db``)."""
-    from airflow_provider_worktree.core.store.shards import ShardStore
+    from airflow_provider_worktree.core.store import ShardStore
 
     if db_path:
         return ShardStore.open(db_path)

@@ -24,7 +24,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.store.shards import ShardNotFound, ShardStore, connection_factory
+from airflow_provider_worktree.core.store import ShardNotFound, ShardStore, connection_factory
 from airflow_provider_worktree.hooks.shard_status import DEFAULT_CONN_ID, ShardStatusHook
 from airflow_provider_worktree.ui import data
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 from airflow_provider_worktree.core.sandbox.proc import truncate_middle
 from airflow_provider_worktree.core.health.report import build_report
-from airflow_provider_worktree.core.store.shards import STATUSES
+from airflow_provider_worktree.core.store import STATUSES
 from airflow_provider_worktree.core.health.thresholds import METRICS, Thresholds, check_health, format_value, jsonable, \
     to_epoch
 

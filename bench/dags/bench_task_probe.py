@@ -97,12 +97,12 @@ with DAG(
         prof = cProfile.Profile()
         t = time.perf_counter()
         prof.enable()
-        from airflow_provider_worktree.core.tasks.catalog import plan_shards
+        from airflow_provider_worktree.core.planning import plan_shards
         from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 
         shard = plan_shards(params["repo"], "todo", max_files=1, top=1)[0]
         op = ClaudeMaintenanceOperator(task_id="probe_maintain", shard=shard, repo=params["repo"],
-                                       max_input_tokens=200_000, max_output_tokens=20_000)
+                                       budget={"max_input_tokens": 200_000, "max_output_tokens": 20_000})
         result = op.execute(get_current_context())
         prof.disable()
         wall = time.perf_counter() - t

@@ -4,8 +4,9 @@ Same shape, same limits, same plan task; the mapped tasks do nothing. bench/benc
 Airflow instance as the real DAG to measure the floor: what Airflow alone costs to schedule and run
 1 plan + N mapped + 2 trailing task instances with the same parallel limit.
 
-- ``plan``: the real DAG's plan task (``plan_shards`` on the repository + ``register_shards`` in the shard
-  database), so the mapped task count and the plan's own cost are the same. Its shards stay ``pending`` in the
+- ``plan``: what the real DAG's plan task (``ShardPlanOperator``) does, as a TaskFlow task (``plan_shards`` on
+  the repository + ``register_shards`` in the shard database), so the mapped task count and the plan's own cost
+  are the same. Its shards stay ``pending`` in the
   shard database (under the no-op run's id; no other run looks at them).
 - ``maintain``: mapped over the shards with the same ``max_active_tis_per_dagrun``, pool and retries; returns
   at once. It is a TaskFlow task, so a task process imports nothing of this package: the difference to the
@@ -52,8 +53,8 @@ with DAG(
 
     @task
     def plan(params: dict | None = None, run_id: str | None = None) -> list[dict]:
-        """The real DAG's plan: discover and split the files into shards and register them."""
-        from airflow_provider_worktree.core.tasks.catalog import plan_shards
+        """The real DAG's plan (ShardPlanOperator's work): discover and split the files into shards, register them."""
+        from airflow_provider_worktree.core.planning import plan_shards
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 

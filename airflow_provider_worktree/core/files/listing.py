@@ -1,22 +1,13 @@
-"""Which files of a repository, at a commit, are maintenance targets: listing, blob reads, skip rules, big files.
-
-Plain Python (no Airflow), used by the planner in :mod:`airflow_provider_worktree.core.tasks.catalog`.
+"""A repository's files at a commit, read without a checkout: the listing, blobs, a scratch copy of the tree.
 
 - Git is read as bytes (``-z`` output, raw blobs) and paths are decoded with :func:`os.fsdecode`
-  (surrogateescape), so a file name that is not UTF-8 never crashes planning; such a name is skipped with a
-  reason because the model could not name it back.
-- Only read-only plumbing runs (``ls-tree``, ``cat-file``, ``grep``) with hooks and fsmonitor off; nothing
-  from the repository executes. ``.gitattributes`` is parsed from the committed blobs, not from the checkout.
-- :func:`skip_reason` holds the default rules: what users never want changed (vendored trees, fixtures and
-  data, CI workflows, generated files, ``linguist-vendored``/``linguist-generated`` paths). ``include`` globs
-  win over every default rule; ``exclude`` globs add rules.
-- :func:`line_ranges` cuts a file too large for one editor view into ranges that start at definitions.
+  (surrogateescape), so a file name that is not UTF-8 never crashes planning.
+- Only read-only plumbing runs (``rev-parse``, ``ls-tree``, ``cat-file``, ``grep``, ``check-attr``), hardened
+  like every git of the package: hooks and fsmonitor off, nothing from the repository executes.
 """
 
 from __future__ import annotations
 
-import ast
-import functools
 import os
 import re
 import subprocess
@@ -24,159 +15,78 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
-from airflow_provider_worktree.core.errors import GitError
-from airflow_provider_worktree.core.git.command import DEFAULT_GIT_TIMEOUT, git_executable, git_version
-from airflow_provider_worktree.core.git.safety import harden
+from airflow_provider_worktree.core.errors import ConfigurationError, GitError
+from airflow_provider_worktree.core.git.command import DEFAULT_GIT_TIMEOUT, git_executable, git_version, run_git
+from airflow_provider_worktree.core.git.safety import harden, subcommand
 
 __all__ = [
-    "match_glob", "git_bytes", "Listing", "tree_listing", "read_blobs", "read_blob_chunks", "decode_text",
-    "materialize", "scratch_dir", "GitAttributes", "skip_reason", "is_source", "generated_header", "name_problem",
-    "line_ranges", "SOURCE_SUFFIXES",
-    "R_NAME", "R_EXCLUDED", "R_ATTR_VENDORED", "R_ATTR_GENERATED", "R_VENDORED", "R_CI", "R_FIXTURE",
-    "R_GENERATED", "R_NOT_SOURCE", "R_TOO_LARGE", "R_EDITOR_LIMIT", "R_SYMLINK",
+    "resolve_commit", "git_bytes", "Listing", "tree_listing", "read_blobs", "read_blob_chunks", "decode_text",
+    "materialize", "scratch_dir", "name_problem",
 ]
 
-# Skip reasons: short, stable strings (a Plan counts skipped files by reason).
-R_NAME = "file name not UTF-8 or has control characters"
-R_EXCLUDED = "matches an exclude glob"
-R_ATTR_VENDORED = "vendored (.gitattributes linguist-vendored)"
-R_ATTR_GENERATED = "generated (.gitattributes linguist-generated)"
-R_VENDORED = "vendored third-party tree"
-R_CI = "CI configuration"
-R_FIXTURE = "test fixture or data file"
-R_GENERATED = "generated file"
-R_NOT_SOURCE = "not a source file"
-R_TOO_LARGE = "too large for the model (task does not split files)"
-R_EDITOR_LIMIT = "larger than the editor's file limit"
-R_SYMLINK = "symlink or submodule"
-
-#: Directory names of vendored third-party code (any depth).
-VENDORED_DIRS = frozenset({
-    "vendor", "vendored", "_vendor", "third_party", "third-party", "thirdparty", "3rdparty", "external",
-    "node_modules", "bower_components", "site-packages", "dist-packages", ".venv", "venv", "typeshed",
-})
-#: Directory names of test fixtures and test data (any depth).
-FIXTURE_DIRS = frozenset({
-    "fixtures", "fixture", "testdata", "test-data", "test_data", "__snapshots__", "snapshots", "golden",
-    "goldens", "cassettes",
-})
-#: Data and test-data suffixes, never maintenance targets by default.
-DATA_SUFFIXES = frozenset({
-    ".test", ".patch", ".diff", ".csv", ".tsv", ".dat", ".data", ".parquet", ".arrow", ".pkl", ".pickle",
-    ".npy", ".npz", ".h5", ".hdf5", ".sqlite", ".sqlite3", ".db", ".snap", ".golden", ".expected", ".out",
-    ".bin", ".jsonl", ".ndjson",
-})
-#: Source files for code tasks (todo, docstrings, lint, tests).
-SOURCE_SUFFIXES = frozenset({
-    ".py", ".pyi", ".pyx", ".pxd", ".c", ".h", ".cc", ".cpp", ".cxx", ".hh", ".hpp", ".hxx", ".m", ".mm",
-    ".go", ".rs", ".java", ".kt", ".kts", ".scala", ".groovy", ".js", ".jsx", ".mjs", ".cjs", ".ts", ".tsx",
-    ".mts", ".cts", ".vue", ".svelte", ".rb", ".php", ".cs", ".fs", ".swift", ".dart", ".lua", ".pl", ".pm",
-    ".r", ".jl", ".ex", ".exs", ".erl", ".hrl", ".hs", ".ml", ".mli", ".clj", ".cljs", ".elm", ".zig",
-    ".nim", ".sh", ".bash", ".bat", ".cmd", ".zsh", ".fish", ".ps1", ".sql", ".proto", ".f90", ".f", ".cmake",
-})
-SOURCE_NAMES = frozenset({"Makefile", "GNUmakefile", "Dockerfile", "CMakeLists.txt", "Rakefile", "BUILD",
-                          "BUILD.bazel", "WORKSPACE", "Justfile", "SConstruct", "SConscript"})
-_GENERATED_NAME_RE = re.compile(
-    r"(_pb2(_grpc)?\.pyi?|\.pb\.(go|cc|h)|_pb\.(js|ts|d\.ts)|\.min\.(js|css)|\.bundle\.js|\.generated\.\w+|"
-    r"_generated\.\w+|\.g\.dart|\.designer\.cs)$"
-)
-_LOCK_FILES = frozenset({"package-lock.json", "yarn.lock", "pnpm-lock.yaml", "poetry.lock", "Pipfile.lock",
-                         "Cargo.lock", "Gemfile.lock", "composer.lock", "go.sum", "uv.lock", "pdm.lock"})
-_GENERATED_HEADER_RE = re.compile(
-    rb"@generated\b|\bDO NOT EDIT\b|\bCode generated by\b|"
-    rb"\b(?:this|the) (?:file|code|module) (?:is|was|has been) "
-    rb"(?:auto-?generated|automatically generated|generated)\b|"
-    rb"\bGenerated by the protocol buffer compiler", re.I)
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
-# ------------------------------------------------------------------------------------------------ globs
+
+def resolve_commit(repo_path: str | os.PathLike[str], ref: str) -> str:
+    """The commit sha of ``ref`` in ``repo_path``; a ConfigurationError naming the fix when either is wrong."""
+    if not Path(repo_path).exists():
+        raise ConfigurationError(f"Repository path {repo_path} does not exist. Pass the path of a git clone.")
+    try:
+        return run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], cwd=repo_path).stdout.strip()
+    except GitError as exc:
+        raise ConfigurationError(
+            f"Cannot resolve ref {ref!r} in {repo_path}: {exc.stderr or 'unknown revision'}. "
+            "Pass an existing branch, tag or commit of that repository as ref."
+        ) from exc
 
 
-@functools.lru_cache(maxsize=512)
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    """Translate a glob to a regex. ``*`` stays in one path segment, ``**`` crosses directories,
-    ``**/`` also matches no directory; a pattern without ``/`` matches the basename at any depth."""
-    pat = pattern.strip()
-    if pat.startswith("./"):
-        pat = pat[2:]
-    anchored = "/" in pat.rstrip("/")
-    pat = pat.lstrip("/")
-    out: list[str] = []
-    i = 0
-    while i < len(pat):
-        c = pat[i]
-        if c == "*":
-            if pat.startswith("**", i):
-                if pat.startswith("**/", i):
-                    out.append("(?:.*/)?")
-                    i += 3
-                else:
-                    out.append(".*")
-                    i += 2
-                continue
-            out.append("[^/]*")
-        elif c == "?":
-            out.append("[^/]")
-        elif c == "[":
-            j = pat.find("]", i + 2)
-            if j == -1:
-                out.append(re.escape(c))
-            else:
-                body = pat[i + 1:j]
-                if body.startswith("!"):
-                    body = "^" + body[1:]
-                out.append("[" + body.replace("\\", "\\\\") + "]")
-                i = j + 1
-                continue
-        else:
-            out.append(re.escape(c))
-        i += 1
-    body = "".join(out)
-    if pat.endswith("/"):              # "docs/" means everything below docs
-        body += ".*"
-    prefix = "" if anchored else "(?:.*/)?"
-    return re.compile(f"^{prefix}{body}$")
-
-
-def match_glob(path: str, pattern: str) -> bool:
-    """True when the repository-relative POSIX ``path`` matches the glob ``pattern``."""
-    return bool(_glob_regex(pattern).match(path))
-
-
-# --------------------------------------------------------------------------------------------- git, as bytes
+def name_problem(path: str) -> bool:
+    """True when ``path`` cannot travel safely as text: bytes that are not UTF-8 (lone surrogates after
+    os.fsdecode) or control characters (a newline would break prompts and git's line protocols)."""
+    if _CONTROL_RE.search(path):
+        return True
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def git_bytes(repo_path: str | os.PathLike[str], args: Sequence[str], *, input: bytes | None = None,
-              ok_codes: Iterable[int] = (0,), timeout: float | None = DEFAULT_GIT_TIMEOUT) -> bytes:
+              ok_codes: Iterable[int] = (0,), timeout: float | None = DEFAULT_GIT_TIMEOUT,
+              env: Mapping[str, str] | None = None) -> bytes:
     """``git *args`` in ``repo_path`` with bytes in and out (file names and contents need not be UTF-8).
 
     Read-only plumbing only, hardened like every git of the package (:func:`gitsafety.harden`): nothing configured
-    in the repository runs.
+    in the repository runs. ``env`` adds to git's allowlisted environment (e.g. ``GIT_INDEX_FILE``).
     """
     git_version()
-    cmd, env = harden(git_executable(), args, repo_path, None, timeout)
+    cmd, full_env = harden(git_executable(), args, repo_path, env, timeout)
+    shown = list(args)
+    if (sub := subcommand(shown)) in shown:       # the message names the subcommand, not the -c options
+        shown = shown[shown.index(sub):]
+    what = " ".join(shown[:3])
     try:
-        proc = subprocess.run(cmd, cwd=repo_path, env=env, capture_output=True,
+        proc = subprocess.run(cmd, cwd=repo_path, env=full_env, capture_output=True,
                               input=input, stdin=None if input is not None else subprocess.DEVNULL, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        raise GitError(f"git {' '.join(args[:3])} timed out after {timeout}s in {repo_path}. Check the "
+        raise GitError(f"git {what} timed out after {timeout}s in {repo_path}. Check the "
                        "repository's size or raise the timeout.", args=list(args)) from exc
     if proc.returncode not in tuple(ok_codes):
         stderr = proc.stderr.decode("utf-8", "replace").strip()
-        raise GitError(f"git {' '.join(args[:3])} failed (exit {proc.returncode}) in {repo_path}: {stderr}",
+        raise GitError(f"git {what} failed (exit {proc.returncode}) in {repo_path}: {stderr}",
                        args=list(args), returncode=proc.returncode, stderr=stderr)
     return proc.stdout
 
 
 class Listing(dict):
-    """``{path: size}`` of the regular files at a commit, with ``shas`` (``{path: blob sha}``), ``other``
-    (symlinks and submodules, never edited) and ``weights`` (set by the planner)."""
+    """``{path: size}`` of the regular files at a commit, with ``shas`` (``{path: blob sha}``) and ``other``
+    (symlinks and submodules, never edited)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.shas: dict[str, str] = {}
         self.other: list[str] = []
-        self.weights: dict[str, int] = {}       # filled by the planner: the task's weight per candidate
 
     def subset(self, paths: Iterable[str]) -> Listing:
         """A listing of ``paths`` only (sizes and shas kept)."""
@@ -269,205 +179,3 @@ def read_blob_chunks(repo_path: str | os.PathLike[str], paths: Sequence[str],
 def scratch_dir(prefix: str = "worktree-plan-") -> tempfile.TemporaryDirectory[str]:
     """A private temporary directory, removed on exit."""
     return tempfile.TemporaryDirectory(prefix=prefix)
-
-
-# ------------------------------------------------------------------------------------------- skip rules
-
-
-def name_problem(path: str) -> bool:
-    """True when ``path`` cannot travel safely as text: bytes that are not UTF-8 (lone surrogates after
-    os.fsdecode) or control characters (a newline would break prompts and git's line protocols)."""
-    if _CONTROL_RE.search(path):
-        return True
-    try:
-        path.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def is_source(path: str) -> bool:
-    """A source file of a programming language (by suffix or well-known name)."""
-    p = PurePosixPath(path)
-    return p.suffix.lower() in SOURCE_SUFFIXES or p.name in SOURCE_NAMES
-
-
-def generated_header(data: bytes) -> bool:
-    """A generated-file marker (``@generated``, ``DO NOT EDIT``, ...) in the first 1 KB."""
-    return bool(_GENERATED_HEADER_RE.search(data[:1024]))
-
-
-class GitAttributes:
-    """``linguist-vendored`` and ``linguist-generated`` from the committed ``.gitattributes`` files.
-
-    Git's rules: a pattern without ``/`` matches the file name at any depth below the attributes file, one with
-    ``/`` is relative to it; deeper files override shallower ones and later lines earlier ones. ``attr`` and
-    ``attr=true`` set, ``-attr`` and ``attr=false`` unset (which also overrides this module's default rule),
-    ``!attr`` returns to unspecified. A pattern ending in ``/`` is taken as everything below that directory
-    (git itself ignores such patterns; users writing them mean the directory).
-    """
-
-    ATTRS = ("linguist-vendored", "linguist-generated")
-
-    def __init__(self, rules: Sequence[tuple[str, str, dict[str, bool | None]]] = ()) -> None:
-        self.rules = list(rules)
-
-    @classmethod
-    def from_commit(cls, repo_path: str | os.PathLike[str], listing: Listing) -> GitAttributes:
-        files = sorted((p for p in listing if PurePosixPath(p).name == ".gitattributes"),
-                       key=lambda p: (p.count("/"), p))
-        if not files:
-            return cls()
-        blobs = read_blobs(repo_path, {p: listing.shas[p] for p in files})
-        rules = []
-        for path in files:
-            base = str(PurePosixPath(path).parent)
-            for line in blobs.get(path, b"").decode("utf-8", "replace").splitlines():
-                rule = cls._parse_line(line)
-                if rule:
-                    rules.append(("" if base == "." else base, *rule))
-        return cls(rules)
-
-    @classmethod
-    def _parse_line(cls, line: str) -> tuple[str, dict[str, bool | None]] | None:
-        line = line.strip()
-        if not line or line.startswith("#") or line.startswith("[attr]"):
-            return None
-        if line.startswith('"'):
-            end = line.find('"', 1)
-            if end == -1:
-                return None
-            pattern, rest = line[1:end], line[end + 1:]
-        else:
-            pattern, rest = (re.split(r"\s+", line, maxsplit=1) + [""])[:2]
-        states: dict[str, bool | None] = {}
-        for token in rest.split():
-            name, value = token, None
-            if token.startswith(("-", "!")):
-                name = token[1:]
-            elif "=" in token:
-                name, value = token.split("=", 1)
-            if name not in cls.ATTRS:
-                continue
-            if token.startswith("!"):
-                states[name] = None
-            elif token.startswith("-"):
-                states[name] = False
-            else:
-                states[name] = value is None or value.lower() not in ("false", "0", "no", "off")
-        return (pattern, states) if states else None
-
-    def lookup(self, path: str) -> dict[str, bool | None]:
-        """``{attribute: True | False | None}`` for ``path`` (None: unspecified)."""
-        result: dict[str, bool | None] = dict.fromkeys(self.ATTRS)
-        for base, pattern, states in self.rules:
-            if base:
-                if not path.startswith(base + "/"):
-                    continue
-                rel = path[len(base) + 1:]
-            else:
-                rel = path
-            if match_glob(rel, pattern):
-                result.update(states)
-        return result
-
-
-def skip_reason(path: str, *, code_task: bool, attributes: GitAttributes | None = None) -> str | None:
-    """The default rule that leaves ``path`` out of a plan, or None. ``include`` globs are checked by the caller
-    (they win over every rule here)."""
-    attrs = attributes.lookup(path) if attributes and attributes.rules else {}
-    if attrs.get("linguist-vendored"):
-        return R_ATTR_VENDORED
-    if attrs.get("linguist-generated"):
-        return R_ATTR_GENERATED
-    p = PurePosixPath(path)
-    dirs = p.parts[:-1]
-    if attrs.get("linguist-vendored") is not False and any(d in VENDORED_DIRS for d in dirs):
-        return R_VENDORED
-    if dirs and dirs[0] in (".github", ".gitlab", ".circleci", ".buildkite") or p.name in (
-            ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml", "Jenkinsfile", ".pre-commit-config.yaml"):
-        return R_CI
-    if any(d in FIXTURE_DIRS for d in dirs) or p.suffix.lower() in DATA_SUFFIXES:
-        return R_FIXTURE
-    if attrs.get("linguist-generated") is not False and (
-            _GENERATED_NAME_RE.search(p.name) or p.name in _LOCK_FILES):
-        return R_GENERATED
-    if code_task and not is_source(path):
-        return R_NOT_SOURCE
-    return None
-
-
-# ------------------------------------------------------------------------------------------- big files
-
-
-@functools.lru_cache(maxsize=4)
-def parse_python(text: str) -> ast.Module:
-    """``ast.parse(text)``, remembered for the last few texts: planning a big file parses it once for its
-    weight, its ranges and their weights. Callers must not modify the tree. Raises SyntaxError/ValueError."""
-    return ast.parse(text)
-
-
-def _python_cuts(text: str, limit: int, line_bytes: Sequence[int]) -> set[int] | None:
-    """Lines where a Python definition (or other top-level statement) starts, decorators included; classes
-    larger than ``limit`` are cut at their members too. None when the file does not parse."""
-    try:
-        tree = parse_python(text)
-    except (SyntaxError, ValueError):
-        return None
-    cuts: set[int] = set()
-
-    def size(node: ast.AST) -> int:
-        return sum(line_bytes[node.lineno - 1:getattr(node, "end_lineno", node.lineno)])
-
-    def visit(body: list[ast.stmt]) -> None:
-        for node in body:
-            start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", ())])
-            cuts.add(start)
-            if isinstance(node, ast.ClassDef) and size(node) > limit:
-                visit(node.body)
-
-    visit(tree.body)
-    return cuts
-
-
-def line_ranges(text: str, path: str, limit: int) -> list[tuple[int, int]]:
-    """Cover ``text`` with consecutive 1-based inclusive line ranges of at most ``limit`` bytes where possible.
-
-    Python files are cut only where a definition starts (its decorators included), so a range holds whole
-    definitions; a single definition larger than ``limit`` is a range of its own. Other files are cut after
-    blank lines, or at any line when a paragraph is larger than ``limit``.
-    """
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    n = len(lines)
-    if n == 0:
-        return []
-    line_bytes = [len(ln.encode("utf-8", "surrogateescape")) + 1 for ln in lines]
-    cuts = _python_cuts(text, limit, line_bytes) if path.endswith((".py", ".pyi")) else None
-    if cuts is None:
-        cuts = {1} | {i + 2 for i, ln in enumerate(lines[:-1]) if not ln.strip()}
-        # Paragraphs larger than the limit are cut at line boundaries.
-        ordered = sorted(cuts | {n + 1})
-        for a, b in zip(ordered, ordered[1:]):
-            acc = 0
-            for i in range(a, b):
-                acc += line_bytes[i - 1]
-                if acc > limit and i > a:
-                    cuts.add(i)
-                    acc = line_bytes[i - 1]
-    cuts.add(1)
-    ordered = sorted(c for c in cuts if 1 <= c <= n)
-    prefix = [0]
-    for b in line_bytes:
-        prefix.append(prefix[-1] + b)
-    ranges: list[tuple[int, int]] = []
-    start = ordered[0]
-    previous = start
-    for cut in ordered[1:] + [n + 1]:
-        if prefix[cut - 1] - prefix[start - 1] > limit and previous > start:
-            ranges.append((start, previous - 1))
-            start = previous
-        previous = cut
-    ranges.append((start, n))
-    return ranges

@@ -51,7 +51,7 @@ from airflow_provider_worktree.core.runners.api import (
     upper_bound_tokens,
 )
 from airflow_provider_worktree.core.sandbox.tools import CLIPPED_MARK, TextEditorTool, ToolResult
-from airflow_provider_worktree.core.tasks.catalog import (
+from airflow_provider_worktree.core.tasks import (
     CONVENTION_FILES,
     MaintenanceTask,
     get_task,

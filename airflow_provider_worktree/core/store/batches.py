@@ -21,6 +21,12 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from airflow_provider_worktree.core.store._common import (
+    _INT_RESULT_FIELDS,
+    _norm_ts,
+    _ts,
+)
+
 #: Entry states. ``queued``: in a batch, result not collected yet.
 ENTRY_STATES = ("queued", "succeeded", "errored", "expired", "canceled", "interactive", "over_budget")
 ENTRY_RESULTS = ("succeeded", "errored", "expired", "canceled")
@@ -32,45 +38,6 @@ _BATCH_COLS = ("run_id", "part", "batch_id", "status", "requests", "model", "cre
 _ENTRY_COLS = ("run_id", "shard_id", "part", "custom_id", "base_sha", "status", "reason", "model", "max_tokens",
                "response", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens",
                "cost_usd", "updated_at")
-
-
-def migrate_3_to_4(d: Any, cur: Any) -> None:
-    """Version 4: batch mode's ``shard_batches`` and ``batch_entries``."""
-    ts, big, real = d.ts_type, d.big_type, d.real_type
-    cur.execute(f"""CREATE TABLE shard_batches (
-    run_id TEXT NOT NULL,
-    part INTEGER NOT NULL,
-    batch_id TEXT,
-    status TEXT NOT NULL,
-    requests INTEGER NOT NULL DEFAULT 0,
-    model TEXT,
-    created_at {ts},
-    ended_at {ts},
-    collected_at {ts},
-    request_counts TEXT,
-    PRIMARY KEY (run_id, part)
-)""")
-    cur.execute(f"""CREATE TABLE batch_entries (
-    run_id TEXT NOT NULL,
-    shard_id TEXT NOT NULL,
-    part INTEGER,
-    custom_id TEXT,
-    base_sha TEXT,
-    status TEXT NOT NULL,
-    reason TEXT,
-    model TEXT,
-    max_tokens INTEGER,
-    response TEXT,
-    stop_reason TEXT,
-    input_tokens {big} NOT NULL DEFAULT 0,
-    output_tokens {big} NOT NULL DEFAULT 0,
-    cache_read_tokens {big} NOT NULL DEFAULT 0,
-    cache_write_tokens {big} NOT NULL DEFAULT 0,
-    cost_usd {real} NOT NULL DEFAULT 0,
-    updated_at {ts},
-    PRIMARY KEY (run_id, shard_id)
-)""")
-    cur.execute("CREATE INDEX IF NOT EXISTS ix_batch_entries_custom_id ON batch_entries (run_id, custom_id)")
 
 
 class BatchRecords:
@@ -178,7 +145,6 @@ class BatchRecords:
         """Record a collected result of a queued entry, and its spend as the shard's attempt 0 (status
         ``batch``), in one transaction. Returns False (and writes nothing) when the entry was collected before
         or no queued entry has that ``custom_id``: an entry is never billed twice in the accounts."""
-        from airflow_provider_worktree.core.store.shards import _INT_RESULT_FIELDS  # the one list of token columns
 
         if status not in ENTRY_RESULTS:
             raise ValueError(f"batch result status {status!r}: one of {', '.join(ENTRY_RESULTS)}")
@@ -209,22 +175,16 @@ class BatchRecords:
 
 
 def _ts_now(store: Any) -> str:
-    from airflow_provider_worktree.core.store.shards import _ts
-
     return _ts(store._now())
 
 
 def _batch_row(r: Any) -> dict[str, Any]:
-    from airflow_provider_worktree.core.store.shards import _norm_ts
-
     d = {c: _norm_ts(v) for c, v in zip(_BATCH_COLS, r)}
     d["request_counts"] = json.loads(d["request_counts"]) if d["request_counts"] else {}
     return d
 
 
 def _entry_row(cols: Iterable[str], r: Any) -> dict[str, Any] | None:
-    from airflow_provider_worktree.core.store.shards import _norm_ts
-
     if r is None:
         return None
     d = {c: _norm_ts(v) for c, v in zip(cols, r)}

@@ -27,16 +27,10 @@ import sqlite3
 from typing import Any, Callable
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.store.shards import (
-    CURRENT_SCHEMA_VERSION,
-    ShardStore,
-    StoreError,
-    _ts,
-    _utcnow,
-    connection_factory,
-    describe_db_error,
-    sqlite_read_only_uri,
-)
+from airflow_provider_worktree.core.store._common import CURRENT_SCHEMA_VERSION, _ts, _utcnow
+from airflow_provider_worktree.core.store.dialects import connection_factory, describe_db_error, sqlite_read_only_uri
+from airflow_provider_worktree.core.store.errors import StoreError
+from airflow_provider_worktree.core.store.shards import ShardStore
 
 __all__ = ["archive", "backup", "integrity_check", "restore", "upgrade", "vacuum", "is_sqlite", "sqlite_path"]
 
