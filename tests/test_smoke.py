@@ -26,7 +26,8 @@ PROJECT = Path(__file__).resolve().parent.parent
 SCRIPT = PROJECT / "scripts" / "smoke_run.sh"
 DEMO = PROJECT / "scripts" / "demo_repo.py"
 sys.path.insert(0, str(PROJECT / "scripts"))
-import smoke_run  # noqa: E402
+from smokerun import checks, constants, options, output  # noqa: E402
+from smokerun.run import SmokeRun  # noqa: E402
 
 
 def _missing_tools() -> str | None:
@@ -122,11 +123,11 @@ def _run(args: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
 
 # ------------------------------------------------------------------------------------------ smoke_run.py parts
 def test_options_defaults_param_flags_and_conf():
-    o = smoke_run.parse_args([])
+    o = options.parse_args([])
     assert (o.mode, o.parallel, o.max_shards, o.min_completed, o.timeout) == ("scheduler", 10, 20, 100.0, 900)
     assert o.conf("/r") == {"repo": "/r", "task": "todo", "max_files_per_shard": 2, "max_shards": 20,
                             "parallel_limit": 10}
-    o = smoke_run.parse_args(["--task", "docstrings", "--include", "src/**", "--include", "lib/**", "--exclude",
+    o = options.parse_args(["--task", "docstrings", "--include", "src/**", "--include", "lib/**", "--exclude",
                               "tests/**", "--isolation", "none", "--max-files", "3", "--parallel", "4",
                               "--verify-command", "python -m pytest -q", "--runner", "claude_code",
                               "--model", "m", "--max-cost-usd", "0.5", "--sequential", "--min-completed", "90",
@@ -137,10 +138,10 @@ def test_options_defaults_param_flags_and_conf():
                     "verify_command": "python -m pytest -q", "runner": "claude_code", "model": "m",
                     "max_cost_usd": 0.5, "max_turns": 7}  # --conf wins
     assert o.mode == "sequential" and o.min_completed == 90.0
-    o = smoke_run.parse_args(["--task", "lint", "--lint-command", "ruff check"])
+    o = options.parse_args(["--task", "lint", "--lint-command", "ruff check"])
     assert o.conf("/r")["lint_command"] == "ruff check"
-    assert smoke_run.parse_args(["--modules", "5", "--help"]) is None
-    o = smoke_run.parse_args(["--batch", "--batch-delay", "2"])
+    assert options.parse_args(["--modules", "5", "--help"]) is None
+    o = options.parse_args(["--batch", "--batch-delay", "2"])
     assert o.batch and o.batch_delay == 2.0 and o.conf("/r")["mode"] == "batch"
 
 
@@ -160,30 +161,30 @@ def test_options_defaults_param_flags_and_conf():
     (["--batch-delay", "soon"], "--batch-delay must be a number of seconds"),
 ])
 def test_bad_options_are_usage_errors(argv, message):
-    with pytest.raises(smoke_run.UsageError, match=re.escape(message)):
-        smoke_run.parse_args(argv)
+    with pytest.raises(constants.UsageError, match=re.escape(message)):
+        options.parse_args(argv)
 
 
 def test_max_overlap_counts_shards_running_at_one_instant():
-    assert smoke_run.max_overlap([]) == 0
-    assert smoke_run.max_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # back to back: never two at once
-    assert smoke_run.max_overlap([(0, 10), (1, 2), (1.5, 3), (5, 6)]) == 3
-    assert smoke_run._epoch("2026-01-01T00:00:01+00:00") - smoke_run._epoch("2026-01-01 00:00:00") == 1.0
+    assert checks.max_overlap([]) == 0
+    assert checks.max_overlap([(0, 1), (1, 2), (2, 3)]) == 1  # back to back: never two at once
+    assert checks.max_overlap([(0, 10), (1, 2), (1.5, 3), (5, 6)]) == 3
+    assert checks._epoch("2026-01-01T00:00:01+00:00") - checks._epoch("2026-01-01 00:00:00") == 1.0
 
 
 def test_last_error_of_reads_the_last_attempt_of_a_json_task_log(tmp_path: Path):
-    assert smoke_run.last_error_of(tmp_path) == ("no log", None)
+    assert checks.last_error_of(tmp_path) == ("no log", None)
     (tmp_path / "attempt=1.log").write_text(json.dumps({"error_detail": [{"exc_type": "A", "exc_value": "one"}]}))
     (tmp_path / "attempt=2.log").write_text("not json\n" + json.dumps(
         {"event": "x", "error_detail": [{"exc_type": "RuntimeError", "exc_value": "boom"}]}) + "\n")
     (tmp_path / "attempt=10.log").write_text(json.dumps({"event": "fine"}) + "\n")
-    assert smoke_run.last_error_of(tmp_path) == ("no error in the log", tmp_path / "attempt=10.log")
+    assert checks.last_error_of(tmp_path) == ("no error in the log", tmp_path / "attempt=10.log")
     (tmp_path / "attempt=10.log").unlink()
-    assert smoke_run.last_error_of(tmp_path) == ("RuntimeError: boom", tmp_path / "attempt=2.log")
+    assert checks.last_error_of(tmp_path) == ("RuntimeError: boom", tmp_path / "attempt=2.log")
 
 
 def test_output_lines_phases_and_summary(capsys):
-    out = smoke_run.Out(color=False)
+    out = output.Out(color=False)
     out.phase("One")
     out.success("fine")
     out.warning("hmm")
@@ -195,7 +196,7 @@ def test_output_lines_phases_and_summary(capsys):
     assert "[SUCCESS] fine\n" in text and "[WARNING] hmm\n" in text and "[ERROR] bad\n" in text
     assert re.search(r"One took [0-9.]+s", text) and re.search(r"Two +[0-9.]+s +FAILED", text)
     assert "smoke run FAILED (1 failed check(s), 1 warning(s))" in text and "\033[" not in text
-    ok = smoke_run.Out(color=True)
+    ok = output.Out(color=True)
     ok.success("x")
     assert ok.summary(0, None) == 0 and ok.summary(130, None) == 130
     assert "\033[0;32m[SUCCESS]\033[0m x" in capsys.readouterr().out
@@ -204,15 +205,15 @@ def test_output_lines_phases_and_summary(capsys):
 def test_fingerprint_sees_every_change_to_a_checkout(tmp_path: Path):
     repo = Path(subprocess.run([sys.executable, str(DEMO), "--dest", str(tmp_path / "r"), "--modules", "4"],
                                capture_output=True, text=True, check=True).stdout.strip())
-    before = smoke_run.fingerprint(str(repo))
-    assert before == smoke_run.fingerprint(str(repo))
+    before = checks.fingerprint(str(repo))
+    assert before == checks.fingerprint(str(repo))
     for change in (["branch", "x"], ["tag", "t"]):
         subprocess.run(["git", "-C", str(repo), *change], check=True, capture_output=True)
-    changed = smoke_run.fingerprint(str(repo))
+    changed = checks.fingerprint(str(repo))
     assert changed != before and "refs/heads/x" in changed
     (repo / "new.txt").write_text("x")
-    assert "new.txt" in smoke_run.fingerprint(str(repo))
-    assert smoke_run.fingerprint("https://example.com/repo.git") == "remote\n"
+    assert "new.txt" in checks.fingerprint(str(repo))
+    assert checks.fingerprint("https://example.com/repo.git") == "remote\n"
 
 
 # ------------------------------------------------------------------------------------------ quick paths
@@ -388,13 +389,13 @@ def test_min_completed_tolerates_only_failed_shards_above_the_threshold(tmp_path
     con.close()
 
     def verdict(min_completed: float, failed_tasks: tuple[str, ...], run_ok: bool = False) -> bool:
-        run = smoke_run.SmokeRun(smoke_run.parse_args(["--min-completed", str(min_completed)]),
-                                 smoke_run.Out(color=False))
+        run = SmokeRun(options.parse_args(["--min-completed", str(min_completed)]),
+                                 output.Out(color=False))
         run.shard_db, run.run_id, run.run_ok = db, "r1", run_ok
         run.tis = [["plan", -1, "success", 1]] + [[t, 0, "failed", 1] for t in failed_tasks]
         return run._tolerated_failure()
 
-    run_completion = smoke_run.SmokeRun(smoke_run.parse_args([]), smoke_run.Out(color=False))
+    run_completion = SmokeRun(options.parse_args([]), output.Out(color=False))
     run_completion.shard_db, run_completion.run_id = db, "r1"
     assert run_completion._completion() == (9, 10)
     assert verdict(90, ("maintain", "report")) is True       # 90% completed, only shard tasks failed
