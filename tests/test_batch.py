@@ -27,7 +27,7 @@ from airflow_provider_worktree.core.runners.batch import (
 )
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
 from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, PriceTable
-from airflow_provider_worktree.core.sandbox.tools import TextEditorTool
+from airflow_provider_worktree.core.sandbox.editor import TextEditorTool
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_repository
 from airflow_provider_worktree.core.tasks import get_task, parse_shard_block

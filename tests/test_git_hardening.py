@@ -17,7 +17,8 @@ import pytest
 
 from airflow_provider_worktree.core.git import command as gitcmd
 from airflow_provider_worktree.core.health.report import merge_branches
-from airflow_provider_worktree.core.worktrees.manager import WorktreeManager, credential_env
+from airflow_provider_worktree.core.git import credential_env
+from airflow_provider_worktree.core.worktrees import WorktreeManager
 
 RUN = "manual__2026-11-29T00:00:00+00:00"
 HOOKS = ("pre-commit", "prepare-commit-msg", "commit-msg", "post-commit", "reference-transaction",

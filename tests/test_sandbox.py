@@ -13,7 +13,7 @@ import uuid
 from test_box import isolation, wait_no_marker  # noqa: F401 - the fixture is used by name
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.sandbox.tools import (
+from airflow_provider_worktree.core.sandbox import (
     CommandTool,
     SandboxViolation,
     TextEditorTool,

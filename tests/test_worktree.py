@@ -13,10 +13,10 @@ import pytest
 
 from airflow_provider_worktree.core.git import command as gitcmd
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, PushRejected
-from airflow_provider_worktree.core.worktrees.manager import (
+from airflow_provider_worktree.core.git import credential_env
+from airflow_provider_worktree.core.worktrees import (
     WorktreeDirtyError,
     WorktreeManager,
-    credential_env,
     slugify_run_id,
 )
 

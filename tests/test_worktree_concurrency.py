@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from airflow_provider_worktree.core.git.locks import InterProcessLock, LockTimeoutError, read_holder
-from airflow_provider_worktree.core.worktrees.manager import LOCK_FILE_NAME, WorktreeManager, pid_alive
+from airflow_provider_worktree.core.git import LOCK_FILE_NAME
+from airflow_provider_worktree.core.worktrees import WorktreeManager, pid_alive
 
 ROOT = Path(__file__).resolve().parents[1]
 RUN = "scheduled__2026-11-28T05:00:00+00:00"

@@ -46,7 +46,7 @@ from airflow_provider_worktree.core.tasks import (
     run_verify,
     system_prompt_for,
 )
-from airflow_provider_worktree.core.worktrees.manager import WorktreeManager, pid_alive
+from airflow_provider_worktree.core.worktrees import WorktreeManager, pid_alive
 
 log = logging.getLogger(__name__)
 

@@ -1,89 +1,60 @@
-"""Remote repositories: URLs, credentials handed to git through the environment, the per-host clone cache.
-
-Credentials reach git only through environment variables (:func:`credential_env`), never through a command
-line, a file, a remote URL stored in ``.git/config``, or a log line; and only for the commands that talk to
-the remote (see :mod:`~airflow_provider_worktree.core.git.safety`).
+"""Remote repositories: reaching one (:func:`probe_repository`), and the per-host clone cache a remote URL is
+opened from (:func:`locate_repository`, :class:`CloneCache`). URLs and credentials: :mod:`.urls`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-from urllib.parse import unquote
+from dataclasses import dataclass
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError
-from airflow_provider_worktree.core.git.command import git_version, run_git
-from airflow_provider_worktree.core.git.locks import InterProcessLock
-
-if TYPE_CHECKING:
-    from airflow_provider_worktree.core.git.repo import GitRepo
-
-_URL_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
-_SCP_RE = re.compile(r"[^/@:\s]+@[^/:\s]+:")
+from airflow_provider_worktree.core.git.command import DEFAULT_GIT_TIMEOUT, git_version, run_git
+from airflow_provider_worktree.core.git.locks import DEFAULT_LOCK_TIMEOUT, InterProcessLock
+from airflow_provider_worktree.core.git.repo import default_root
+from airflow_provider_worktree.core.git.runner import GitRunner
+from airflow_provider_worktree.core.git.urls import credential_env, is_remote_url, redact_url, strip_url_credentials
 
 
-def is_remote_url(repo: str) -> bool:
-    """Whether ``repo`` names a remote (``scheme://...`` or scp-like ``user@host:path``) rather than a path."""
-    return bool(_URL_RE.match(repo) or _SCP_RE.match(repo))
+@dataclass(frozen=True)
+class RepositoryLocation:
+    """Where a :class:`~airflow_provider_worktree.core.git.repo.GitRepo` opens a repository: ``path`` (a local
+    path as given, or the cached clone of ``remote_url``), with the git environment (credentials included) and
+    the calls made to get there. Pass the fields to ``GitRepo``."""
+
+    path: str | os.PathLike[str]
+    git_env: dict[str, str]
+    remote_url: str | None = None
+    cache_dir: str | os.PathLike[str] | None = None
+    fetched: bool = False
+    call_log: tuple[list[str], ...] = ()
 
 
-def strip_url_credentials(url: str) -> tuple[str, str | None, str | None]:
-    """Split ``https://user:token@host/x`` into (``https://host/x``, user, token); other URLs pass unchanged."""
-    m = re.match(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>[^@/]*)@(?P<rest>.*)\Z", url)
-    if not m or m.group("scheme").lower() not in ("http://", "https://"):
-        return url, None, None
-    user, sep, password = m.group("userinfo").partition(":")
-    if not sep:
-        return url, None, None  # bare user@ carries no secret
-    return m.group("scheme") + m.group("rest"), unquote(user) or None, unquote(password)
+def locate_repository(repo: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None, *,
+                      git_env: Mapping[str, str] | None = None, git_timeout: float = DEFAULT_GIT_TIMEOUT,
+                      lock_timeout: float | None = DEFAULT_LOCK_TIMEOUT) -> RepositoryLocation:
+    """The local path ``repo`` as it is; a remote URL cloned (bare) into the per-host cache once and fetched.
 
-
-def redact_url(url: str) -> str:
-    """``url`` with any embedded password replaced by ``***`` (for messages)."""
-    return re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", url)
-
-
-def credential_env(username: str | None, password: str, url: str | None = None,
-                   base_env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment that makes git send HTTP Basic credentials, without a file or a command-line argument.
-
-    Uses git's ``GIT_CONFIG_COUNT``/``GIT_CONFIG_KEY_<n>``/``GIT_CONFIG_VALUE_<n>`` (git >= 2.31) to set
-    ``http.<url>.extraHeader = Authorization: Basic <base64(user:password)>``, scoped to the URL's
-    ``scheme://host/`` when ``url`` is given (so redirects to other hosts do not receive it). Entries already
-    exported in ``base_env`` (default: ``os.environ``) are kept and appended to. Environment variables are
-    not visible in ``ps`` output (only to the same user through ``/proc/<pid>/environ``); :func:`run_git`
-    passes them to remote commands only.
+    The URL's credentials are taken out of it and go to git through the environment (:func:`credential_env`);
+    the cache is ``cache_dir`` (default ``$AIRFLOW_HOME/worktree-cache``, else ``~/.cache/airflow-worktree``).
     """
-    if not password:
-        raise ConfigurationError("credential_env needs a password or token. Set the connection's password.")
-    if git_version()[:2] < (2, 31):
-        raise GitError("Passing credentials through GIT_CONFIG_COUNT needs git >= 2.31. Upgrade git.")
-    src = os.environ if base_env is None else base_env
-    try:
-        index = int(src.get("GIT_CONFIG_COUNT") or os.environ.get("GIT_CONFIG_COUNT") or "0")
-    except ValueError:
-        index = 0
-    env = {k: v for k, v in src.items() if k.startswith("GIT_CONFIG_")} if base_env is not None else {}
-    key = "http.extraHeader"
-    if url:
-        clean, _, _ = strip_url_credentials(url)
-        m = re.match(r"(https?://[^/]+)", clean, re.IGNORECASE)
-        if m:
-            key = f"http.{m.group(1)}/.extraHeader"
-    token = base64.b64encode(f"{username or 'x-access-token'}:{password}".encode()).decode()
-    env.update({
-        "GIT_CONFIG_COUNT": str(index + 1),
-        f"GIT_CONFIG_KEY_{index}": key,
-        f"GIT_CONFIG_VALUE_{index}": f"Authorization: Basic {token}",
-        "GIT_TERMINAL_PROMPT": "0",
-    })
-    return env
+    env = dict(git_env or {})
+    if repo is None or not is_remote_url(os.fspath(repo)):
+        return RepositoryLocation(repo, env, cache_dir=cache_dir)
+    git_version()  # git missing or < 2.20 -> GitError naming the fix
+    clean, user, password = strip_url_credentials(os.fspath(repo))
+    if password:
+        env.update(credential_env(user, password, clean, base_env=env or None))
+    cache = os.path.realpath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else \
+        os.path.realpath(default_root("worktree-cache", os.path.expanduser("~/.cache/airflow-worktree")))
+    runner = GitRunner(env, git_timeout)
+    path, fetched = CloneCache(clean, cache, lock_timeout).ensure_clone(runner)
+    return RepositoryLocation(path, env, remote_url=clean, cache_dir=cache, fetched=fetched,
+                              call_log=tuple(runner.call_log))
 
 
 def probe_repository(repo: str, git_env: Mapping[str, str] | None = None, timeout: float = 30) -> str:
@@ -120,7 +91,7 @@ class CloneCache:
         name = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-")[:40] or "repo"
         return f"{name}-{hashlib.sha256(self.remote_url.encode()).hexdigest()[:16]}"
 
-    def ensure_clone(self, repo: GitRepo) -> tuple[str, bool]:
+    def ensure_clone(self, repo: GitRunner) -> tuple[str, bool]:
         """Clone the remote (bare) into the cache once per host, atomically, under a lock.
 
         Returns (path of the clone, whether it was fetched just now).

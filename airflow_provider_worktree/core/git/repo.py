@@ -1,46 +1,43 @@
 """The repository a :class:`~airflow_provider_worktree.core.worktrees.manager.WorktreeManager` works on, and what git
-knows about it: paths, the per-repository lock, one retrying ``git()`` call, refs, status, the worktree list.
+knows about it: paths, the per-repository lock, refs, status, the worktree list (git calls: :class:`GitRunner
+<airflow_provider_worktree.core.git.runner.GitRunner>`).
 
-The worktree collaborators (create, commit, push, salvage, remove, prune) share one :class:`GitRepo`.
+A :class:`GitRepo` opens a local path; a remote URL is cloned into the per-host cache first
+(:func:`~airflow_provider_worktree.core.git.remote.locate_repository`). The worktree collaborators (create,
+commit, push, salvage, remove, prune) share one :class:`GitRepo`.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import logging
 import os
 import re
-import socket
-import subprocess
 import tempfile
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError
-from airflow_provider_worktree.core.git.command import git_version, run_git
-from airflow_provider_worktree.core.git.remote import CloneCache, credential_env, is_remote_url, strip_url_credentials
+from airflow_provider_worktree.core.git.command import DEFAULT_GIT_TIMEOUT, git_version, run_git
 from airflow_provider_worktree.core.git.locks import DEFAULT_LOCK_TIMEOUT, InterProcessLock
-from airflow_provider_worktree.core.sandbox.tools import SandboxViolation, read_repo_bytes
-from airflow_provider_worktree.core.worktrees.names import (
-    CONTROL_RE,
-    check_ref_arg,
-    default_root,
-    is_within,
-    parse_owner,
-    pid_alive,
-)
-from airflow_provider_worktree.core.worktrees.results import RemoveResult, WorktreeInfo
+from airflow_provider_worktree.core.git.records import WorktreeInfo, parse_owner
+from airflow_provider_worktree.core.git.refs import check_ref_arg
+from airflow_provider_worktree.core.git.runner import GitRunner
+from airflow_provider_worktree.core.git.status import STATUS_ARGS, WorktreeStatus, parse_status
+from airflow_provider_worktree.core.sandbox.paths import CONTROL_RE, SandboxViolation, is_within, read_repo_bytes
 
 log = logging.getLogger("airflow_provider_worktree.core.worktrees.manager")
 
 #: Name of the per-repository lock file inside the git common dir.
 LOCK_FILE_NAME = "airflow-worktree.lock"
-_LOCK_ERROR_RE = re.compile(
-    r"index\.lock|could not lock config file|Unable to create '[^']*\.lock'|"
-    r"unable to write new index file|packed-refs\.lock|shallow\.lock", re.IGNORECASE,
-)
+
+
+def default_root(sub: str, fallback: str) -> str:
+    """``$AIRFLOW_HOME/<sub>`` when ``AIRFLOW_HOME`` is set, else ``fallback``."""
+    home = os.environ.get("AIRFLOW_HOME")
+    if home:
+        return os.path.join(home, sub)
+    return fallback
 
 
 def lock_file_in_use(path: str) -> bool:
@@ -64,43 +61,34 @@ def lock_file_in_use(path: str) -> bool:
     return False
 
 
-class GitRepo:
-    """One repository (a local path, or a remote URL cloned into a per-host cache) and its worktree root."""
+class GitRepo(GitRunner):
+    """One repository at a local path (for a remote, its clone in the per-host cache) and its worktree root.
+
+    ``remote_url`` says that ``repo`` is the cached clone of that remote (``fetched``: fetched just now);
+    ``call_log`` holds the git calls made before (the clone).
+    """
 
     def __init__(self, repo: str | os.PathLike[str], worktree_root: str | os.PathLike[str] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, author_name: str = "airflow-worktree",
-                 author_email: str = "airflow-worktree@localhost", git_timeout: float = 120,
-                 git_env: Mapping[str, str] | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
+                 author_email: str = "airflow-worktree@localhost", git_timeout: float = DEFAULT_GIT_TIMEOUT,
+                 git_env: Mapping[str, str] | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, *,
+                 remote_url: str | None = None, fetched: bool = False, call_log: Iterable[list[str]] = ()) -> None:
         git_version()  # git missing or < 2.20 -> GitError naming the fix
         if repo is None or str(repo).strip() == "":
             raise ConfigurationError("repo is empty. Give a local repository path or a remote URL.")
-        self.git_timeout = float(git_timeout)
-        self.git_env: dict[str, str] = dict(git_env or {})
+        super().__init__(git_env, git_timeout, call_log=call_log)
         self.author_name = author_name
         self.author_email = author_email
         self.lock_timeout = lock_timeout
-        #: argv of every git call this manager made (never contains credentials); for diagnostics and tests.
-        self.call_log: collections.deque[list[str]] = collections.deque(maxlen=1000)
-        self.remote_url: str | None = None
-        self._fetched = False
-
-        repo_s = os.fspath(repo)
-        if is_remote_url(repo_s):
-            clean, user, password = strip_url_credentials(repo_s)
-            if password:
-                self.git_env.update(credential_env(user, password, clean, base_env=self.git_env or None))
-            self.remote_url = clean
-            self.cache_dir = os.path.realpath(os.path.expanduser(os.fspath(cache_dir))) if cache_dir else \
-                os.path.realpath(default_root("worktree-cache", os.path.expanduser("~/.cache/airflow-worktree")))
-            self.repo = clean
-            repo_path, self._fetched = CloneCache(clean, self.cache_dir, lock_timeout).ensure_clone(self)
-        else:
-            self.cache_dir = os.path.realpath(os.fspath(cache_dir)) if cache_dir else None
-            repo_path = os.path.realpath(os.path.expanduser(repo_s))
-            self.repo = repo_path
-            if not os.path.isdir(repo_path):
-                raise ConfigurationError(f"Repository path {repo_path} does not exist or is not a directory. "
-                                         "Point repo at a local git clone or give a remote URL.")
+        self.remote_url = remote_url
+        #: Whether the remote was fetched since this repository was opened (a fresh clone counts).
+        self.fetched = fetched
+        self.cache_dir = os.path.realpath(os.fspath(cache_dir)) if cache_dir else None
+        repo_path = os.path.realpath(os.path.expanduser(os.fspath(repo)))
+        self.repo = remote_url or repo_path
+        if not os.path.isdir(repo_path):
+            raise ConfigurationError(f"Repository path {repo_path} does not exist or is not a directory. "
+                                     "Point repo at a local git clone or give a remote URL.")
         self._init_repo(repo_path)
 
         root = worktree_root or default_root("worktrees", os.path.join(tempfile.gettempdir(),
@@ -140,27 +128,6 @@ class GitRepo:
         self.repo_path = self.work_tree or self.common_dir
 
     # ------------------------------------------------------------------ git calls
-    def git(self, args: Sequence[str], cwd: str | None = None, *, check: bool = True, input: str | None = None,
-            env: Mapping[str, str] | None = None, retries: int = 6) -> subprocess.CompletedProcess[str]:
-        """Run git with this repository's env and timeout, retrying with backoff while git reports a lock file."""
-        full_env = {**self.git_env, **(env or {})}
-        argv = list(args)
-        self.call_log.append(argv)
-        log.debug("git %s (cwd=%s)", " ".join(argv), cwd)
-        delay = 0.05
-        for attempt in range(retries + 1):
-            try:
-                return run_git(argv, cwd=cwd or self.repo_path, timeout=self.git_timeout, env=full_env,
-                               check=check, input=input)
-            except GitError as exc:
-                if attempt < retries and not exc.timed_out and _LOCK_ERROR_RE.search(exc.stderr or ""):
-                    log.info("git %s hit a lock file, retrying in %.2fs: %s", argv[0], delay, exc.stderr)
-                    time.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-                    continue
-                raise
-        raise AssertionError("unreachable")
-
     def author_env(self) -> dict[str, str]:
         """Environment that makes git commit as the configured author and committer."""
         return {"GIT_AUTHOR_NAME": self.author_name, "GIT_AUTHOR_EMAIL": self.author_email,
@@ -172,7 +139,7 @@ class GitRepo:
             return
         with self.lock.held("fetch"):
             self.git(["fetch", "--quiet", "--prune", "origin"], cwd=self.common_dir)
-        self._fetched = True
+        self.fetched = True
 
     # ------------------------------------------------------------------ refs
     def check_branch_name(self, branch: object) -> str:
@@ -213,13 +180,13 @@ class GitRepo:
         return bool(head and base and (head == base or self.git(["merge-base", "--is-ancestor", head, base],
                                                                 check=False).returncode == 0))
 
-    def delete_branch_if_unused(self, branch: str, head: str | None, base: str | None,
-                                result: RemoveResult) -> None:
-        if self.holds_no_work(head, base):
-            self.git(["branch", "-D", "--", branch], check=False)
-            result.branch_deleted = self.branch_sha(branch) is None
-        else:
-            result.notes.append(f"branch {branch} kept: it holds commits beyond its base (or the base is unknown)")
+    def delete_branch_if_unused(self, branch: str, head: str | None, base: str | None) -> bool | None:
+        """Delete ``branch`` (at ``head``) when it holds no commit beyond ``base``: whether it is gone now, or
+        None when it was kept (it holds commits beyond its base, or the base is unknown)."""
+        if not self.holds_no_work(head, base):
+            return None
+        self.git(["branch", "-D", "--", branch], check=False)
+        return self.branch_sha(branch) is None
 
     # ------------------------------------------------------------------ worktrees
     def admin_dir_of(self, path: str) -> str | None:
@@ -269,40 +236,12 @@ class GitRepo:
                 removed.append(lock)
         return removed
 
-    def status(self, path: str) -> tuple[str | None, str | None, list[str]]:
+    def status(self, path: str) -> WorktreeStatus:
         """(branch, head sha, changed paths) of the worktree at ``path`` in one git call.
 
         Paths are decoded with ``surrogateescape``; renames count as a deletion plus an addition.
         """
-        out = self.git(["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all", "--no-renames"],
-                       cwd=path).stdout
-        branch = head = None
-        dirty: list[str] = []
-        records = out.split("\0")
-        i = 0
-        while i < len(records):
-            rec = records[i]
-            i += 1
-            if not rec:
-                continue
-            if rec.startswith("# branch.oid "):
-                oid = rec.split(" ", 2)[2]
-                head = None if oid == "(initial)" else oid
-            elif rec.startswith("# branch.head "):
-                name = rec.split(" ", 2)[2]
-                branch = None if name == "(detached)" else name
-            elif rec.startswith("#"):
-                continue
-            elif rec[0] == "1":
-                dirty.append(rec.split(" ", 8)[8])
-            elif rec[0] == "2":
-                dirty.append(rec.split(" ", 9)[9])
-                i += 1  # original path follows
-            elif rec[0] == "u":
-                dirty.append(rec.split(" ", 10)[10])
-            elif rec[0] in "?!":
-                dirty.append(rec[2:])
-        return branch, head, dirty
+        return parse_status(self.git([*STATUS_ARGS, "--no-renames"], cwd=path).stdout)
 
     def add_all(self, path: str, env: Mapping[str, str] | None = None) -> None:
         self.git(["add", "-A", "--sparse"] if self.add_sparse else ["add", "-A"], cwd=path, env=env)
@@ -360,24 +299,3 @@ class GitRepo:
             result.append(info)
         return result
 
-
-def owner_state(wt: WorktreeInfo) -> str:
-    """'alive', 'dead', 'other-host', 'foreign-lock' (locked by someone else) or 'unlocked'."""
-    if not wt.locked:
-        return "unlocked"
-    if wt.owner is None:
-        return "foreign-lock"
-    if wt.owner.get("host") != socket.gethostname():
-        return "other-host"
-    pid = wt.owner.get("pid")
-    return "alive" if pid_alive(pid, wt.owner.get("pid_start")) else "dead"
-
-
-def describe_owner(wt: WorktreeInfo) -> str:
-    if not wt.locked:
-        return "unlocked"
-    if wt.owner is None:
-        return f"locked: {wt.lock_reason!r}"
-    o = wt.owner
-    return (f"locked by pid {o.get('pid')} on {o.get('host')} for run {o.get('run_id')!r} shard "
-            f"{o.get('shard_id')!r} attempt {o.get('attempt')} since {o.get('created')}")

@@ -31,7 +31,7 @@ from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.sandbox.tools import CommandTool, TextEditorTool, ToolResult
+from airflow_provider_worktree.core.sandbox import CommandTool, TextEditorTool, ToolResult
 
 STOP_REASONS = ("end_turn", "max_turns", "budget", "error", "cancelled")
 

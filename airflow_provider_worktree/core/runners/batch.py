@@ -20,7 +20,7 @@ Plain Python, no Airflow: ``ClaudeBatchSubmitOperator`` and ``ClaudeBatchTrigger
    once as the shard's attempt 0 (status ``batch``) at batch prices.
 4. **Apply**: each shard's task claims the shard's lease as usual and runs the lifecycle with
    :class:`BatchEntryRunner`, which applies the stored reply's tool calls through the same
-   :class:`~airflow_provider_worktree.core.sandbox.tools.TextEditorTool` (confinement, shard scope) as the agent loop;
+   :class:`~airflow_provider_worktree.core.sandbox.editor.TextEditorTool` (confinement, shard scope) as the agent loop;
    then verify, commit and record as in an interactive run. An errored, expired or canceled entry (and an
    ``interactive`` one) runs interactively instead, or fails with its reason (``fallback="fail"``).
 """
@@ -50,7 +50,7 @@ from airflow_provider_worktree.core.runners.api import (
     run_tool_uses,
     upper_bound_tokens,
 )
-from airflow_provider_worktree.core.sandbox.tools import CLIPPED_MARK, TextEditorTool, ToolResult
+from airflow_provider_worktree.core.sandbox import CLIPPED_MARK, TextEditorTool, ToolResult
 from airflow_provider_worktree.core.tasks import (
     CONVENTION_FILES,
     MaintenanceTask,
@@ -451,7 +451,7 @@ class BatchCoordinator:
 class BatchEntryRunner:
     """A runner (the lifecycle's ``Runner``) that applies a collected batch reply instead of calling the API.
 
-    The reply's tool calls run through :class:`~airflow_provider_worktree.core.sandbox.tools.TextEditorTool` in the
+    The reply's tool calls run through :class:`~airflow_provider_worktree.core.sandbox.editor.TextEditorTool` in the
     shard's worktree with the shard's write scope, as in the agent loop (:func:`~.runners.run_tool_uses`). Its
     result reports no usage: the entry's spend was recorded once, when it was collected (attempt 0)."""
 

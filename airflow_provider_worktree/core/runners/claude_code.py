@@ -46,6 +46,7 @@ from typing import Any
 
 from airflow_provider_worktree.core.sandbox.box import resolve_isolation, run_boxed
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.git import STATUS_ARGS, parse_status, run_git
 from airflow_provider_worktree.core.sandbox.proc import ProcessHandle, run_process, truncate_middle
 from airflow_provider_worktree.core.runners.api import ModelRequestError, PriceTable, RunResult, Usage
 
@@ -389,22 +390,7 @@ def _parse_json_result(stdout: str) -> dict[str, Any] | None:
 def _git_changed_files(worktree: str | os.PathLike[str]) -> list[str]:
     """Best effort: files git sees as modified or untracked in the worktree (Claude Code does not report them)."""
     try:
-        from airflow_provider_worktree.core.git.command import run_git
-
-        out = run_git(["status", "--porcelain", "-z", "--untracked-files=all"], cwd=worktree, timeout=60)
-        text = out if isinstance(out, str) else getattr(out, "stdout", "")
+        out = run_git(list(STATUS_ARGS), cwd=worktree, timeout=60).stdout
     except Exception:  # noqa: BLE001 - not a git worktree, or git missing: nothing to report
         return []
-    files: list[str] = []
-    entries = text.split("\0")
-    i = 0
-    while i < len(entries):
-        entry = entries[i]
-        i += 1
-        if len(entry) < 4:
-            continue
-        status, path = entry[:2], entry[3:]
-        if "R" in status or "C" in status:
-            i += 1  # the rename source follows
-        files.append(path)
-    return sorted(set(files))
+    return sorted(set(parse_status(out).paths))

@@ -54,6 +54,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.sandbox.paths import SandboxViolation, is_within, read_repo_bytes
 from airflow_provider_worktree.core.sandbox.proc import (
     DEFAULT_GRACE_S,
     ProcessHandle,
@@ -71,7 +72,7 @@ __all__ = [
     "IsolationUnavailable",
     "box_env",
     "bwrap_status",
-    "is_within",
+    "is_within",  # defined in core.sandbox.paths; kept for the deprecated core.box path
     "resolve_isolation",
     "run_boxed",
 ]
@@ -321,11 +322,6 @@ def run_boxed(
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def is_within(path: str, root: str) -> bool:
-    """Whether the (real, normalised) ``path`` is ``root`` or lies below it."""
-    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
-
-
 def _which(program: str, path: str, cwd: str) -> str | None:
     if os.sep in program:
         candidate = program if os.path.isabs(program) else os.path.join(cwd, program)
@@ -382,8 +378,6 @@ def _needed_paths(root: str, exe: str) -> list[str]:
 
 def _git_dirs(root: str) -> list[str]:
     """A linked worktree's ``.git`` file names its admin directory, whose ``commondir`` is the repository."""
-    from airflow_provider_worktree.core.sandbox.tools import SandboxViolation, read_repo_bytes  # sandbox imports box
-
     try:  # the worktree is writable by the box: its .git may have become a FIFO or a link to /dev/zero
         head = read_repo_bytes(root, ".git", max_bytes=4096).decode("utf-8", "replace")
     except (OSError, SandboxViolation):

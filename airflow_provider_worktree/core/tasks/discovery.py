@@ -35,12 +35,12 @@ from airflow_provider_worktree.core.files.skips import (
     generated_header,
     skip_reason,
 )
-from airflow_provider_worktree.core.sandbox.tools import DEFAULT_MAX_FILE_BYTES as EDITOR_MAX_FILE_BYTES
-from airflow_provider_worktree.core.sandbox.tools import DEFAULT_MAX_VIEW_CHARS
+from airflow_provider_worktree.core.sandbox.editor import DEFAULT_MAX_FILE_BYTES as EDITOR_MAX_FILE_BYTES
+from airflow_provider_worktree.core.sandbox.editor import DEFAULT_MAX_VIEW_CHARS
 
 __all__ = ["discover", "Discovery", "RangeWork", "TaskHooks", "DEFAULT_MAX_FILE_BYTES"]
 
-#: Default largest file planned whole: one editor view (core/sandbox/tools.py's view cap). Larger files are split
+#: Default largest file planned whole: one editor view (core/sandbox/editor.py's view cap). Larger files are split
 #: into line ranges (todo, docstrings) or left out with a reason (other tasks).
 DEFAULT_MAX_FILE_BYTES = DEFAULT_MAX_VIEW_CHARS
 

@@ -12,7 +12,7 @@ import re
 from pathlib import Path, PurePosixPath
 
 from airflow_provider_worktree.core.files.ranges import parse_python
-from airflow_provider_worktree.core.sandbox.tools import SandboxViolation, read_repo_bytes
+from airflow_provider_worktree.core.sandbox.paths import SandboxViolation, read_repo_bytes
 
 __all__ = ["count_todo_markers"]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.sandbox.tools import SandboxViolation, read_repo_bytes
+from airflow_provider_worktree.core.sandbox.paths import SandboxViolation, read_repo_bytes
 from airflow_provider_worktree.core.tasks.catalog import LintTask, MaintenanceTask
 from airflow_provider_worktree.core.tasks.registry import _as_task
 

@@ -16,8 +16,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.git.refs import check_ref_arg
 from airflow_provider_worktree.core.git.repo import GitRepo
-from airflow_provider_worktree.core.worktrees.names import CONTROL_RE, check_ref_arg, check_repo_relpath
+from airflow_provider_worktree.core.sandbox.paths import CONTROL_RE
+from airflow_provider_worktree.core.worktrees.names import check_repo_relpath
 from airflow_provider_worktree.core.worktrees.results import CommitResult
 
 #: ``allowed`` for :meth:`WorktreeCommitter.commit`: a predicate on repository-relative paths, or paths (an entry

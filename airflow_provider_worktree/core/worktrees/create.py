@@ -22,19 +22,20 @@ import socket
 from collections.abc import Mapping, Sequence
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, summarize_error
-from airflow_provider_worktree.core.git.repo import GitRepo, describe_owner, owner_state
+from airflow_provider_worktree.core.git.records import LOCK_TOOL, WorktreeInfo
+from airflow_provider_worktree.core.git.repo import GitRepo
 from airflow_provider_worktree.core.worktrees.names import (
-    LOCK_TOOL,
     SALVAGE_PREFIX,
     check_attempt,
+    describe_owner,
     now_iso,
+    owner_state,
     proc_start_time,
     slugify_run_id,
     sparse_patterns,
     validate_name,
 )
 from airflow_provider_worktree.core.worktrees.remove import WorktreeRemover
-from airflow_provider_worktree.core.worktrees.results import WorktreeInfo
 
 log = logging.getLogger("airflow_provider_worktree.core.worktrees.manager")
 
@@ -72,7 +73,7 @@ class WorktreeCreator:
                 f"Worktree path {path} already exists (run {run_id!r}, shard {shard_id!r}, attempt {attempt}). "
                 "Remove it (remove_worktree / prune) or use a new attempt number."
             )
-        if repo.remote_url is not None and not repo._fetched:
+        if repo.remote_url is not None and not repo.fetched:
             repo.fetch()
         base_sha = repo.resolve_commit(base_ref)
         created = now_iso()

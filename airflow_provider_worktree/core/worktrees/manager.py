@@ -5,19 +5,19 @@ cache and fetched). Each shard gets its own linked worktree on its own branch::
 
     <worktree_root>/<run-slug>/<shard_id>-a<attempt>        branch worktree/<run-slug>/<shard_id>
 
-The manager is a facade; each job lives in its own small module:
+The manager is a facade over the repository (:class:`~airflow_provider_worktree.core.git.repo.GitRepo`, which it
+is: paths, lock, git calls, refs, status, listing; a remote URL is cloned into the cache first by
+:func:`~airflow_provider_worktree.core.git.remote.locate_repository`) and one collaborator per job, each given
+that repository:
 
-========================  ==========================================================================
-:mod:`.gitrepo`           the repository: paths, lock, the retrying ``git()`` call, refs, status, listing
-:mod:`.gitremote`         URLs, credentials through the environment, the per-host clone cache
-:mod:`.gitsafety`         what git may run (nothing from the repository) and which commands see credentials
-:mod:`.wtcreate`          create a locked worktree; a failure leaves nothing behind
-:mod:`.wtcommit`          changed files and the commit, scoped to the allowed paths
-:mod:`.wtpush`            push, with compare-and-swap (``expect=``)
-:mod:`.wtremove`          salvage uncommitted work, remove, delete empty shard branches
-:mod:`.wtprune`           prune and cleanup after dead workers
-:mod:`.wtnames`           names, validation and owner records; :mod:`.wtresults` the result types
-========================  ==========================================================================
+==============  ==========================================================================
+:mod:`.create`  create a locked worktree; a failure leaves nothing behind
+:mod:`.commit`  changed files and the commit, scoped to the allowed paths
+:mod:`.push`    push, with compare-and-swap (``expect=``)
+:mod:`.remove`  salvage uncommitted work, remove, delete empty shard branches
+:mod:`.prune`   prune and cleanup after dead workers
+:mod:`.names`   names, validation and owners; :mod:`.results` the result types
+==============  ==========================================================================
 
 Concurrency. Many worker processes share one repository. git's admin operations (``worktree add/remove/prune``,
 branch creation and deletion, ``fetch``, sparse-checkout config writes) touch shared files (``config.lock``,
@@ -38,44 +38,18 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_worktree.core.errors import PushRejected  # noqa: F401 - re-exported
-from airflow_provider_worktree.core.git.repo import LOCK_FILE_NAME, GitRepo
-from airflow_provider_worktree.core.git.remote import (  # noqa: F401 - re-exported
-    credential_env,
-    is_remote_url,
-    probe_repository,
-    redact_url,
-    strip_url_credentials,
-)
+from airflow_provider_worktree.core.git.command import DEFAULT_GIT_TIMEOUT
 from airflow_provider_worktree.core.git.locks import DEFAULT_LOCK_TIMEOUT
+from airflow_provider_worktree.core.git.records import WorktreeInfo
+from airflow_provider_worktree.core.git.remote import locate_repository
+from airflow_provider_worktree.core.git.repo import GitRepo
 from airflow_provider_worktree.core.worktrees.commit import Allowed, WorktreeCommitter
 from airflow_provider_worktree.core.worktrees.create import WorktreeCreator
-from airflow_provider_worktree.core.worktrees.names import (  # noqa: F401 - re-exported
-    LOCK_TOOL,
-    SALVAGE_PREFIX,
-    parse_owner,
-    pid_alive,
-    slugify_run_id,
-    validate_name,
-)
-from airflow_provider_worktree.core.worktrees.prune import ORPHAN_GRACE_SECONDS, WorktreePruner  # noqa: F401
+from airflow_provider_worktree.core.worktrees.names import slugify_run_id, validate_name
+from airflow_provider_worktree.core.worktrees.prune import WorktreePruner
 from airflow_provider_worktree.core.worktrees.push import UNSET, WorktreePusher
 from airflow_provider_worktree.core.worktrees.remove import WorktreeRemover
-from airflow_provider_worktree.core.worktrees.results import (  # noqa: F401 - re-exported
-    CommitResult,
-    PruneReport,
-    PushResult,
-    RemoveResult,
-    WorktreeDirtyError,
-    WorktreeInfo,
-)
-
-__all__ = [
-    "LOCK_FILE_NAME", "LOCK_TOOL", "ORPHAN_GRACE_SECONDS", "SALVAGE_PREFIX", "UNSET", "CommitResult",
-    "PruneReport", "PushRejected", "PushResult", "RemoveResult", "WorktreeDirtyError", "WorktreeInfo",
-    "WorktreeManager", "credential_env", "is_remote_url", "parse_owner", "pid_alive", "probe_repository",
-    "redact_url", "slugify_run_id", "strip_url_credentials", "validate_name",
-]
+from airflow_provider_worktree.core.worktrees.results import CommitResult, PruneReport, PushResult, RemoveResult
 
 
 class WorktreeManager(GitRepo):
@@ -89,11 +63,14 @@ class WorktreeManager(GitRepo):
 
     def __init__(self, repo: str | os.PathLike[str], worktree_root: str | os.PathLike[str] | None = None,
                  cache_dir: str | os.PathLike[str] | None = None, author_name: str = "airflow-worktree",
-                 author_email: str = "airflow-worktree@localhost", git_timeout: float = 120,
+                 author_email: str = "airflow-worktree@localhost", git_timeout: float = DEFAULT_GIT_TIMEOUT,
                  git_env: Mapping[str, str] | None = None, lock_timeout: float = DEFAULT_LOCK_TIMEOUT) -> None:
-        super().__init__(repo, worktree_root=worktree_root, cache_dir=cache_dir, author_name=author_name,
-                         author_email=author_email, git_timeout=git_timeout, git_env=git_env,
-                         lock_timeout=lock_timeout)
+        where = locate_repository(repo, cache_dir, git_env=git_env, git_timeout=git_timeout,
+                                  lock_timeout=lock_timeout)
+        super().__init__(where.path, worktree_root=worktree_root, cache_dir=where.cache_dir, author_name=author_name,
+                         author_email=author_email, git_timeout=git_timeout, git_env=where.git_env,
+                         lock_timeout=lock_timeout, remote_url=where.remote_url, fetched=where.fetched,
+                         call_log=where.call_log)
         self._remover = WorktreeRemover(self)
         self._creator = WorktreeCreator(self, self._remover)
         self._committer = WorktreeCommitter(self)
@@ -113,7 +90,7 @@ class WorktreeManager(GitRepo):
                         owner: str | Mapping | None = None) -> WorktreeInfo:
         """Create a locked worktree for one shard attempt on its own branch, starting at ``base_ref``.
 
-        A failure leaves no worktree, directory or new branch behind (see :mod:`.wtcreate`).
+        A failure leaves no worktree, directory or new branch behind (see :mod:`.create`).
         """
         return self._creator.create(run_id, shard_id, attempt=attempt, base_ref=base_ref, branch=branch,
                                     sparse_paths=sparse_paths, owner=owner)
@@ -153,7 +130,8 @@ class WorktreeManager(GitRepo):
 
         ``expect`` (a full sha, or None for "must not exist there") makes it a compare-and-swap: the remote
         branch is replaced only if it is still at ``expect`` (``--force-with-lease``), else
-        :class:`PushRejected` is raised and nothing changes. Without ``expect``, ``force`` forces the push.
+        :class:`~airflow_provider_worktree.core.errors.PushRejected` is raised and nothing changes. Without
+        ``expect``, ``force`` forces the push.
         """
         return self._pusher.push(branch, remote=remote, path=path, force=force, expect=expect)  # type: ignore[arg-type]
 

@@ -1,29 +1,28 @@
-"""Names, validation and owner records of shard worktrees (no git calls).
+"""Names, validation and owners of shard worktrees (no git calls).
 
 A shard attempt's worktree lives at ``<worktree_root>/<run-slug>/<shard_id>-a<attempt>`` on branch
-``worktree/<run-slug>/<shard_id>``; its lock reason is a JSON owner record (:func:`parse_owner`).
+``worktree/<run-slug>/<shard_id>``; its lock reason is a JSON owner record
+(:func:`~airflow_provider_worktree.core.git.records.parse_owner`), whose process :func:`owner_state` checks.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-
-#: The ``tool`` value in lock reasons written by this package.
-LOCK_TOOL = "airflow-worktree"
+from airflow_provider_worktree.core.git.records import WorktreeInfo
+from airflow_provider_worktree.core.sandbox.paths import CONTROL_RE
 #: Prefix of the branches that hold salvaged (uncommitted, excluded, or replaced) work. Never pushed.
 SALVAGE_PREFIX = "worktree-salvage"
 #: Prefix of the shard branches.
 BRANCH_PREFIX = "worktree/"
 
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
-CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def slugify_run_id(run_id: str) -> str:
@@ -64,15 +63,6 @@ def validate_name(value: object, what: str = "shard_id") -> str:
         )
     return value
 
-
-def check_ref_arg(value: object, what: str) -> str:
-    """A revision argument that cannot be taken for an option."""
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigurationError(f"{what} is empty. Give a branch, tag or commit such as 'HEAD' or 'main'.")
-    if value.startswith("-") or CONTROL_RE.search(value):
-        raise ConfigurationError(f"{what} {value!r} is not a valid git revision (leading '-' or control "
-                                 f"characters). Give a branch, tag or commit such as 'main'.")
-    return value
 
 
 def check_attempt(attempt: object) -> int:
@@ -145,23 +135,23 @@ def pid_alive(pid: int, start_time: str | None = None) -> bool:
     return True
 
 
-def parse_owner(reason: str | None) -> dict | None:
-    """The owner dict from a lock reason written by this tool, else None."""
-    if not reason or not reason.startswith("{"):
-        return None
-    try:
-        data = json.loads(reason)
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) and data.get("tool") == LOCK_TOOL else None
+def owner_state(wt: WorktreeInfo) -> str:
+    """'alive', 'dead', 'other-host', 'foreign-lock' (locked by someone else) or 'unlocked'."""
+    if not wt.locked:
+        return "unlocked"
+    if wt.owner is None:
+        return "foreign-lock"
+    if wt.owner.get("host") != socket.gethostname():
+        return "other-host"
+    pid = wt.owner.get("pid")
+    return "alive" if pid_alive(pid, wt.owner.get("pid_start")) else "dead"
 
 
-def default_root(sub: str, fallback: str) -> str:
-    home = os.environ.get("AIRFLOW_HOME")
-    if home:
-        return os.path.join(home, sub)
-    return fallback
-
-
-def is_within(child: str, parent: str) -> bool:
-    return child == parent or child.startswith(parent.rstrip(os.sep) + os.sep)
+def describe_owner(wt: WorktreeInfo) -> str:
+    if not wt.locked:
+        return "unlocked"
+    if wt.owner is None:
+        return f"locked: {wt.lock_reason!r}"
+    o = wt.owner
+    return (f"locked by pid {o.get('pid')} on {o.get('host')} for run {o.get('run_id')!r} shard "
+            f"{o.get('shard_id')!r} attempt {o.get('attempt')} since {o.get('created')}")

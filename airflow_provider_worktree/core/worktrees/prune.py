@@ -12,9 +12,11 @@ import time
 from datetime import datetime
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.git.repo import GitRepo, describe_owner, owner_state
+from airflow_provider_worktree.core.git.records import WorktreeInfo
+from airflow_provider_worktree.core.git.repo import GitRepo
+from airflow_provider_worktree.core.worktrees.names import describe_owner, owner_state
 from airflow_provider_worktree.core.worktrees.remove import WorktreeRemover, salvage
-from airflow_provider_worktree.core.worktrees.results import PruneReport, WorktreeInfo
+from airflow_provider_worktree.core.worktrees.results import PruneReport
 
 #: Directories under the worktree root without a ``.git`` file younger than this are left alone by prune
 #: (another tool may be creating them right now).

@@ -14,7 +14,7 @@ import re
 
 from airflow_provider_worktree.core.errors import ConfigurationError, GitError, PushRejected
 from airflow_provider_worktree.core.git.repo import GitRepo
-from airflow_provider_worktree.core.worktrees.names import CONTROL_RE
+from airflow_provider_worktree.core.sandbox.paths import CONTROL_RE
 from airflow_provider_worktree.core.worktrees.results import PushResult
 
 log = logging.getLogger("airflow_provider_worktree.core.worktrees.manager")

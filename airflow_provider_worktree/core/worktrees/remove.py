@@ -16,9 +16,10 @@ import tempfile
 from datetime import datetime, timezone
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.git.records import WorktreeInfo, parse_owner
 from airflow_provider_worktree.core.git.repo import GitRepo
-from airflow_provider_worktree.core.worktrees.names import SALVAGE_PREFIX, parse_owner, pid_alive
-from airflow_provider_worktree.core.worktrees.results import RemoveResult, WorktreeDirtyError, WorktreeInfo
+from airflow_provider_worktree.core.worktrees.names import SALVAGE_PREFIX, pid_alive
+from airflow_provider_worktree.core.worktrees.results import RemoveResult, WorktreeDirtyError
 
 log = logging.getLogger("airflow_provider_worktree.core.worktrees.manager")
 
@@ -113,7 +114,7 @@ class WorktreeRemover:
             repo.git(["worktree", "remove", "--force", "--force", "--", p])
             result.removed = True
             if branch and not keep_branch:
-                repo.delete_branch_if_unused(branch, head, base, result)
+                _delete_branch_if_unused(repo, branch, head, base, result)
             repo.rmdir_parents(p)
         log.info("Removed worktree %s (branch %s%s%s)", p, branch,
                  ", deleted: no commit beyond its base" if result.branch_deleted else "",
@@ -134,9 +135,18 @@ class WorktreeRemover:
             result.removed = True
             result.notes.append("directory was already gone; git's entry pruned")
             if not keep_branch and wt.branch:
-                repo.delete_branch_if_unused(wt.branch, wt.head, wt.base_sha, result)
+                _delete_branch_if_unused(repo, wt.branch, wt.head, wt.base_sha, result)
             repo.rmdir_parents(p)
         return result
+
+
+def _delete_branch_if_unused(repo: GitRepo, branch: str, head: str | None, base: str | None,
+                             result: RemoveResult) -> None:
+    deleted = repo.delete_branch_if_unused(branch, head, base)
+    if deleted is None:
+        result.notes.append(f"branch {branch} kept: it holds commits beyond its base (or the base is unknown)")
+    else:
+        result.branch_deleted = deleted
 
 
 def _read_head_ref(admin: str) -> str:

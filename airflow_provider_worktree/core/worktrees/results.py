@@ -1,39 +1,11 @@
-"""What the worktree operations return (plain dataclasses, ``to_dict()`` for XCom and JSON)."""
+"""What the worktree operations return (plain dataclasses, ``to_dict()`` for XCom and JSON); the worktree itself
+is git's record, :class:`~airflow_provider_worktree.core.git.records.WorktreeInfo`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-
-
-@dataclass
-class WorktreeInfo:
-    """One worktree: as created by :meth:`WorktreeManager.create_worktree` or listed by ``list_worktrees``."""
-
-    path: str
-    branch: str | None = None          # short name (no refs/heads/), None when detached or bare
-    head: str | None = None
-    base_sha: str | None = None
-    base_ref: str | None = None
-    run_id: str | None = None
-    shard_id: str | None = None
-    attempt: int | None = None
-    locked: bool = False
-    lock_reason: str | None = None
-    prunable: bool = False
-    prunable_reason: str | None = None
-    owner: dict | None = None          # parsed lock reason when this tool wrote it
-    sparse_paths: list[str] | None = None
-    created_at: str | None = None
-    is_main: bool = False
-    detached: bool = False
-    bare: bool = False
-    managed: bool = False              # under this manager's worktree_root
-    previous_branch_backup: str | None = None  # set when a retry replaced a branch holding commits
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass
