@@ -48,7 +48,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT))
 sys.path.insert(0, str(PROJECT / "tests"))
 
-from airflow_provider_worktree.core.runners.api import PriceTable, Usage  # noqa: E402
+from airflow_provider_worktree.core.runners import PriceTable, Usage  # noqa: E402
 
 DEFAULT_GLOBS = {"requests": "src/requests/*.py", "attrs": "src/attr/*.py", "click": "src/click/*.py",
                  "flask": "src/flask/*.py"}
@@ -79,7 +79,7 @@ def _ping(_: int) -> int:
 def _runner(ctx: dict, allowed_write):
     import anthropic
 
-    from airflow_provider_worktree.core.runners.api import ApiRunner
+    from airflow_provider_worktree.core.runners import ApiRunner
 
     client = anthropic.Anthropic(api_key="sk-offline-bench", base_url=ctx["base_url"])
     return ApiRunner(client, ctx["model"], max_turns=ctx["max_turns"], max_tokens=ctx["max_tokens"],

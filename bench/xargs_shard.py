@@ -15,7 +15,7 @@ import sys
 import anthropic
 
 from airflow_provider_worktree.core.lifecycle import run_shard
-from airflow_provider_worktree.core.runners.api import ApiRunner
+from airflow_provider_worktree.core.runners import ApiRunner
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager

@@ -26,7 +26,7 @@ from airflow_provider_worktree.core.runners.batch import (
     custom_id_for,
 )
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
-from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, PriceTable
+from airflow_provider_worktree.core.runners import ApiRunner, Budget, PriceTable
 from airflow_provider_worktree.core.sandbox.editor import TextEditorTool
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_repository
@@ -114,7 +114,7 @@ def test_batch_run_on_real_code_costs_half_and_commits_per_shard(attrs_repo, tmp
     batch_rows = [a for a in store.list_attempts(RUN) if a["status"] == "batch"]
     assert len(batch_rows) == queued and all(a["attempt"] == 0 for a in batch_rows)
     prices = PriceTable()
-    from airflow_provider_worktree.core.runners.api import Usage
+    from airflow_provider_worktree.core.runners import Usage
 
     for a in batch_rows:
         usage = Usage(a["input_tokens"], a["output_tokens"], a["cache_read_tokens"], a["cache_write_tokens"])

@@ -29,8 +29,8 @@ from airflow_provider_worktree.core.runners.claude_code import (
     cli_flags,
 )
 from airflow_provider_worktree.core.sandbox.box import BOX_HOME
-from airflow_provider_worktree.core.runners.api import ClaudeCodeRunner as ReExported
-from airflow_provider_worktree.core.runners.api import ModelRequestError
+from airflow_provider_worktree.core.runners import ClaudeCodeRunner as ReExported
+from airflow_provider_worktree.core.runners import ModelRequestError
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.testing import (

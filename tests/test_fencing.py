@@ -20,7 +20,7 @@ import pytest
 from marker_edits import resolve_markers
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
-from airflow_provider_worktree.core.runners.api import RunResult, Usage
+from airflow_provider_worktree.core.runners import RunResult, Usage
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.core.tasks import get_task

@@ -14,7 +14,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, is_permanent, run_shard
-from airflow_provider_worktree.core.runners.api import ApiRunner, Budget, ModelRequestError, RunResult
+from airflow_provider_worktree.core.runners import ApiRunner, Budget, ModelRequestError, RunResult
 from airflow_provider_worktree.core.store import MAX_ERROR_CHARS, ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.core.tasks import get_task

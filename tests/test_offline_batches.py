@@ -17,7 +17,7 @@ import anthropic
 import pytest
 
 from airflow_provider_worktree.core.runners.batch import ONE_RESPONSE_INSTRUCTION
-from airflow_provider_worktree.core.runners.api import Usage
+from airflow_provider_worktree.core.runners import Usage
 from airflow_provider_worktree.core.sandbox.editor import TextEditorTool
 from airflow_provider_worktree.core.tasks.metrics import _docstring_report, count_todo_markers
 from airflow_provider_worktree.core.tasks.prompt import render_shard_prompt

@@ -20,7 +20,7 @@ import pytest
 
 from realrepos import real_repo
 
-from airflow_provider_worktree.core.runners.api import ApiRunner, Budget
+from airflow_provider_worktree.core.runners import ApiRunner, Budget
 from airflow_provider_worktree.core.tasks.metrics import _docstring_report, count_todo_markers
 from airflow_provider_worktree.testing import OfflineMessagesServer, RuleBasedModel
 from airflow_provider_worktree.testing.edits import MAX_CONTEXT_LINES

@@ -16,7 +16,7 @@ from pathlib import Path
 import anthropic
 import pytest
 
-from airflow_provider_worktree.core.runners.api import ApiRunner, Usage
+from airflow_provider_worktree.core.runners import ApiRunner, Usage
 from airflow_provider_worktree.testing import (
     OfflineMessagesServer,
     ScriptedModel,

@@ -9,7 +9,7 @@ import pytest
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, is_offline_double, run_shard
 from airflow_provider_worktree.core.health.report import build_report, render_markdown
-from airflow_provider_worktree.core.runners.api import ApiRunner
+from airflow_provider_worktree.core.runners import ApiRunner
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.core.tasks import get_task

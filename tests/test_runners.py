@@ -12,7 +12,7 @@ import pytest
 
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.runners.api import (
+from airflow_provider_worktree.core.runners import (
     ApiRunner,
     Budget,
     ModelRequestError,

@@ -23,7 +23,7 @@ import pytest
 from conftest import make_repo
 from test_box import KEY, isolation, no_bwrap, wait_no_marker  # noqa: F401 - fixtures used by name
 
-from airflow_provider_worktree.core.runners.api import ApiRunner, Budget
+from airflow_provider_worktree.core.runners import ApiRunner, Budget
 from airflow_provider_worktree.core.sandbox import (
     CommandTool,
     SandboxViolation,

@@ -18,7 +18,7 @@ from marker_edits import resolve_markers
 from conftest import make_repo, wait_until_dead
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, run_shard
-from airflow_provider_worktree.core.runners.api import RunResult, Usage
+from airflow_provider_worktree.core.runners import RunResult, Usage
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.core.tasks import get_task

@@ -7,6 +7,7 @@ there into a log or a shard row) is summarised first: the cause first, then a fe
 from __future__ import annotations
 
 import re
+from typing import Any
 
 #: Default bound (characters) of a summary made by :func:`summarize_error`.
 DEFAULT_SUMMARY_LIMIT = 1200
@@ -131,3 +132,19 @@ class PushRejected(GitError):
         self.remote = remote
         self.expected = expected
         self.actual = actual
+
+
+class ShardFailed(WorktreeProviderError):
+    """The shard's work did not succeed; the reason is recorded in the shard database. ``result`` is the
+    shard's ``ShardResult`` when one was recorded (``core.lifecycle``).
+
+    ``permanent``: a retry cannot change the outcome (the metric did not improve, the change left the shard,
+    the budget is spent, the API refused the request, bad configuration); the operator then fails the task
+    without retries. Otherwise the failure is transient (lease lost, database or git trouble, rate limits,
+    a cancelled run) and Airflow's retries apply.
+    """
+
+    def __init__(self, message: str, result: Any = None, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.result = result
+        self.permanent = permanent

@@ -24,9 +24,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
-from airflow_provider_worktree.core.sandbox.box import resolve_isolation, validate_isolation
-from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError, summarize_error
+from airflow_provider_worktree.core.errors import (
+    ConfigurationError,
+    ShardFailed,
+    summarize_error,
+)
 from airflow_provider_worktree.core.runners import Budget, Usage
+from airflow_provider_worktree.core.sandbox.box import (
+    resolve_isolation,
+    validate_isolation,
+)
 from airflow_provider_worktree.core.sandbox.proc import truncate_middle
 from airflow_provider_worktree.core.store import (
     MAX_ERROR_CHARS,
@@ -52,21 +59,6 @@ log = logging.getLogger(__name__)
 
 #: HTTP statuses a retry may cure (timeout, conflict, rate limit); any other 4xx is the request's own fault.
 RETRYABLE_4XX = (408, 409, 429)
-
-
-class ShardFailed(WorktreeProviderError):
-    """The shard's work did not succeed; the reason is recorded in the shard database.
-
-    ``permanent``: a retry cannot change the outcome (the metric did not improve, the change left the shard,
-    the budget is spent, the API refused the request, bad configuration); the operator then fails the task
-    without retries. Otherwise the failure is transient (lease lost, database or git trouble, rate limits,
-    a cancelled run) and Airflow's retries apply.
-    """
-
-    def __init__(self, message: str, result: ShardResult | None = None, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.result = result
-        self.permanent = permanent
 
 
 def is_permanent(exc: BaseException) -> bool:

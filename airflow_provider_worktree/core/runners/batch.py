@@ -39,18 +39,22 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airflow_provider_worktree.core.store.batches import ENTRY_RESULTS
-from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
-from airflow_provider_worktree.core.runners.api import (
-    Budget,
-    PriceTable,
-    RunResult,
-    Usage,
-    _block_to_param,
-    run_tool_uses,
-    upper_bound_tokens,
+from airflow_provider_worktree.core.errors import (
+    ConfigurationError,
+    ShardFailed,
+    WorktreeProviderError,
 )
-from airflow_provider_worktree.core.sandbox import CLIPPED_MARK, TextEditorTool, ToolResult
+from airflow_provider_worktree.core.health.thresholds import to_epoch
+from airflow_provider_worktree.core.runners.budget import Budget, upper_bound_tokens
+from airflow_provider_worktree.core.runners.prices import PriceTable
+from airflow_provider_worktree.core.runners.turns import _block_to_param, run_tool_uses
+from airflow_provider_worktree.core.runners.types import RunResult, Usage
+from airflow_provider_worktree.core.sandbox import (
+    CLIPPED_MARK,
+    TextEditorTool,
+    ToolResult,
+)
+from airflow_provider_worktree.core.store.batches import ENTRY_RESULTS
 from airflow_provider_worktree.core.tasks import (
     CONVENTION_FILES,
     MaintenanceTask,
@@ -59,7 +63,6 @@ from airflow_provider_worktree.core.tasks import (
     render_shard_prompt,
     system_prompt_for,
 )
-from airflow_provider_worktree.core.health.thresholds import to_epoch
 
 log = logging.getLogger(__name__)
 
@@ -505,7 +508,6 @@ def batch_runner(store: Any, run_id: str, shard_id: str, *, interactive: Callabl
     ``fallback="fail"``, which raises a permanent failure with the entry's reason. ``over_budget`` always fails
     permanently; ``queued`` raises :class:`BatchNotReady` (transient: the batch is still running or not
     collected)."""
-    from airflow_provider_worktree.core.lifecycle import ShardFailed
 
     if fallback not in FALLBACKS:
         raise ConfigurationError(f"batch_fallback={fallback!r} is not one of {FALLBACKS}.")

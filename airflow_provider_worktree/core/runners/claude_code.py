@@ -26,7 +26,7 @@ The process runs in the box (:func:`~airflow_provider_worktree.core.sandbox.box.
 with bubblewrap the worktree is its only writable path besides a private home and ``/tmp``, the worker's
 ``AIRFLOW_HOME``, credentials, clone caches and ``/proc`` are out of sight, and the network is shared (it needs
 the API). Timeout and cancel kill everything it started. API errors the CLI hit (``api_error_status`` in its result) are raised as
-:class:`~airflow_provider_worktree.core.runners.api.ModelRequestError` with the HTTP status and the API's message.
+:class:`~airflow_provider_worktree.core.runners.types.ModelRequestError` with the HTTP status and the API's message.
 
 Plain Python: no Airflow import.
 """
@@ -44,11 +44,20 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from airflow_provider_worktree.core.sandbox.box import resolve_isolation, run_boxed
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.git import STATUS_ARGS, parse_status, run_git
-from airflow_provider_worktree.core.sandbox.proc import ProcessHandle, run_process, truncate_middle
-from airflow_provider_worktree.core.runners.api import ModelRequestError, PriceTable, RunResult, Usage
+from airflow_provider_worktree.core.runners.prices import PriceTable
+from airflow_provider_worktree.core.runners.types import (
+    ModelRequestError,
+    RunResult,
+    Usage,
+)
+from airflow_provider_worktree.core.sandbox.box import resolve_isolation, run_boxed
+from airflow_provider_worktree.core.sandbox.proc import (
+    ProcessHandle,
+    run_process,
+    truncate_middle,
+)
 
 __all__ = [
     "ClaudeCodeNotFoundError",
