@@ -12,7 +12,7 @@ import pytest
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.store import ShardStore
-from airflow_provider_worktree.core.health.thresholds import (
+from airflow_provider_worktree.core.health import (
     CRITICAL,
     METRICS,
     OK,
@@ -332,7 +332,7 @@ def test_verdict_from_a_real_store(db):
 def test_thresholds_module_needs_no_airflow():
     code = (
         "import sys; sys.modules['airflow'] = None\n"  # any `import airflow` now raises ImportError
-        "from airflow_provider_worktree.core.health.thresholds import evaluate, Thresholds\n"
+        "from airflow_provider_worktree.core.health import evaluate, Thresholds\n"
         "print(evaluate({'stale_locks': 6})[0].level)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

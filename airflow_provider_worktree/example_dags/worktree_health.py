@@ -81,7 +81,7 @@ with DAG(
         from airflow.sdk.exceptions import AirflowSkipException
 
         from airflow_provider_worktree.core.store import maintenance as dbmaint
-        from airflow_provider_worktree.core.health.thresholds import Thresholds, format_value
+        from airflow_provider_worktree.core.health import Thresholds, format_value
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         days = params.get("archive_older_than_days")
@@ -103,7 +103,7 @@ with DAG(
         """Reclaim stale locks, evaluate the runbook's thresholds, emit metrics, fail on critical."""
         from airflow.sdk.observability.stats import Stats
 
-        from airflow_provider_worktree.core.health.thresholds import CRITICAL, METRICS, check_health
+        from airflow_provider_worktree.core.health import CRITICAL, METRICS, check_health
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         manager = _manager(params)

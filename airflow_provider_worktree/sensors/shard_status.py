@@ -11,7 +11,7 @@ from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
 from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.health.thresholds import ON_STALE_CHOICES, Thresholds, check_health
+from airflow_provider_worktree.core.health import ON_STALE_CHOICES, Thresholds, watch_once
 from airflow_provider_worktree.triggers.shard_status import ShardStatusTrigger, open_shard_store
 
 if TYPE_CHECKING:
@@ -92,18 +92,12 @@ class ShardStatusSensor(BaseSensorOperator):
     def poke(self, context: Context) -> PokeReturnValue:
         store = open_shard_store(self.shard_status_conn_id, self.db_path)
         try:
-            check = check_health(
-                store,
-                self.run_id,
-                stale_after_s=self.stale_after,
-                on_stale=self.on_stale,
-                thresholds=self.thresholds,
-                worktree_root=self.worktree_root,
-            )
+            check, verdict = watch_once(store, self.run_id, stale_after_s=self.stale_after, on_stale=self.on_stale,
+                                        thresholds=self.thresholds, worktree_root=self.worktree_root,
+                                        fail_on_critical=self.fail_on_critical)
         finally:
             if hasattr(store, "close"):
                 store.close()
-        verdict = check.verdict(self.on_stale, self.fail_on_critical)
         self._stale_reset.extend(check.stale_reset)
         for warning in verdict.warnings:
             self.log.warning("%s", warning)

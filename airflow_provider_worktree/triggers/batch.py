@@ -9,7 +9,8 @@ nobody). Killing the deferred task does not cancel the batches: their results ar
 the task collects them.
 
 It yields exactly one event: ``{"status": "success", "batch_ids", "request_counts"}`` once every batch ended,
-``{"status": "error", "message"}`` after :data:`MAX_CONSECUTIVE_POLL_FAILURES` failed polls in a row, or
+``{"status": "error", "message"}`` after the official provider's
+``MAX_CONSECUTIVE_POLL_FAILURES`` failed polls in a row, or
 ``{"status": "timeout", "message"}`` past ``end_time``.
 """
 
@@ -20,9 +21,9 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.providers.anthropic.hooks.anthropic import MAX_CONSECUTIVE_POLL_FAILURES, BatchStatus
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-MAX_CONSECUTIVE_POLL_FAILURES = 5
 
 
 class ClaudeBatchTrigger(BaseTrigger):
@@ -74,7 +75,7 @@ class ClaudeBatchTrigger(BaseTrigger):
                 self.log.warning("polling batches failed (%s); retrying", exc)
             else:
                 failures = 0
-                running = [bid for bid, b in batches.items() if b.processing_status != "ended"]
+                running = [bid for bid, b in batches.items() if BatchStatus.is_in_progress(b.processing_status)]
                 if not running:
                     counts: dict[str, int] = {}
                     for b in batches.values():

@@ -20,12 +20,12 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from airflow.providers.anthropic.hooks.anthropic import MAX_CONSECUTIVE_POLL_FAILURES  # the same tolerance as its triggers
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from airflow_provider_worktree.core.health.thresholds import Thresholds, check_health, validate_on_stale
+from airflow_provider_worktree.core.health import Thresholds, validate_on_stale, watch_once
 
 #: Consecutive failed polls (database unreachable, locked...) tolerated before an error event.
-MAX_CONSECUTIVE_POLL_FAILURES = 5
 
 
 def open_shard_store(shard_status_conn_id: str | None = None, db_path: str | None = None):
@@ -50,7 +50,7 @@ class ShardStatusTrigger(BaseTrigger):
     :param poke_interval: Seconds between polls.
     :param stale_after: Seconds after which a running shard's lease is stale.
     :param on_stale: ``reset`` | ``fail`` | ``warn``.
-    :param thresholds: Threshold overrides (see :class:`~airflow_provider_worktree.core.health.thresholds.Thresholds`).
+    :param thresholds: Threshold overrides (see :class:`~airflow_provider_worktree.core.health.Thresholds`).
     :param fail_on_critical: Yield an error event when a critical threshold is crossed.
     :param end_time: Wall-clock deadline (``time.time()`` epoch seconds); ``None``: no deadline.
     :param worktree_root: Worktree directory whose active worktrees and free disk are also checked (the
@@ -112,14 +112,9 @@ class ShardStatusTrigger(BaseTrigger):
         return TriggerEvent(payload)
 
     def _poll(self, store) -> Any:
-        return check_health(
-            store,
-            self.run_id,
-            stale_after_s=self.stale_after,
-            on_stale=self.on_stale,
-            thresholds=self.thresholds,
-            worktree_root=self.worktree_root,
-        )
+        return watch_once(store, self.run_id, stale_after_s=self.stale_after, on_stale=self.on_stale,
+                          thresholds=self.thresholds, worktree_root=self.worktree_root,
+                          fail_on_critical=self.fail_on_critical)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         store = None
@@ -132,7 +127,7 @@ class ShardStatusTrigger(BaseTrigger):
                         store = await asyncio.to_thread(
                             open_shard_store, self.shard_status_conn_id, self.db_path
                         )
-                    check = await asyncio.to_thread(self._poll, store)
+                    check, verdict = await asyncio.to_thread(self._poll, store)
                 except Exception as exc:  # noqa: BLE001 - tolerate transient database errors
                     failures += 1
                     if failures >= MAX_CONSECUTIVE_POLL_FAILURES or self._past_deadline():
@@ -146,7 +141,6 @@ class ShardStatusTrigger(BaseTrigger):
                     await asyncio.sleep(self.poke_interval)
                     continue
                 failures = 0
-                verdict = check.verdict(self.on_stale, self.fail_on_critical)
                 stale_reset.extend(check.stale_reset)
                 check.stale_reset = stale_reset
                 for warning in verdict.warnings:

@@ -1,7 +1,7 @@
 """What the shard dashboard shows, as JSON-safe dicts: plain Python over the store, no Airflow import.
 
 Thin over the core: the per-run figures come from :func:`core.report.build_report`, the verdicts from
-:func:`core.thresholds.check_health` (the same thresholds as ``airflow-worktree check``), the rows from
+:func:`core.health.check_health` (the same thresholds as ``airflow-worktree check``), the rows from
 :class:`core.store.ShardStore`. The api-server app (``ui.app``) adds what only Airflow knows (the DAG of a
 run, links to task instances) and the access checks; ``bench/bench_ui.py`` times these functions.
 """
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from airflow_provider_worktree.core.sandbox.proc import truncate_middle
 from airflow_provider_worktree.core.health.report import build_report
 from airflow_provider_worktree.core.store import STATUSES
-from airflow_provider_worktree.core.health.thresholds import METRICS, Thresholds, check_health, format_value, jsonable, \
+from airflow_provider_worktree.core.health import METRICS, Thresholds, check_health, format_value, jsonable, \
     to_epoch
 
 __all__ = ["DEFAULT_STALE_AFTER_S", "runs_view", "run_view", "shard_view", "health_view", "health_summary"]

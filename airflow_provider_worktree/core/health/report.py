@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.git.command import run_git
-from airflow_provider_worktree.core.health.thresholds import to_epoch
+from airflow_provider_worktree.core.health.metrics import to_epoch
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 

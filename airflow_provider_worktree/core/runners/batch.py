@@ -44,7 +44,7 @@ from airflow_provider_worktree.core.errors import (
     ShardFailed,
     WorktreeProviderError,
 )
-from airflow_provider_worktree.core.health.thresholds import to_epoch
+from airflow_provider_worktree.core.health.metrics import to_epoch
 from airflow_provider_worktree.core.runners.budget import Budget, upper_bound_tokens
 from airflow_provider_worktree.core.runners.prices import PriceTable
 from airflow_provider_worktree.core.runners.turns import _block_to_param, run_tool_uses
