@@ -4,6 +4,7 @@ function-local ones included."""
 
 from __future__ import annotations
 
+import re
 import textwrap
 from pathlib import Path
 
@@ -59,10 +60,27 @@ def test_core_imports_no_airflow_and_no_face(graph):
     assert not climbing, f"core modules import the package's faces: {climbing}"
 
 
-def test_every_core_package_says_what_it_holds_and_may_import():
-    for init in sorted((PACKAGE / "core").glob("*/__init__.py")):
-        doc = (init.read_text().split('"""') + ["", ""])[1]
-        assert "May import" in doc, f"{init.relative_to(ROOT)}: the docstring says what the package may import"
+def _may_import(init: Path) -> set[str]:
+    """The ``core.X`` names after "May import:" in a package's docstring (up to the paragraph's end)."""
+    doc = (init.read_text().split('"""') + ["", ""])[1]
+    assert "May import" in doc, f"{init.relative_to(ROOT)}: the docstring says what the package may import"
+    paragraph = doc.split("May import", 1)[1].split("\n\n", 1)[0]
+    return {f"{TOP}.{name}" for name in re.findall(r"``(core\.\w+)``", paragraph)}
+
+
+def test_every_core_package_imports_only_what_its_docstring_allows(graph):
+    packages = archcheck.package_graph(graph, CORE)
+    inits = sorted((PACKAGE / "core").glob("*/__init__.py"))
+    assert len(inits) >= 9
+    wrong = {}
+    for init in inits:
+        name = f"{CORE}.{init.parent.name}"
+        allowed = _may_import(init)
+        assert allowed, f"{init.relative_to(ROOT)}: no ``core.X`` names read in its May import"
+        extra = sorted(t for t in packages.get(name, ()) if t not in allowed and t != name)
+        if extra:
+            wrong[name] = extra
+    assert not wrong, f"core packages import more than their docstring's 'May import' says: {wrong}"
 
 
 @pytest.mark.parametrize("where", ["airflow_provider_worktree", "scripts"])
