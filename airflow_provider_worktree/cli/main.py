@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
-from airflow_provider_worktree.core.health.thresholds import (
+from airflow_provider_worktree.core.health import (
     CRITICAL,
     METRICS,
     OK,

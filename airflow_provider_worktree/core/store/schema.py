@@ -11,8 +11,15 @@ from airflow_provider_worktree.core.store._common import (
 from airflow_provider_worktree.core.store.dialects import _Dialect
 
 
+def _usage_columns(d: _Dialect) -> str:
+    """The spend columns a shard, an attempt and a batch entry all record (tokens by kind, dollars)."""
+    return ",\n    ".join([*(f"{kind}_tokens {d.big_type} NOT NULL DEFAULT 0"
+                              for kind in ("input", "output", "cache_read", "cache_write")),
+                            f"cost_usd {d.real_type} NOT NULL DEFAULT 0"])
+
+
 def _v2_table_sql(d: _Dialect, table: str) -> str:
-    ts, big, real = d.ts_type, d.big_type, d.real_type
+    ts, big = d.ts_type, d.big_type
     now_default = "CURRENT_TIMESTAMP" if d.name == "sqlite" else "(now() AT TIME ZONE 'utc')"
     # The runbook's seven columns first, in its order, so `SELECT *` output keeps its positions.
     return f"""CREATE TABLE {table} (
@@ -35,11 +42,7 @@ def _v2_table_sql(d: _Dialect, table: str) -> str:
     commit_sha TEXT,
     files_changed TEXT,
     diffstat TEXT,
-    input_tokens {big} NOT NULL DEFAULT 0,
-    output_tokens {big} NOT NULL DEFAULT 0,
-    cache_read_tokens {big} NOT NULL DEFAULT 0,
-    cache_write_tokens {big} NOT NULL DEFAULT 0,
-    cost_usd {real} NOT NULL DEFAULT 0,
+    {_usage_columns(d)},
     result_summary TEXT,
     created_at {ts} DEFAULT {now_default},
     PRIMARY KEY (run_id, shard_id)
@@ -89,7 +92,7 @@ def _migrate_2_to_3(d: _Dialect, cur: Any) -> None:
     ``shard_attempts`` rows). Each v2 row that was ever claimed keeps its last attempt's numbers as that
     attempt's row (earlier attempts' spend was overwritten by v2 and is not known).
     """
-    ts, big, real = d.ts_type, d.big_type, d.real_type
+    ts, big = d.ts_type, d.big_type
     cur.execute(f"""CREATE TABLE shard_attempts (
     run_id TEXT NOT NULL,
     shard_id TEXT NOT NULL,
@@ -100,11 +103,7 @@ def _migrate_2_to_3(d: _Dialect, cur: Any) -> None:
     ended_at {ts},
     status TEXT NOT NULL,
     error_message TEXT,
-    input_tokens {big} NOT NULL DEFAULT 0,
-    output_tokens {big} NOT NULL DEFAULT 0,
-    cache_read_tokens {big} NOT NULL DEFAULT 0,
-    cache_write_tokens {big} NOT NULL DEFAULT 0,
-    cost_usd {real} NOT NULL DEFAULT 0,
+    {_usage_columns(d)},
     isolation TEXT,
     commit_sha TEXT,
     remote_sha TEXT,
@@ -122,7 +121,7 @@ def _migrate_2_to_3(d: _Dialect, cur: Any) -> None:
 
 def migrate_3_to_4(d: Any, cur: Any) -> None:
     """Version 4: batch mode's ``shard_batches`` and ``batch_entries``."""
-    ts, big, real = d.ts_type, d.big_type, d.real_type
+    ts = d.ts_type
     cur.execute(f"""CREATE TABLE shard_batches (
     run_id TEXT NOT NULL,
     part INTEGER NOT NULL,
@@ -148,11 +147,7 @@ def migrate_3_to_4(d: Any, cur: Any) -> None:
     max_tokens INTEGER,
     response TEXT,
     stop_reason TEXT,
-    input_tokens {big} NOT NULL DEFAULT 0,
-    output_tokens {big} NOT NULL DEFAULT 0,
-    cache_read_tokens {big} NOT NULL DEFAULT 0,
-    cache_write_tokens {big} NOT NULL DEFAULT 0,
-    cost_usd {real} NOT NULL DEFAULT 0,
+    {_usage_columns(d)},
     updated_at {ts},
     PRIMARY KEY (run_id, shard_id)
 )""")
