@@ -95,6 +95,15 @@ def make_repo(path: Path, files: dict[str, str] | None = None, *, n_files: int =
 
 
 @pytest.fixture
+def server():
+    """The offline Messages API server (the package's test double), on a loopback port for one test."""
+    from airflow_provider_worktree.testing import OfflineMessagesServer
+
+    with OfflineMessagesServer() as srv:
+        yield srv
+
+
+@pytest.fixture
 def git_repo(tmp_path: Path) -> Path:
     """A small real repository with a few files and TODO markers, on branch main."""
     return make_repo(

@@ -20,17 +20,11 @@ from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
-from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, text_reply, tool_use_reply
+from airflow_provider_worktree.testing import ScriptedModel, text_reply, tool_use_reply
 from airflow_provider_worktree.testing.faults import bad_request, overloaded
 
 API_KEY = "sk-ant-test-SECRET-0123456789abcdef"
 RUN = "manual__2026-11-30T01:00:00+00:00"
-
-
-@pytest.fixture
-def server():
-    with OfflineMessagesServer() as srv:
-        yield srv
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from airflow_provider_worktree.core.lifecycle import ShardFailed
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
-from airflow_provider_worktree.testing import OfflineMessagesServer, ScriptedModel, text_reply, tool_use_reply
+from airflow_provider_worktree.testing import ScriptedModel, text_reply, tool_use_reply
 from airflow_provider_worktree.testing.faults import bad_request, rate_limit
 
 API_KEY = "sk-ant-test-SECRET-0123456789"
@@ -23,12 +23,6 @@ RUN_ID = "manual__2026-11-28T05:00:00+00:00"
 
 def _git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True).stdout.strip()
-
-
-@pytest.fixture
-def server():
-    with OfflineMessagesServer() as srv:
-        yield srv
 
 
 @pytest.fixture
