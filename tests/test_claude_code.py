@@ -318,15 +318,26 @@ def test_operator_with_the_claude_code_runner_resolves_commits_and_records(claud
     assert all(KEY not in json.dumps(r) for r in requests)
 
 
-def test_operator_refuses_token_caps_for_the_cli(git_repo, tmp_path, monkeypatch):
+def test_operator_turns_token_caps_into_the_clis_dollar_cap(git_repo, tmp_path, monkeypatch):
+    """Issue 23: the example DAG's defaults (input and output token caps) work with runner='claude_code': the CLI
+    gets the dollars those caps can cost at the model's prices; a cap on one side alone has no dollar figure."""
     from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 
     monkeypatch.setenv("AIRFLOW_CONN_ANTHROPIC_CC", json.dumps({"conn_type": "anthropic", "password": KEY}))
     shard = plan_shards(str(git_repo), "todo", max_files=5)[0]
-    op = ClaudeMaintenanceOperator(task_id="t", shard=shard, repo=str(git_repo), runner="claude_code",
-                                   anthropic_conn_id="anthropic_cc", shard_status_conn_id=None, max_total_tokens=1000)
+
+    def operator(**budget):
+        return ClaudeMaintenanceOperator(task_id="t", shard=shard, repo=str(git_repo), runner="claude_code",
+                                         anthropic_conn_id="anthropic_cc", shard_status_conn_id=None,
+                                         runner_options={"model": MODEL}, budget=budget)
+
+    # Sonnet: prompt tokens at most $3.75/MTok (a cache write), output $15/MTok
+    runner = operator(max_input_tokens=200_000, max_output_tokens=20_000)._build_runner(allowed_write=None)
+    assert runner.max_budget_usd == pytest.approx(200_000 * 3.75e-6 + 20_000 * 15e-6)
+    assert operator(max_input_tokens=200_000, max_output_tokens=20_000, max_cost_usd=0.5)._build_runner(
+        allowed_write=None).max_budget_usd == 0.5, "a lower dollar cap wins"
     with pytest.raises(ValueError, match="max_cost_usd"):
-        op.execute({"run_id": RUN_ID})
+        operator(max_input_tokens=1000).execute({"run_id": RUN_ID})
 
 
 # -- process handling, with a stand-in executable (no npm needed) ----------------------------------------------------

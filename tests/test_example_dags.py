@@ -169,6 +169,24 @@ def test_failed_shard_fails_the_run_but_the_report_is_written(airflow_home, tmp_
     assert "verif" in report["failed"][0]["error"]
 
 
+def test_a_shard_never_claimed_fails_the_run_with_its_reason(airflow_home, tmp_path):
+    """Issue 23: a maintain task that fails before claiming its shard (here a budget the claude_code runner cannot
+    turn into dollars) leaves the shard pending; the run is not green and the report says why."""
+    repo = make_repo(tmp_path / "demo", n_files=2)
+    with OfflineMessagesServer() as srv:
+        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
+        proc = _dags_test(airflow_home, "parallel_maintenance_poc",
+                          {"repo": str(repo), "max_files_per_shard": 5, "runner": "claude_code",
+                           "max_input_tokens": None},
+                          AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
+        assert srv.message_requests() == [], "nothing reached the model"
+    out = proc.stdout + proc.stderr
+    assert "state=failed" in out and "1 not done" in out and "never claimed" in out, out[-5000:]
+    report = json.loads(max((airflow_home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
+                        .read_text())
+    assert report["failed"] == [] and [u["status"] for u in report["unfinished"]] == ["pending"]
+
+
 # ------------------------------------------------------------------------- parallel_maintenance_poc: Params
 def _poc_dag():
     """The example DAG object, loaded from its file as the DAG processor would."""

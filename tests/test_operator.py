@@ -106,6 +106,24 @@ def test_verify_failure_commits_nothing_and_records_reason(git_repo, env):
     assert len(_git(git_repo, "worktree", "list", "--porcelain").split("\n\n")) == 1
 
 
+def test_verify_failure_records_its_cause_where_the_user_looks(git_repo, env):
+    """Issue 23: the row, the task's exception (the log) and the report say why verify failed, in one line."""
+    from airflow_provider_worktree.core.health import build_report, render_markdown
+
+    shard = _todo_shards(git_repo)[0]
+    verify = "python -c 'import freezegun_missing_in_this_env'"
+    with pytest.raises(AirflowFailException, match="No module named 'freezegun_missing_in_this_env'"):
+        _operator(git_repo, shard, env, verify_command=verify).execute({"run_id": RUN_ID})
+    store = ShardStore.open(str(env["db"]))
+    row = store.get_shard(RUN_ID, shard["shard_id"])
+    assert row["error_message"].startswith("verification failed: the verify command failed (exit 1): "
+                                           "ModuleNotFoundError: No module named 'freezegun_missing_in_this_env'")
+    assert "freezegun_missing_in_this_env" in row["result_summary"]["verify"]["output_tail"], "full output kept"
+    report = build_report(store, RUN_ID)
+    assert "No module named 'freezegun_missing_in_this_env'" in report["failed"][0]["error"]
+    assert "No module named 'freezegun_missing_in_this_env'" in render_markdown(report)
+
+
 def test_retry_after_failure_resumes_and_succeeds(git_repo, env, server):
     shard = _todo_shards(git_repo)[0]
     server.inject(bad_request("prompt is too long"))

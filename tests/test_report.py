@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 from airflow_provider_worktree.core.health.report import build_report, merge_branches, render_markdown, write_report
@@ -74,3 +75,26 @@ def test_integration_branch_on_a_remote_is_replaced_by_the_next_run(git_repo, tm
     m2.push(second)
     r2 = merge_branches(m2, [second], "maintenance/integration", run_id="manual__second")
     assert r2["merged"] == [second] and _git(remote, "rev-parse", "maintenance/integration") == r2["head"]
+
+
+def test_shards_not_done_are_listed_with_why(tmp_path):
+    """Issue 23: a run is not done while a shard was never claimed, is still running or went back to pending;
+    the report lists each with the reason (the example DAG's report task fails on them)."""
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    store.register_shards(RUN, [{"shard_id": s, "task": "todo", "files": [f"{s}.py"]}
+                                for s in ("done", "never", "running", "reset")])
+    store.complete(store.assign_shard(RUN, "w:1", shard_id="done"), commit_sha="a" * 40)
+    store.assign_shard(RUN, "w:2", shard_id="running")
+    store.assign_shard(RUN, "w:3", shard_id="reset")
+    time.sleep(1.1)                            # lease timestamps may have one-second resolution
+    reset = store.reset_stale(0.5, run_id=RUN)   # both running leases are older than half a second now
+    assert {s["shard_id"] for s in reset} == {"running", "reset"}
+    store.assign_shard(RUN, "w:2", shard_id="running")
+    report = build_report(store, RUN)
+    why = {u["shard_id"]: (u["status"], u["error"]) for u in report["unfinished"]}
+    assert set(why) == {"never", "running", "reset"} and report["failed"] == []
+    assert why["never"][0] == "pending" and why["never"][1].startswith("never claimed")
+    assert why["running"][0] == "running" and "w:2" in why["running"][1]
+    assert why["reset"][0] == "pending" and why["reset"][1].startswith("back to pending after 1 attempt")
+    md = render_markdown(report)
+    assert "## Shards not done" in md and "`never` (pending): never claimed" in md

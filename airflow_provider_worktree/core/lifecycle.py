@@ -374,6 +374,8 @@ def run_shard(
             verify_ok = None
         res.metric_after = task.measure(wt.path, files)
         ok, reason = task.evaluate(res.metric_before, res.metric_after, verify_ok)
+        if not ok and verify_ok is False:  # say why, not only that: the first line of the cause
+            reason = verify.failure()
         if not ok:
             spent = " (the token budget ran out first)" if run.stop_reason == "budget" else ""
             raise ShardFailed(f"verification failed: {reason}{spent}", permanent=True)

@@ -244,10 +244,14 @@ with DAG(
             print(f"Nothing to do: {result['nothing_to_do']}")
         print(open(paths["markdown"]).read())
         t = result["totals"]
-        if result["failed"]:  # the report is written either way; the run must not look green
-            raise RuntimeError(f"{len(result['failed'])} of {t['shards']} shard(s) failed; see {paths['markdown']}")
+        not_done = result["failed"] + result["unfinished"]
+        if not_done:  # the report is written either way; the run is green only when every shard's work is done
+            reasons = "; ".join(f"{s['shard_id']}: {s['error']}" for s in not_done[:5])
+            more = f" (and {len(not_done) - 5} more)" if len(not_done) > 5 else ""
+            raise RuntimeError(f"{len(result['failed'])} of {t['shards']} shard(s) failed and "
+                               f"{len(result['unfinished'])} not done: {reasons}{more}. See {paths['markdown']}")
         return {"run_id": run_id, "paths": paths, "by_status": t["by_status"], "cost_usd": t["cost_usd"],
-                "failed": result["failed"][:20], "integration": result["integration"],
+                "failed": result["failed"][:20], "unfinished": result["unfinished"][:20], "integration": result["integration"],
                 "nothing_to_do": result.get("nothing_to_do")}
 
     plan >> submit >> maintain >> watch >> report()

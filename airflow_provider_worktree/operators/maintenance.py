@@ -230,12 +230,12 @@ class ClaudeMaintenanceOperator(BaseOperator):
         budget, model = self.budget, self.runner_options["model"]
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)
         if self.runner == "claude_code":
-            token_caps = [n for n in ("max_input_tokens", "max_output_tokens", "max_total_tokens") if budget[n]]
-            if token_caps:
-                raise ConfigurationError(f"runner='claude_code' cannot enforce {', '.join(token_caps)} (the CLI has a "
-                                         "dollar cap only): use budget['max_cost_usd'], or runner='api'.")
+            # The CLI enforces dollars only (--max-budget-usd): the token caps become the dollars they can cost.
+            cap, how = shard_budget(budget).dollar_cap(model or hook.default_model)
+            if cap != budget["max_cost_usd"]:
+                self.log.info("runner='claude_code' enforces a dollar cap, not token caps: %s", how)
             conn = hook.get_connection(self.anthropic_conn_id)
-            options = {"max_budget_usd": budget["max_cost_usd"], "allow_commands": self.allow_commands,
+            options = {"max_budget_usd": cap, "allow_commands": self.allow_commands,
                        "isolation": self.isolation, **self.claude_code_options}
             return ClaudeCodeRunner(
                 model=model, max_turns=budget["max_turns"], api_key=conn.password or None,

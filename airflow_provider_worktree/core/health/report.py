@@ -88,7 +88,24 @@ def build_report(store: Any, run_id: str) -> dict:
     totals["max_duration_s"] = max(durations, default=None)
     totals["avg_duration_s"] = round(sum(durations) / len(durations), 3) if durations else None
     failed = [{"shard_id": s["shard_id"], "error": s["error_message"]} for s in shards if s["status"] == "failed"]
-    return {"run_id": run_id, "totals": totals, "failed": failed, "shards": shards, "integration": None}
+    unfinished = [{"shard_id": s["shard_id"], "status": s["status"], "error": _why_unfinished(s)}
+                  for s in shards if s["status"] not in ("completed", "failed")]
+    return {"run_id": run_id, "totals": totals, "failed": failed, "unfinished": unfinished, "shards": shards,
+            "integration": None}
+
+
+def _why_unfinished(shard: dict) -> str:
+    """Why a shard is neither completed nor failed when the report is written: the work is not done."""
+    tries = [a for a in shard.get("attempts") or [] if a.get("status") != "batch"]
+    last = next((a.get("error_message") for a in reversed(tries) if a.get("error_message")), None)
+    if shard["status"] == "running":
+        return (f"still running (lease held by {shard.get('worker_id') or 'an unknown worker'}) when the report was "
+                "written: its task ended without releasing it, or a worker died; `airflow-worktree stale` lists it")
+    if not tries:
+        return ("never claimed: its maintain task ended before claiming it (a configuration error, an upstream "
+                "failure or a cancelled run); read that task's log")
+    return (f"back to pending after {len(tries)} attempt(s) (a lease reset or released) and not tried again"
+            + (f"; last error: {last}" if last else ""))
 
 
 def _tokens_cell(d: dict) -> str:
@@ -151,6 +168,9 @@ def render_markdown(report: dict) -> str:
     if report["failed"]:
         lines += ["", "## Failed shards", ""]
         lines += [f"- `{f['shard_id']}`: {f['error']}" for f in report["failed"]]
+    if report.get("unfinished"):
+        lines += ["", "## Shards not done", ""]
+        lines += [f"- `{u['shard_id']}` ({u['status']}): {u['error']}" for u in report["unfinished"]]
     integ = report.get("integration")
     if integ:
         lines += ["", "## Integration branch", "", f"- Branch: `{integ['branch']}` at {integ.get('head') or '-'}",

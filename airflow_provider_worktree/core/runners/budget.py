@@ -116,6 +116,38 @@ class Budget:
         return None, (f"budget left allows only {allowed} output tokens for a {prompt_tokens}-token prompt, under the "
                       f"floor of {min(floor, max_tokens)}")
 
+    def dollar_cap(self, model: str | None = None) -> tuple[float | None, str]:
+        """The budget as one dollar cap, for a runner that can enforce only dollars (the Claude Code CLI's
+        ``--max-budget-usd``): the most the token caps can cost at ``model``'s prices (every prompt token at its
+        dearest kind, every output token at the output price), or ``max_cost_usd`` if that is lower.
+
+        Returns ``(cap, how)``; ``how`` says in one line what the cap was derived from. Raises
+        :class:`ConfigurationError` when a token cap bounds only one side and no dollar cap is given (no dollar
+        figure follows from it)."""
+        p = self.prices.price(model)
+        per_in, per_out = max(p.input, p.cache_write, p.cache_read) / 1e6, p.output / 1e6
+        caps_in = [c for c in (self.max_input_tokens, self.max_total_tokens) if c is not None]
+        caps_out = [c for c in (self.max_output_tokens, self.max_total_tokens) if c is not None]
+        bounds: list[float] = []
+        if caps_in and caps_out:
+            bounds.append(min(caps_in) * per_in + min(caps_out) * per_out)
+        if self.max_total_tokens is not None:
+            bounds.append(self.max_total_tokens * max(per_in, per_out))
+        named = ", ".join(f"{n}={v}" for n, v in (("max_input_tokens", self.max_input_tokens),
+                                                  ("max_output_tokens", self.max_output_tokens),
+                                                  ("max_total_tokens", self.max_total_tokens)) if v is not None)
+        if named and not bounds and self.max_cost_usd is None:
+            raise ConfigurationError(f"{named} bounds only one side of the spend, so no dollar cap follows from it "
+                                     "for a runner that enforces dollars only: add the other token cap or "
+                                     "budget['max_cost_usd'].")
+        from_tokens = round(min(bounds), 6) if bounds else None
+        if from_tokens is not None and (self.max_cost_usd is None or from_tokens < self.max_cost_usd):
+            return from_tokens, (f"${from_tokens:g} from {named} at the prices of {model or 'an unknown model'} "
+                                 f"(${p.input:g}/${p.output:g} per MTok in/out)")
+        if self.max_cost_usd is not None:
+            return float(self.max_cost_usd), f"max_cost_usd=${self.max_cost_usd:g}"
+        return None, "no cap"
+
     def to_dict(self) -> dict[str, Any]:
         return {"max_input_tokens": self.max_input_tokens, "max_output_tokens": self.max_output_tokens,
                 "max_total_tokens": self.max_total_tokens, "max_cost_usd": self.max_cost_usd,

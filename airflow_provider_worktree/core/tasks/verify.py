@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,15 @@ __all__ = ["VerifyResult", "run_verify", "DEFAULT_VERIFY_TIMEOUT"]
 DEFAULT_VERIFY_TIMEOUT = 600.0
 _OUTPUT_CAP = 10_000_000          # characters of command output read back (the lint metric counts lines)
 _TAIL_CHARS = 4_000
+_CAUSE_CHARS = 300
+# What names the cause in a failing command's output, most telling first: an exception with its message (pytest's
+# "E   ModuleNotFoundError: No module named 'x'", a traceback's last line), a test runner's summary line, the
+# first FAILED/ERROR line. Hand-written because no library reads "why did this command fail" across tools.
+_CAUSE_PATTERNS = (
+    re.compile(r"^(?:E\s+)?(?:[\w.]+\.)?(\w*(?:Error|Exception|Exit|Interrupt)(?::\s.*)?)$"),
+    re.compile(r"^=+ (.*\b(?:failed|errors?|no tests ran)\b.*) =+$"),
+    re.compile(r"^((?:FAILED|ERROR)\b.*)$"),
+)
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,27 @@ class VerifyResult:
     command: tuple[str, ...] = ()
     #: The box the command ran in: "bwrap", "fallback" or "none" (None: it did not run).
     isolation: str | None = None
+
+    @property
+    def cause(self) -> str:
+        """One line saying why the command failed, taken from its output ("" when it passed): the exception it
+        raised, else the test runner's summary, else the first FAILED/ERROR line, else the last line."""
+        if self.ok:
+            return ""
+        lines = [ln.strip() for ln in self.output_tail.splitlines() if ln.strip()]
+        for pattern in _CAUSE_PATTERNS:
+            for line in lines:
+                m = pattern.match(line)
+                if m:
+                    return m.group(1).strip()[:_CAUSE_CHARS]
+        return (lines[-1] if lines else "no output")[:_CAUSE_CHARS]
+
+    def failure(self) -> str:
+        """The failure in one line for the report, the CLI, the UI and the task log (the output's tail is kept
+        beside it in the shard's ``result_summary``)."""
+        status = ("timed out" if self.timed_out else "did not start" if self.returncode is None
+                  else f"exit {self.returncode}")
+        return f"the verify command failed ({status}): {self.cause}"
 
 
 def _argv(command: str | Sequence[str], what: str = "command") -> list[str]:
