@@ -23,7 +23,7 @@ import pytest
 from conftest import make_repo
 from test_box import KEY, isolation, no_bwrap, wait_no_marker  # noqa: F401 - fixtures used by name
 
-from airflow_provider_worktree.core.runners import ApiRunner, Budget
+from airflow_provider_worktree.core.runners import ApiRunner, Budget, ModelRequestError
 from airflow_provider_worktree.core.sandbox import (
     CommandTool,
     SandboxViolation,
@@ -299,8 +299,8 @@ class _RecordingRunner(ApiRunner):
         self.waits.append(seconds)
 
 
-@pytest.mark.parametrize("header", ["inf", "nan", "-5", "86400", "1e308", "soon"])
-def test_retry_after_is_clamped(header, git_repo):
+@pytest.mark.parametrize("header", ["nan", "-5", "soon"])
+def test_a_retry_after_that_is_no_number_falls_back_to_backoff(header, git_repo):
     server = OfflineMessagesServer()
     with server:
         fault = rate_limit(retry_after=None)
@@ -311,6 +311,25 @@ def test_retry_after_is_clamped(header, git_repo):
         result = runner.run(git_repo, "hello")
     assert result.stop_reason == "end_turn" and result.retries == 1
     assert len(runner.waits) == 1 and 0 <= runner.waits[0] <= 66.0  # 60 s and its 10 % jitter at most
+
+
+@pytest.mark.parametrize("header", ["inf", "86400", "1e308", "61"])
+def test_a_retry_after_beyond_a_minute_does_not_hold_the_worker(header, git_repo):
+    """Issue 23: inf or a day is not waited out in a worker slot (it was: five clamped minute-long waits); the
+    run fails at once as retryable, with what it spent so far, so the task's retry comes back later."""
+    server = OfflineMessagesServer()
+    with server:
+        for _ in range(6):
+            fault = rate_limit(retry_after=None)
+            fault.headers["retry-after"] = header
+            server.inject(fault)
+        runner = _RecordingRunner(client_for(server), MODEL, backoff_base=0.01, max_retry_wait=10_000)
+        runner.waits = []
+        with pytest.raises(ModelRequestError, match="asks to wait .* more than the 60s") as info:
+            runner.run(git_repo, "hello")
+        assert len(server.message_requests()) == 1
+    assert runner.waits == [] and info.value.retryable and info.value.status_code == 429
+    assert info.value.result is not None and info.value.result.stop_reason == "error"
 
 
 def _calls_within(budget_tokens: int, repo: Path, usage: dict | None) -> tuple[str, int]:

@@ -87,7 +87,7 @@ def _retry_after_seconds(exc: BaseException) -> float | None:
         return None
     if value is None or math.isnan(value):
         return None
-    return min(max(0.0, value), MAX_RETRY_AFTER_S)  # inf, a day, a negative: clamped
+    return max(0.0, value)  # a negative is "now"; inf or a day is the caller's to refuse (MAX_RETRY_AFTER_S)
 
 
 class ApiRunner:
@@ -241,6 +241,17 @@ class ApiRunner:
                         retryable=True,
                     ) from None
                 told = _retry_after_seconds(exc)
+                if told is not None and told > MAX_RETRY_AFTER_S:
+                    # Waiting that out would hold a worker slot for minutes (or forever, for inf): fail now as
+                    # retryable, so the task's own retry comes back later with the slot free meanwhile.
+                    raise ModelRequestError(
+                        f"the Messages API asks to wait {told:g}s before the next request "
+                        f"({'HTTP ' + str(status) if status else type(exc).__name__}: {api_message}), more than "
+                        f"the {MAX_RETRY_AFTER_S:g}s a runner waits inside a worker slot; failing now as retryable so "
+                        "the task's retry comes back later (raise retry_delay, or lower the parallelism).",
+                        status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
+                        retryable=True,
+                    ) from None
                 if told is not None:
                     told = min(told, self.max_retry_wait)
                     delay = told + random.uniform(0, 0.1 * max(told, 0.1))
