@@ -28,6 +28,7 @@ DEMO = PROJECT / "scripts" / "demo_repo.py"
 sys.path.insert(0, str(PROJECT / "scripts"))
 from smokerun import checks, constants, options, output  # noqa: E402
 from smokerun.run import SmokeRun  # noqa: E402
+from conftest import make_repo  # noqa: E402
 
 
 def _missing_tools() -> str | None:
@@ -227,6 +228,28 @@ def test_help_and_bad_arguments():
     assert bad.returncode == 2 and "--mode must be" in bad.stderr
     assert _run(["--parallel", "0"]).returncode == 2
     assert _run(["--no-such-flag"]).returncode == 2
+
+
+def test_a_bad_repository_is_refused_before_any_setup(tmp_path: Path):
+    """Issue 23: a path that is no git repository is refused in about a second, not after the venv check, the
+    database migration and the DAG registration; nothing is created."""
+    empty = tmp_path / "empty-repo"
+    empty.mkdir()
+    subprocess.run(["git", "init", "-q", str(empty)], check=True)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    repo = make_repo(tmp_path / "repo", n_files=1)
+    home = tmp_path / "home"
+    cases = [([str(tmp_path / "missing")], "no such directory"),
+             ([str(plain)], "is not inside a git repository"),
+             ([str(empty)], "has no commit yet"),
+             ([str(repo), "--conf", '{"base_ref": "no-such-branch"}'], "has no commit 'no-such-branch'")]
+    for args, message in cases:
+        out = _run(["--repo", *args, "--home", str(home)], timeout=60)
+        assert out.returncode == 2 and message in out.stderr, (args, out.stderr, out.stdout)
+        assert out.stdout == "" and not home.exists(), "refused before any phase ran"
+    assert checks.repository_problem(str(repo)) is None
+    assert checks.repository_problem("https://example.com/x.git") is None, "URLs are the clone step's to check"
 
 
 def test_refuses_to_wipe_a_directory_it_did_not_make(tmp_path: Path):

@@ -19,6 +19,25 @@ def git(*args: str, cwd: Path | str | None = None, check: bool = False) -> subpr
                           env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"})
 
 
+def repository_problem(repo: str, ref: str = "HEAD") -> str | None:
+    """Why ``--repo`` cannot be run (one line naming the fix), checked before any setup; None when it can, or
+    when it is a URL (the clone step reports those)."""
+    if not repo or "://" in repo or re.match(r"^[\w.-]+@[\w.-]+:", repo):
+        return None
+    path = Path(repo).expanduser()
+    if not path.exists():
+        return f"--repo {repo}: no such directory; give a local git repository or a URL"
+    if not path.is_dir():
+        return f"--repo {repo} is a file, not a directory; give the repository's directory"
+    if git("-C", str(path), "rev-parse", "--show-toplevel").returncode != 0:
+        return f"--repo {repo} is not inside a git repository; run `git init` and commit there, or give another path"
+    if git("-C", str(path), "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").returncode != 0:
+        what = "has no commit yet; commit something first" if ref == "HEAD" else \
+            f"has no commit {ref!r}; pass an existing branch, tag or sha as base_ref"
+        return f"--repo {repo} {what}"
+    return None
+
+
 def fingerprint(repo: str) -> str:
     """HEAD, status, every ref, worktrees and stashes of a local repository (read-only git calls)."""
     if not Path(repo).is_dir():

@@ -13,11 +13,13 @@ import urllib.request
 from pathlib import Path
 
 from harness.processes import Background
+
 from smokerun.checks import (
     PG_ADMIN,
     RUN_FACTS,
     RUN_WATCHER,
     last_error_of,
+    repository_problem,
     shard_counts,
     shard_rows,
 )
@@ -282,6 +284,13 @@ def main(argv: list[str] | None = None) -> int:
     if opts is None:
         print(USAGE, end="")
         return 0
+    try:
+        problem = repository_problem(opts.repo, str(opts.conf(opts.repo).get("base_ref") or "HEAD"))
+    except UsageError as exc:
+        problem = str(exc)
+    if problem:  # before any setup: a bad path costs a second, not the venv check and the DAG registration
+        print(f"{PROG}: {problem}", file=sys.stderr)
+        return 2
     out = Out(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
