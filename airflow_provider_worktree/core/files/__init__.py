@@ -15,13 +15,17 @@ from airflow_provider_worktree._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "ATTRS": "airflow_provider_worktree.core.files.attributes",
+    "DOCS_DIRS": "airflow_provider_worktree.core.files.skips",
+    "EXAMPLE_DIRS": "airflow_provider_worktree.core.files.skips",
     "FIXTURE_DIRS": "airflow_provider_worktree.core.files.skips",
     "GitAttributes": "airflow_provider_worktree.core.files.attributes",
     "Listing": "airflow_provider_worktree.core.files.listing",
     "R_ATTR_GENERATED": "airflow_provider_worktree.core.files.skips",
     "R_ATTR_VENDORED": "airflow_provider_worktree.core.files.skips",
     "R_CI": "airflow_provider_worktree.core.files.skips",
+    "R_DOCS_CONFIG": "airflow_provider_worktree.core.files.skips",
     "R_EDITOR_LIMIT": "airflow_provider_worktree.core.files.skips",
+    "R_EXAMPLE": "airflow_provider_worktree.core.files.skips",
     "R_EXCLUDED": "airflow_provider_worktree.core.files.skips",
     "R_FIXTURE": "airflow_provider_worktree.core.files.skips",
     "R_GENERATED": "airflow_provider_worktree.core.files.skips",
