@@ -25,6 +25,7 @@ PINNED = {
     "mypy": "1.13.0",       # a type checker, large
     "attrs": "24.2.0",
     "click": "8.1.7",
+    "pyparsing": "3.2.0",   # examples with real lint findings (whitespace, == None, unused imports)
 }
 
 CACHE = Path(os.environ.get("WORKTREE_TEST_SDIST_CACHE")

@@ -25,6 +25,7 @@ from typing import Any
 from airflow_provider_worktree.core.tasks import parse_shard_block
 from airflow_provider_worktree.testing.conversation import FileState, asks_one_response, history, read_states
 from airflow_provider_worktree.testing.edits import Edit, call_tokens, fit, render
+from airflow_provider_worktree.testing.lint_fixes import plan_lint_fixes
 from airflow_provider_worktree.testing.planners import in_range, plan_changes, plan_tests
 from airflow_provider_worktree.testing.toolsets import ToolSet, text_of, toolset_for
 
@@ -91,7 +92,9 @@ class RuleBasedModel:
       right after their full header (never between a decorator and its ``def``); ``@overload`` stubs are left to
       the implementation; one-line bodies are split; the module gets ``\"\"\"Module m.\"\"\"`` after its leading
       comments. A Python file that parsed keeps parsing (every plan is checked with ``ast``).
-    * ``tests``: creates ``tests/test_<module>.py`` that imports the module. ``lint`` and ``custom`` view and end.
+    * ``lint``: once a Python file is read in full, the mechanical fixes of :mod:`.lint_fixes` (unused imports,
+      trailing whitespace, ``== None``/``== True``, f-strings without placeholders); other findings stay.
+    * ``tests``: creates ``tests/test_<module>.py`` that imports the module. ``custom`` views and ends.
 
     One response (batch mode): when the last user turn contains
     :data:`~airflow_provider_worktree.core.runners.batch.ONE_RESPONSE_INSTRUCTION`, the files were viewed in the request
@@ -124,10 +127,10 @@ class RuleBasedModel:
         states = read_states(files, mine, results, tools)
         one = asks_one_response(messages)
 
-        if task in ("todo", "docstrings"):
+        if task in ("todo", "docstrings", "lint"):
             return self._edit_turn(task, request, shard, files, states, calls, results, tools, one_response=one)
 
-        # tests, lint, custom: a first look at each file, then (tests) one new test module per module, then end.
+        # tests, custom: a first look at each file, then (tests) one new test module per module, then end.
         # In one response there is no look: a test module needs only the module's path.
         views = [] if one else [tools.view(f, 1, 0) for f in files if not states[f].views]
         if views:
@@ -167,7 +170,7 @@ class RuleBasedModel:
 
         ``one_response``: no views and no per-turn cut; every edit of what the request shows, within its
         ``max_tokens``."""
-        if task == "docstrings":
+        if task in ("docstrings", "lint"):
             states = {f: st for f, st in states.items() if f.endswith(".py")}
         views = [] if one_response else [tools.view(f, st.next_line() + st.shift, st.errors)
                                          for f, st in states.items() if not st.failed and st.complete() is None]
@@ -188,7 +191,9 @@ class RuleBasedModel:
             if st.failed or not known:
                 continue
             complete = st.complete() is not None
-            changes = in_range(plan_changes(task, f, known, complete), shard.get("lines"))
+            planned = (tuple(plan_lint_fixes(f, known)) if complete else ()) if task == "lint" else \
+                plan_changes(task, f, known, complete)
+            changes = in_range(list(planned), shard.get("lines"))
             tried = {row: res for (ff, row), res in attempts.items() if ff == f}
             done = [ch for ch in changes if any(tried.get(ch.start, ()))]
             todo = [ch for ch in changes if not any(tried.get(ch.start, ()))

@@ -114,8 +114,8 @@ class VerifyPhases:
             else:
                 out.error(f"{done} of {total} shards completed ({pct:.0f}%); the others:")
             out.indent(text)
-        if total < o.parallel:
-            out.warning(f"only {total} shards for a parallel limit of {o.parallel}: not enough to fill every slot")
+        if 0 < total < o.parallel:  # the plan, not the limit, bounds the parallelism: nothing to warn about
+            out.info(f"{total} shard(s) for a parallel limit of {o.parallel}: at most {total} can run at once")
 
         # Branches and commits recorded for each completed shard exist in the clone, and the branch is there.
         bad = no_commit = checked = 0

@@ -16,6 +16,8 @@ from __future__ import annotations
 from airflow_provider_worktree._lazy import lazy_exports
 
 __getattr__, __all__ = lazy_exports(__name__, {
+    "Finding": "airflow_provider_worktree.core.tasks.findings",
+    "parse_findings": "airflow_provider_worktree.core.tasks.findings",
     "CONVENTION_FILES": "airflow_provider_worktree.core.tasks.prompt",
     "CustomTask": "airflow_provider_worktree.core.tasks.catalog",
     "DEFAULT_MAX_FILE_BYTES": "airflow_provider_worktree.core.tasks.discovery",

@@ -30,6 +30,7 @@ from airflow_provider_worktree.core.files.listing import (
     tree_listing,
 )
 from airflow_provider_worktree.core.tasks.discovery import DEFAULT_MAX_FILE_BYTES, discover
+from airflow_provider_worktree.core.tasks.findings import Finding, parse_findings
 from airflow_provider_worktree.core.tasks.metrics import (
     _TODO_GREP_ERE,
     _docstring_report,
@@ -351,7 +352,9 @@ def _without_fix(argv: Sequence[str]) -> list[str]:
 class LintTask(MaintenanceTask):
     """Fix a linter's findings. ``lint_command`` is an argv list (or a string, split with shlex) run in the
     worktree without a shell; the shard's files are appended, or substituted for a ``{files}`` argument.
-    Each non-empty output line is a finding (or each line matching ``finding_pattern`` when given)."""
+    Findings are read from the linter's output (:mod:`~airflow_provider_worktree.core.tasks.findings`: ruff's and
+    pylint's JSON, ``path:line:col: message`` lines as flake8 prints them, else one per non-empty line), or are
+    the lines matching ``finding_pattern`` when given."""
 
     name = "lint"
     description = "fix the findings of the project's linter"
@@ -381,7 +384,7 @@ class LintTask(MaintenanceTask):
     def instructions_with_command(self) -> str:
         return self.instructions + (f" The linter is: {shlex.join(self.lint_command)}" if self.lint_command else "")
 
-    def _lint(self, cwd, files: Sequence[str], *, no_fix: bool = False) -> tuple[VerifyResult, list[str]]:
+    def _lint(self, cwd, files: Sequence[str], *, no_fix: bool = False) -> tuple[VerifyResult, list[Finding]]:
         self.validate()
         assert self.lint_command is not None
         command = _without_fix(self.lint_command) if no_fix else list(self.lint_command)
@@ -396,19 +399,16 @@ class LintTask(MaintenanceTask):
             reason = "timed out" if result.timed_out else result.output_tail
             raise ConfigurationError(f"The lint command {shlex.join(argv[:6])} did not run: {reason}. "
                                      "Fix lint_command or raise its timeout.")
-        lines = [ln for ln in output.splitlines() if ln.strip()]
-        if self._finding_re is not None:
-            lines = [ln for ln in lines if self._finding_re.search(ln)]
-        return result, lines
+        root = os.fspath(cwd)
+        prefixes = sorted({root.rstrip("/") + "/", os.path.realpath(root) + "/"}, key=len, reverse=True)
+        return result, parse_findings(output, prefixes=prefixes, pattern=self._finding_re)
 
     @staticmethod
-    def _per_file(lines: Sequence[str], files: Sequence[str]) -> dict[str, int]:
+    def _per_file(findings: Sequence[Finding], files: Sequence[str]) -> dict[str, int]:
         counts = dict.fromkeys(files, 0)
-        for ln in lines:
-            head = ln[2:] if ln.startswith("./") else ln
-            path = head.split(":", 1)[0]
-            if path in counts:
-                counts[path] += 1
+        for finding in findings:
+            if finding.path in counts:
+                counts[finding.path] += 1
         return counts
 
     def discover_weights(self, repo_path, commit, listing, globs=None):
@@ -424,17 +424,15 @@ class LintTask(MaintenanceTask):
         full = tree_listing(repo_path, commit)         # the whole tree: linters read config and imports
         with scratch_dir("worktree-lint-") as scratch:
             materialize(repo_path, full, scratch)
-            _, lines = self._lint(scratch, sorted(candidates), no_fix=True)
-        for prefix in {scratch + "/", os.path.realpath(scratch) + "/"}:    # linters that print absolute paths
-            lines = [ln[len(prefix):] if ln.startswith(prefix) else ln for ln in lines]
-        return {p: n for p, n in self._per_file(lines, sorted(candidates)).items() if n > 0}
+            _, findings = self._lint(scratch, sorted(candidates), no_fix=True)   # paths relative to the copy
+        return {p: n for p, n in self._per_file(findings, sorted(candidates)).items() if n > 0}
 
     def measure(self, worktree_path, files):
         missing = sorted(f for f in files if not (Path(worktree_path) / f).is_file())
         present = [f for f in files if f not in missing]
-        result, lines = self._lint(worktree_path, present)
-        return {"findings": len(lines), "per_file": self._per_file(lines, present),
-                "returncode": result.returncode, "sample": lines[:20], "missing_files": missing}
+        result, findings = self._lint(worktree_path, present)
+        return {"findings": len(findings), "per_file": self._per_file(findings, present),
+                "returncode": result.returncode, "sample": [str(f) for f in findings[:20]], "missing_files": missing}
 
     def _judge(self, before, after, verify_ok):
         return self._decreased(before, after, "findings", "lint findings")
