@@ -121,7 +121,9 @@ def test_verify_failure_records_its_cause_where_the_user_looks(git_repo, env):
     assert "freezegun_missing_in_this_env" in row["result_summary"]["verify"]["output_tail"], "full output kept"
     report = build_report(store, RUN_ID)
     assert "No module named 'freezegun_missing_in_this_env'" in report["failed"][0]["error"]
-    assert "No module named 'freezegun_missing_in_this_env'" in render_markdown(report)
+    md = render_markdown(report)
+    assert "No module named 'freezegun_missing_in_this_env'" in md
+    assert "<details><summary>verify output (its end)</summary>" in md and "Traceback" in md, "the output, one click away"
 
 
 def test_retry_after_failure_resumes_and_succeeds(git_repo, env, server):

@@ -98,3 +98,21 @@ def test_shards_not_done_are_listed_with_why(tmp_path):
     assert why["reset"][0] == "pending" and why["reset"][1].startswith("back to pending after 1 attempt")
     md = render_markdown(report)
     assert "## Shards not done" in md and "`never` (pending): never claimed" in md
+
+
+def test_a_failed_verify_shows_the_end_of_its_output_marked_when_cut(tmp_path):
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    store.register_shards(RUN, [{"shard_id": s, "task": "todo", "files": [f"{s}.py"]} for s in ("short", "long")])
+    outputs = {"short": "E   ModuleNotFoundError: No module named 'freezegun'\n",
+               "long": "".join(f"collecting line {n}\n" for n in range(200))[-2000:] + "1 failed in 0.2s\n"}
+    for shard, tail in outputs.items():
+        lease = store.assign_shard(RUN, "w:1", shard_id=shard)
+        store.fail(lease, "verification failed: the verify command failed (exit 1): ...",
+                   result_summary={"verify": {"ok": False, "returncode": 1, "output_tail": tail}})
+    report = build_report(store, RUN)
+    by_id = {s["shard_id"]: s for s in report["shards"]}
+    assert by_id["short"]["verify_output"] == outputs["short"]
+    assert by_id["long"]["verify_output"].startswith("[... earlier output cut: the task log has all of it]")
+    assert by_id["long"]["verify_output"].endswith("1 failed in 0.2s\n")
+    md = render_markdown(report)
+    assert md.count("<details><summary>verify output (its end)</summary>") == 2 and "No module named 'freezegun'" in md

@@ -65,6 +65,7 @@ def build_report(store: Any, run_id: str) -> dict:
             "model": summary.get("model") if isinstance(summary, dict) else None,
             "offline": bool(isinstance(summary, dict) and summary.get("offline")),
             "excluded_files": (summary.get("excluded_files") if isinstance(summary, dict) else None) or [],
+            "verify_output": _verify_output(row, summary),
             "attempts": attempts.get(row["shard_id"], []),
         }
         entry["batch_cost_usd"] = round(sum(float(a.get("cost_usd") or 0) for a in entry["attempts"]
@@ -92,6 +93,22 @@ def build_report(store: Any, run_id: str) -> dict:
                   for s in shards if s["status"] not in ("completed", "failed")]
     return {"run_id": run_id, "totals": totals, "failed": failed, "unfinished": unfinished, "shards": shards,
             "integration": None}
+
+
+#: Characters of a failed verify's output the report shows (the end, where the cause usually is).
+VERIFY_EXCERPT_CHARS = 1500
+
+
+def _verify_output(row: dict, summary: Any) -> str | None:
+    """The end of a failed shard's verify output, marked when cut (the lifecycle keeps its last 2,000
+    characters; the task log has all of it)."""
+    verify = summary.get("verify") if isinstance(summary, dict) else None
+    if row.get("status") != "failed" or not isinstance(verify, dict) or verify.get("ok"):
+        return None
+    tail = str(verify.get("output_tail") or "")
+    if len(tail) > VERIFY_EXCERPT_CHARS or len(tail) >= 2000:
+        tail = "[... earlier output cut: the task log has all of it]\n" + tail[-VERIFY_EXCERPT_CHARS:]
+    return tail or None
 
 
 def _why_unfinished(shard: dict) -> str:
@@ -167,7 +184,14 @@ def render_markdown(report: dict) -> str:
         lines += [f"- `{s['shard_id']}`: {', '.join(s['excluded_files'][:20])}" for s in excluded]
     if report["failed"]:
         lines += ["", "## Failed shards", ""]
-        lines += [f"- `{f['shard_id']}`: {f['error']}" for f in report["failed"]]
+        outputs = {s["shard_id"]: s.get("verify_output") for s in report["shards"]}
+        for f in report["failed"]:
+            lines.append(f"- `{f['shard_id']}`: {f['error']}")
+            if outputs.get(f["shard_id"]):
+                fence = "~~~~" if "```" in outputs[f["shard_id"]] else "```"
+                lines += ["", "  <details><summary>verify output (its end)</summary>", "", f"  {fence}text",
+                          *("  " + ln for ln in outputs[f["shard_id"]].splitlines()), f"  {fence}",
+                          "  </details>", ""]
     if report.get("unfinished"):
         lines += ["", "## Shards not done", ""]
         lines += [f"- `{u['shard_id']}` ({u['status']}): {u['error']}" for u in report["unfinished"]]
