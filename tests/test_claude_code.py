@@ -217,6 +217,23 @@ def test_cli_is_confined_to_the_worktree_and_its_allowed_commands(claude_cli, gi
     assert cat.get("is_error") and "private" not in result_text(cat), "an allowed command cannot read the worker's files"
 
 
+def test_a_cli_linked_from_a_place_the_box_hides_runs_in_the_box(claude_cli, git_repo, tmp_path):
+    """Issue 23: ``executable=`` an npm ``bin/claude`` link in a directory the box does not show (under /tmp, not on
+    PATH) runs in the bubblewrap box: the box shows the install root and runs the link's target."""
+    from airflow_provider_worktree.core.sandbox import bwrap_status
+
+    usable, why = bwrap_status()
+    if not usable:
+        pytest.skip(f"bubblewrap does not work here: {why}")
+    link = tmp_path / "npm-prefix" / "bin" / "claude"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(os.path.realpath(claude_cli))
+    with OfflineMessagesServer(ScriptedModel([text_reply("Nothing to change.")])) as srv:
+        cc = runner(str(link), srv, isolation="bwrap")
+        result = cc.run(git_repo, "Have a look.")
+    assert result.stop_reason == "end_turn" and cc.last_isolation == "bwrap", result
+
+
 def test_dollar_cap_stops_the_cli(claude_cli, git_repo):
     """The first call of the CLI costs about $0.03 here (its own prompt is ~9k tokens written to the cache at the
     model's list price); a $0.02 cap stops the endless script after that call instead of ten."""

@@ -57,7 +57,8 @@ The run's Params (see the DAG's doc; each one is passed in the run's conf):
   --include GLOB      only files matching GLOB (repeatable)
   --exclude GLOB      leave out files matching GLOB (repeatable)
   --max-files N       files per shard (default 2)
-  --runner NAME       api (default) or claude_code
+  --runner NAME       api (default) or claude_code (the Claude Code CLI: `claude` on PATH, e.g. after
+                      `npm install -g @anthropic-ai/claude-code`; it talks to the offline server too)
   --model ID          Claude model id (default: the connection's)
   --isolation MODE    auto (default), bwrap or none: how code from the model or the repository runs
   --max-cost-usd X    per-shard dollar cap

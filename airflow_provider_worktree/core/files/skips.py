@@ -49,7 +49,7 @@ FIXTURE_DIRS = frozenset({
     "goldens", "cassettes",
 })
 #: Directory names of example code (any depth): demonstrations, kept as their authors wrote them.
-EXAMPLE_DIRS = frozenset({"examples", "example", "samples", "sample", "demos", "demo"})
+EXAMPLE_DIRS = frozenset({"examples", "example"})
 #: Directory names of documentation, whose build configuration (Sphinx's ``conf.py``) is no maintenance target.
 DOCS_DIRS = frozenset({"docs", "doc", "documentation", "sphinx"})
 _DOCS_CONFIG_FILES = frozenset({"mkdocs.yml", "mkdocs.yaml", "docusaurus.config.js"})

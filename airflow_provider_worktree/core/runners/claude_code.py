@@ -275,6 +275,9 @@ class ClaudeCodeRunner:
         if not Path(worktree_path).is_dir():
             raise ConfigurationError(f"worktree {os.fspath(worktree_path)!r} is not a directory.")
         argv, env = self.build_command(worktree_path, system_prompt=system_prompt)
+        # Run the link's target: npm's bin/claude is a link into the install root, and the box shows that root
+        # (below), not necessarily the link's own directory (an npm prefix under /tmp or a hidden $HOME).
+        argv = [os.path.realpath(argv[0]), *argv[1:]]
         self.log.info("running Claude Code: tools=%s budget=%s max_turns=%d", ",".join(self.tool_set()),
                       f"${self.max_budget_usd:g}" if self.max_budget_usd is not None else "none", self.max_turns)
         try:
