@@ -12,6 +12,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -430,3 +431,21 @@ def test_stand_in_timeout_and_cancel_kill_the_process_group(stand_in, git_repo):
     r = ClaudeCodeRunner(executable=stand_in, timeout=60)
     threading.Timer(1.0, r.cancel).start()
     assert r.run(git_repo, "go").stop_reason == "cancelled"  # not "error": the cancel, not the timeout, ended it
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(900)
+def test_smoke_run_with_the_claude_code_runner_and_the_dags_defaults(claude_cli, tmp_path):
+    """Issue 23: the example DAG's defaults (input and output token caps) with ``--runner claude_code``: the real
+    CLI against the offline server, every shard completed, the run green only because the work is done."""
+    project = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "NO_COLOR": "1", "PATH": f"{Path(claude_cli).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    home = tmp_path / "smoke"
+    done = subprocess.run([str(project / "scripts" / "smoke_run.sh"), "--home", str(home), "--python", sys.executable,
+                           "--metadata-db", "sqlite", "--runner", "claude_code", "--modules", "6"], cwd=project,
+                          env=env, capture_output=True, text=True, timeout=850)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-6000:]
+    assert re.search(r"\[SUCCESS\] all \d+ shards completed", log), log[-6000:]
+    assert "[SUCCESS] no worktree left" in log
