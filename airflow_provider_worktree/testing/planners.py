@@ -295,7 +295,9 @@ def plan_changes(task: str, path: str, lines: tuple[str, ...], complete: bool) -
 
 
 def plan_tests(files: list[str]) -> list[tuple[str, str]]:
-    """``tests/test_<module>.py`` for each Python module of the shard: a test that imports it."""
+    """``tests/test_<module>.py`` for each Python module of the shard: a test that imports it the way a project's
+    own tests do, by its dotted name (``src/pkg/mod.py`` is ``pkg.mod``, so its relative imports work), with the
+    project's root and ``src/`` on the path; a module outside any package is loaded from its file."""
     out, used = [], set()
     for path in files:
         p = PurePosixPath(path)
@@ -305,16 +307,34 @@ def plan_tests(files: list[str]) -> list[tuple[str, str]]:
         name = stem if stem not in used else "_".join(p.with_suffix("").parts)
         used.add(name)
         ident = re.sub(r"[^0-9A-Za-z_]", "_", name)
+        parts = list(p.with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        base = "src" if parts[:1] == ["src"] else ""
+        dotted = ".".join(parts[1:] if base else parts)
+        package = "" if str(p.parent) in (".", base) else str(p.parent)
+        by_file = (
+            f'spec = importlib.util.spec_from_file_location("{ident}", ROOT / "{path}")\n'
+            "module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n")
+        if package:
+            load = (f'if (ROOT / "{package}" / "__init__.py").is_file():   # as the project\'s own tests import it\n'
+                    f'    sys.path[:0] = [str(ROOT / "{base}"), str(ROOT)]\n'
+                    f'    module = importlib.import_module("{dotted}")\n'
+                    "else:  # a directory of scripts, not a package: load the file itself\n"
+                    + "".join("    " + ln + "\n" for ln in by_file.splitlines()))
+        else:
+            load = by_file
         body = (
             f'"""Smoke test for {path} (written by the offline test double)."""\n'
+            "import importlib\n"
             "import importlib.util\n"
-            "import pathlib\n\n"
+            "import pathlib\n"
+            "import sys\n\n"
             "ROOT = pathlib.Path(__file__).resolve().parents[1]\n\n\n"
             f"def test_{ident}_imports():\n"
-            f'    spec = importlib.util.spec_from_file_location("{ident}", ROOT / "{path}")\n'
-            "    module = importlib.util.module_from_spec(spec)\n"
-            "    spec.loader.exec_module(module)\n"
-            "    assert module is not None\n"
+            + "".join("    " + ln + "\n" for ln in load.splitlines())
+            + "    assert module is not None\n"
         )
         out.append((f"tests/test_{name}.py", body))
     return out

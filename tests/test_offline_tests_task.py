@@ -1,0 +1,30 @@
+"""The offline model's ``tests`` task writes tests that import a module the way the project's own tests do (issue
+23): on requests' real source (a ``src/`` layout whose modules use relative imports) the written tests pass when
+run, where loading the file by path fails on ``from . import ...``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from airflow_provider_worktree.testing.planners import plan_tests
+
+MODULES = ["src/requests/models.py", "src/requests/utils.py", "src/requests/__init__.py"]
+
+
+def test_written_tests_pass_on_a_src_layout_with_relative_imports(real_repo_factory):
+    repo = real_repo_factory("requests")
+    written = plan_tests(MODULES)
+    assert len(written) == 3
+    for path, body in written:
+        target = repo / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(body)
+    run = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--noconftest",
+                          *[p for p, _ in written]], cwd=repo, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and "3 passed" in run.stdout, run.stdout[-3000:] + run.stderr[-2000:]
+    # the old way, by path, fails on the relative imports: the reason the import by name matters
+    by_path = subprocess.run([sys.executable, "-c", "import importlib.util as u; s = u.spec_from_file_location("
+                              "'models', 'src/requests/models.py'); s.loader.exec_module(u.module_from_spec(s))"],
+                             cwd=repo, capture_output=True, text=True, timeout=120)
+    assert by_path.returncode != 0 and "relative import" in by_path.stderr
