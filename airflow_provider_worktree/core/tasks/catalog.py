@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -456,6 +457,17 @@ class TestsTask(MaintenanceTask):
     syntax_error_reason = "test files do not parse"
     __test__ = False  # not a pytest test class
 
+    def __init__(self, test_command: str | Sequence[str] | None = None, *, run_tests: bool = True,
+                 timeout: float = 300.0) -> None:
+        """``run_tests``: run the test files the shard wrote or changed (``test_command`` plus their paths, in
+        the box, like verify) and fail the shard when they fail. ``test_command`` defaults to the worker's
+        ``python -m pytest -q``; give the project's own (``["/srv/venv/bin/pytest", "-q"]``) when its
+        dependencies live elsewhere."""
+        self.test_command = (_argv(test_command, "test_command") if test_command is not None
+                             else [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"])
+        self.run_tests = bool(run_tests)
+        self.timeout = timeout
+
     def _path_candidate(self, path):
         name = PurePosixPath(path).name
         return (path.endswith(".py") and not _is_test_path(path) and name not in ("__init__.py", "setup.py",
@@ -487,8 +499,23 @@ class TestsTask(MaintenanceTask):
             test_ids.extend(ids)
             skips += n_skips
         return {"tests": len(test_ids), "skips": skips, "test_ids": sorted(test_ids),
-                "syntax_errors": syntax_errors,
+                "syntax_errors": syntax_errors, "written_tests": self._run_written(worktree_path, syntax_errors),
                 "missing_files": sorted(f for f in files if not (root / f).is_file())}
+
+    def _run_written(self, worktree_path, syntax_errors: Mapping[str, str]) -> dict[str, Any] | None:
+        """Run the test files that differ from the commit (new or changed): None when there are none (the
+        measure before the model ran) or ``run_tests`` is off; else ``{"files", "ok", "cause"}``."""
+        if not self.run_tests:
+            return None
+        changed = git_bytes(worktree_path, ["status", "--porcelain=v1", "-z", "--untracked-files=all"])
+        written = sorted(path for entry in changed.split(b"\0") if len(entry) > 3
+                         for path in [os.fsdecode(entry[3:])]
+                         if path.endswith(".py") and _is_test_path(path) and PurePosixPath(path).name != "conftest.py"
+                         and path not in syntax_errors and (Path(worktree_path) / path).is_file())
+        if not written:
+            return None
+        result, _ = _run_command([*self.test_command, *written], worktree_path, self.timeout)
+        return {"files": written, "ok": result.ok, "cause": result.cause if not result.ok else ""}
 
     def _judge(self, before, after, verify_ok):
         removed = sorted(set(before.get("test_ids", ())) - set(after.get("test_ids", ())))
@@ -496,8 +523,12 @@ class TestsTask(MaintenanceTask):
             return False, f"tests were deleted or renamed: {', '.join(removed) or 'count dropped'}"
         if after.get("skips", 0) > before.get("skips", 0):
             return False, f"skip markers increased ({before.get('skips', 0)} -> {after.get('skips', 0)})"
+        written = after.get("written_tests")
+        if written and not written.get("ok"):
+            return False, f"the written tests fail ({', '.join(written['files'][:5])}): {written.get('cause')}"
         added = after.get("tests", 0) - before.get("tests", 0)
-        tail = "verify passed" if verify_ok else "no verify command, tests not run"
+        ran = f"the written tests pass ({len(written['files'])} file(s))" if written else "written tests not run"
+        tail = "verify passed" if verify_ok else (ran if written else "no verify command, tests not run")
         return True, f"{added} test(s) added, none deleted or skipped; {tail}"
 
     def shard_instructions(self, shard):
