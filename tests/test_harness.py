@@ -4,10 +4,10 @@ processes, each starting a grandchild in a session of its own (as Airflow's task
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from conftest import wait_while
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 from harness import processes  # noqa: E402
@@ -28,20 +28,13 @@ def _start(tmp_path: Path, procs: processes.Processes, mode: str = "polite"):
     pid_file = tmp_path / f"child-{mode}.pid"
     proc = procs.start(f"tree-{mode}", [sys.executable, "-c", TREE, str(pid_file), mode], env={"PATH": "/usr/bin:/bin"},
                        log_path=tmp_path / f"{mode}.log")
-    deadline = time.monotonic() + 30
-    while not (pid_file.exists() and pid_file.read_text()):
-        assert time.monotonic() < deadline, (tmp_path / f"{mode}.log").read_text()
-        time.sleep(0.05)
+    assert wait_while(lambda: not (pid_file.exists() and pid_file.read_text()), 30), \
+        (tmp_path / f"{mode}.log").read_text()
     return proc, int(pid_file.read_text())
 
 
 def _gone(pid: int, within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not processes._alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    return wait_while(lambda: processes._alive(pid), within)
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="the harness reads the process table from /proc")
