@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -111,7 +112,7 @@ def test_verify_failure_records_its_cause_where_the_user_looks(git_repo, env):
     from airflow_provider_worktree.core.health import build_report, render_markdown
 
     shard = _todo_shards(git_repo)[0]
-    verify = "python -c 'import freezegun_missing_in_this_env'"
+    verify = f"{sys.executable} -c 'import freezegun_missing_in_this_env'"
     with pytest.raises(AirflowFailException, match="No module named 'freezegun_missing_in_this_env'"):
         _operator(git_repo, shard, env, verify_command=verify).execute({"run_id": RUN_ID})
     store = ShardStore.open(str(env["db"]))
