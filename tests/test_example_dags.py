@@ -48,6 +48,14 @@ def _dags_test(home: Path, dag_id: str, conf: dict, **extra: str) -> subprocess.
     return proc
 
 
+def _poc_offline(home: Path, conf: dict) -> tuple[subprocess.CompletedProcess, list]:
+    """The example DAG through ``airflow dags test`` against the offline server; its output and the model calls."""
+    with OfflineMessagesServer() as srv:
+        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
+        proc = _dags_test(home, "parallel_maintenance_poc", conf, AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
+        return proc, srv.message_requests()
+
+
 def test_dags_parse_fast_without_import_errors_or_side_effects(airflow_home):
     env = _env(airflow_home)
     proc = subprocess.run([AIRFLOW, "dags", "list-import-errors", "--local", "-o", "json"], env=env, capture_output=True,
@@ -155,12 +163,8 @@ def test_health_dag_fails_on_critical_threshold(airflow_home, tmp_path):
 
 def test_failed_shard_fails_the_run_but_the_report_is_written(airflow_home, tmp_path):
     repo = make_repo(tmp_path / "demo", n_files=2)
-    with OfflineMessagesServer() as srv:
-        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
-        proc = _dags_test(airflow_home, "parallel_maintenance_poc",
-                          {"repo": str(repo), "max_files_per_shard": 5, "model": "claude-sonnet-4-6",
-                           "verify_command": "python -c 'raise SystemExit(1)'"},
-                          AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
+    proc, _ = _poc_offline(airflow_home, {"repo": str(repo), "max_files_per_shard": 5, "model": "claude-sonnet-4-6",
+                                          "verify_command": "python -c 'raise SystemExit(1)'"})
     out = proc.stdout + proc.stderr
     assert "state=failed" in out and "shard(s) failed" in out, out[-5000:]
     report = json.loads(max((airflow_home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
@@ -173,13 +177,9 @@ def test_a_shard_never_claimed_fails_the_run_with_its_reason(airflow_home, tmp_p
     """Issue 23: a maintain task that fails before claiming its shard (here a budget the claude_code runner cannot
     turn into dollars) leaves the shard pending; the run is not green and the report says why."""
     repo = make_repo(tmp_path / "demo", n_files=2)
-    with OfflineMessagesServer() as srv:
-        conn = json.dumps({"conn_type": "anthropic", "host": srv.base_url, "password": "sk-ant-dummy"})
-        proc = _dags_test(airflow_home, "parallel_maintenance_poc",
-                          {"repo": str(repo), "max_files_per_shard": 5, "runner": "claude_code",
-                           "max_input_tokens": None},
-                          AIRFLOW_CONN_ANTHROPIC_DEFAULT=conn)
-        assert srv.message_requests() == [], "nothing reached the model"
+    proc, calls = _poc_offline(airflow_home, {"repo": str(repo), "max_files_per_shard": 5, "runner": "claude_code",
+                                              "max_input_tokens": None})
+    assert calls == [], "nothing reached the model"
     out = proc.stdout + proc.stderr
     assert "state=failed" in out and "1 not done" in out and "never claimed" in out, out[-5000:]
     report = json.loads(max((airflow_home / "reports").glob("*.json"), key=lambda p: p.stat().st_mtime)
