@@ -187,3 +187,27 @@ def test_a_live_lock_holder_is_not_robbed(mgr, git_repo):
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_a_git_failure_is_one_line_with_the_cause_and_the_fix_and_changes_nothing(git_repo, tmp_path):
+    """Issue 23: a stale ref lock left by a dead git process; the error is one line naming the cause and the fix
+    (git's own output stays in ``.stderr``), and the repository is as it was."""
+    from airflow_provider_worktree.core.errors import GitError
+    from airflow_provider_worktree.core.worktrees.manager import WorktreeManager
+
+    manager = WorktreeManager(git_repo, worktree_root=tmp_path / "wt")
+    branch = manager.default_branch("run-lock", "s1")
+    lock = git_repo / ".git" / "refs" / "heads" / (branch + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text("")
+    before = [subprocess.run(["git", "-C", str(git_repo), *a], capture_output=True, text=True).stdout
+              for a in (["for-each-ref"], ["worktree", "list", "--porcelain"], ["status", "--porcelain"])]
+    with pytest.raises(GitError) as info:
+        manager.create_worktree("run-lock", "s1")
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 600, message
+    assert "could not lock" in message and "remove it once no git runs there" in message
+    assert info.value.stderr, "git's own output is kept"
+    after = [subprocess.run(["git", "-C", str(git_repo), *a], capture_output=True, text=True).stdout
+             for a in (["for-each-ref"], ["worktree", "list", "--porcelain"], ["status", "--porcelain"])]
+    assert after == before, "nothing half-made is left"

@@ -43,6 +43,34 @@ def printable(text: str) -> str:
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+#: What to do about each known cause, in a few words (the second half of a one-line error).
+_FIXES: dict[str, str] = {
+    "No space left on device": "free disk space there (the shard's work is kept; retry the task afterwards)",
+    "Disk quota exceeded": "free space within the quota, or raise it",
+    "Read-only file system": "make that file system writable, or point [worktree] worktree_root at a writable one",
+    "Too many open files": "raise the worker's open-files limit (ulimit -n)",
+    "Out of memory": "give the worker more memory, or run fewer tasks at once",
+    "Permission denied": "run the worker as the owner of the repository and the worktree root, or fix their "
+                         "permissions",
+    "Repository owned by another user (safe.directory)": "run the worker as the repository's owner, or add it to "
+                                                        "git's safe.directory",
+    "could not lock": "another git command holds the lock, or a dead one left the .lock file: remove it once no git "
+                      "runs there",
+    "not a git repository": "point the task at a git repository (repo= or the git_worktree connection)",
+    "push rejected: the remote branch moved": "fetch and retry; the shard's commit is kept on its branch",
+    "Authentication failed": "check the credentials of the git_worktree connection",
+    "Could not resolve host": "check the remote URL and the worker's DNS",
+    "Could not connect": "check that the remote is reachable from the worker",
+    "Timed out": "check the remote and the disk, or raise git_timeout",
+    "No such file or directory": "check the path",
+}
+
+
+def error_fix(cause: str | None) -> str | None:
+    """What to do about a cause named by :func:`error_cause`, or None."""
+    return _FIXES.get(cause or "")
+
+
 def error_cause(text: str) -> str | None:
     """The known cause named in ``text`` ("No space left on device", "Permission denied", ...), or None."""
     for pattern, cause in _CAUSES:

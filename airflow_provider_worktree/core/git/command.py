@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_worktree.core.errors import GitError, error_cause, printable, summarize_error
+from airflow_provider_worktree.core.errors import GitError, error_cause, error_fix, printable, summarize_error
 from airflow_provider_worktree.core.git.safety import git_environment, harden
 from airflow_provider_worktree.core.sandbox.proc import kill_process_group
 
@@ -128,10 +128,12 @@ def run_git(
         hint = disk_full_hint(cwd, raw)
         if hint:
             raw = f"{hint}\n{raw}"
-        summary = summarize_error(raw)
+        # One line, the cause and what to do; git's own output stays in .stderr (and the task log).
+        first = summarize_error(raw, max_lines=0).splitlines()[0]
+        fix = error_fix(error_cause(raw))
         raise GitError(
             f"git {_describe(args)} failed (exit {proc.returncode}) in {printable(os.fspath(cwd or '.'))}: "
-            f"{summary}",
+            f"{first}" + (f"; {fix}" if fix else ""),
             args=list(args), returncode=proc.returncode, stderr=summarize_error(raw, STDERR_LIMIT, 40),
         )
     return result

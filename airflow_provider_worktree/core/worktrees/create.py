@@ -21,7 +21,7 @@ import shutil
 import socket
 from collections.abc import Mapping, Sequence
 
-from airflow_provider_worktree.core.errors import ConfigurationError, GitError, summarize_error
+from airflow_provider_worktree.core.errors import ConfigurationError, GitError, error_cause, error_fix, summarize_error
 from airflow_provider_worktree.core.git.records import LOCK_TOOL, WorktreeInfo
 from airflow_provider_worktree.core.git.repo import GitRepo
 from airflow_provider_worktree.core.worktrees.names import (
@@ -41,12 +41,14 @@ log = logging.getLogger("airflow_provider_worktree.core.worktrees.manager")
 
 
 def _create_failed(what: str, path: str, exc: GitError) -> GitError:
-    """The error of a failed create: the cause first, then what was done about it and the fix, then details."""
-    lines = (summarize_error(exc.stderr) if exc.stderr else str(exc)).splitlines() or [str(exc)]
-    first = f"{what} {path}: {lines[0]} (git {' '.join(exc.git_args[:2])}). Nothing was left behind; free disk " \
-            "space, fix permissions or prune stale worktrees, then retry."
-    return GitError("\n".join([first, *lines[1:]]), args=exc.git_args, returncode=exc.returncode,
-                    stderr=exc.stderr, timed_out=exc.timed_out)
+    """The error of a failed create, in one line: the cause, that nothing was left behind, and the fix (git's
+    own output stays in ``.stderr``)."""
+    text = exc.stderr or str(exc)
+    cause = summarize_error(text, max_lines=0).splitlines()[0] if text.strip() else str(exc)
+    fix = error_fix(error_cause(text)) or "free disk space, fix permissions or prune stale worktrees"
+    return GitError(f"{what} {path}: {cause} (git {' '.join(exc.git_args[:2])}). Nothing was left behind; {fix}, "
+                    "then retry.", args=exc.git_args, returncode=exc.returncode, stderr=exc.stderr,
+                    timed_out=exc.timed_out)
 
 
 class WorktreeCreator:
