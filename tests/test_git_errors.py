@@ -211,3 +211,32 @@ def test_a_git_failure_is_one_line_with_the_cause_and_the_fix_and_changes_nothin
     after = [subprocess.run(["git", "-C", str(git_repo), *a], capture_output=True, text=True).stdout
              for a in (["for-each-ref"], ["worktree", "list", "--porcelain"], ["status", "--porcelain"])]
     assert after == before, "nothing half-made is left"
+
+
+def test_a_read_only_worktree_root_leaves_the_repository_as_it_was(git_repo, tmp_path):
+    """Issue 23: the worktree root on a read-only file system (a read-only bind mount made with bubblewrap, so it
+    holds for root too): one line naming the cause and the fix, and no branch or worktree entry left behind."""
+    import shutil
+    import sys
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap makes the read-only mount here; it is not installed")
+    root = tmp_path / "ro-root"
+    root.mkdir()
+    code = ("import sys, subprocess\n"
+            "from airflow_provider_worktree.core.worktrees.manager import WorktreeManager\n"
+            "try:\n"
+            "    WorktreeManager(sys.argv[1], worktree_root=sys.argv[2]).create_worktree('run-ro', 's1')\n"
+            "except Exception as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    state = [subprocess.run(["git", "-C", str(git_repo), *a], capture_output=True, text=True).stdout
+             for a in (["for-each-ref"], ["worktree", "list", "--porcelain"])]
+    done = subprocess.run(["bwrap", "--dev-bind", "/", "/", "--ro-bind", str(root), str(root), sys.executable, "-c",
+                           code, str(git_repo), str(root)], capture_output=True, text=True, timeout=120)
+    if "Read-only file system" not in done.stdout and "setting up uid map" in done.stderr + done.stdout:
+        pytest.skip(f"bubblewrap cannot make mounts here: {done.stderr.strip()[-200:]}")
+    line = done.stdout.strip()
+    assert line.startswith("GitError") and "\n" not in line, done.stdout + done.stderr
+    assert "Read-only file system" in line and "point [worktree] worktree_root at a writable one" in line
+    assert [subprocess.run(["git", "-C", str(git_repo), *a], capture_output=True, text=True).stdout
+            for a in (["for-each-ref"], ["worktree", "list", "--porcelain"])] == state
