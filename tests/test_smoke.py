@@ -201,6 +201,10 @@ def test_output_lines_phases_and_summary(capsys):
     ok.success("x")
     assert ok.summary(0, None) == 0 and ok.summary(130, None) == 130
     assert "\033[0;32m[SUCCESS]\033[0m x" in capsys.readouterr().out
+    ok.indent("\n".join(f"row {n}" for n in range(16)), limit=12, rest="the whole report is r.md")
+    shown = capsys.readouterr().out
+    assert "    row 11\n" in shown and "row 12" not in shown
+    assert shown.endswith("    ... 4 more line(s): the whole report is r.md\n"), "a cut report says so and where"
 
 
 def test_fingerprint_sees_every_change_to_a_checkout(tmp_path: Path):

@@ -37,10 +37,13 @@ class Out:
         self.failures += 1
         self._line(self.red, "ERROR", msg)
 
-    def indent(self, text: str, limit: int | None = None) -> None:
+    def indent(self, text: str, limit: int | None = None, rest: str = "") -> None:
+        """``text`` indented; at most ``limit`` lines, then a line saying how many more there are (``rest``: where)."""
         lines = text.rstrip("\n").splitlines()
         for line in lines[:limit] if limit else lines:
             print(f"    {line}", flush=True)
+        if limit and len(lines) > limit:
+            print(f"    ... {len(lines) - limit} more line(s){': ' + rest if rest else ''}", flush=True)
 
     def tail(self, path: Path, n: int = 25) -> None:
         if path.is_file():

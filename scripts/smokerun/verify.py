@@ -79,7 +79,7 @@ class VerifyPhases:
         reports = sorted((self.home / "reports").glob("*.md"), key=lambda p: p.stat().st_mtime)
         if reports:
             out.success(f"the DAG's report: {reports[-1]}")
-            out.indent(reports[-1].read_text(), limit=12)
+            out.indent(reports[-1].read_text(), limit=12, rest=f"the whole report is {reports[-1]}")
         else:
             out.error(f"the DAG's report task wrote no Markdown report under {self.home / 'reports'}")
 
