@@ -68,6 +68,8 @@ def is_permanent(exc: BaseException) -> bool:
     if isinstance(exc, ConfigurationError):
         return True
     status = getattr(exc, "status_code", None)
+    if status == 429 and getattr(exc, "retryable", None) is False:  # the spend limit: no wait helps
+        return True
     if isinstance(status, int) and 400 <= status < 500 and status not in RETRYABLE_4XX:
         return not getattr(exc, "retryable", False)
     return False

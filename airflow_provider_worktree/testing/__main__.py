@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from airflow_provider_worktree.testing.ratelimits import RateLimits
 from airflow_provider_worktree.testing.server import OfflineMessagesServer
 
 DESCRIPTION = (
@@ -27,10 +28,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds a Message Batch takes to end after it is created (default 0)")
     parser.add_argument("--request-log", help="append every request (API keys redacted) to this file as JSON lines")
     parser.add_argument("--port-file", help="write the chosen port to this file once listening (for scripts)")
+    for flag, what in (("--requests-per-minute", "requests"), ("--input-tokens-per-minute", "input tokens (cache "
+                       "reads do not count)"), ("--output-tokens-per-minute", "output tokens")):
+        parser.add_argument(flag, type=int, metavar="N", help=f"the organisation's limit of {what} per minute, "
+                                                               "enforced like the API's (default: none)")
+    parser.add_argument("--spend-cap", action="store_true",
+                        help="answer every message 429 without retry-after, as when the spend limit is reached")
     args = parser.parse_args(argv)
+    try:
+        limits = RateLimits(args.requests_per_minute, args.input_tokens_per_minute, args.output_tokens_per_minute,
+                            args.spend_cap)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     server = OfflineMessagesServer(latency=args.latency, host=args.host, port=args.port, request_log=args.request_log,
-                                   batch_delay=args.batch_delay)
+                                   batch_delay=args.batch_delay, rate_limits=limits)
     try:
         server.start()
     except OSError as exc:

@@ -51,6 +51,7 @@ from airflow_provider_worktree.testing.errors import ApiError, error_object
 from airflow_provider_worktree.testing.faults import Fault
 from airflow_provider_worktree.testing.model import RuleBasedModel
 from airflow_provider_worktree.testing.streaming import EventStream
+from airflow_provider_worktree.testing.ratelimits import OrgLimiter, RateLimits
 from airflow_provider_worktree.testing.tokens import PromptCache, count_request, tokens
 from airflow_provider_worktree.testing.validation import check_auth, validate
 
@@ -108,8 +109,10 @@ class OfflineMessagesServer(MessageBatches):
                  api_key: str | None = None, min_cache_tokens: int = 0, model_id: str = DEFAULT_MODEL_ID,
                  request_log: str | os.PathLike[str] | None = None, batch_delay: float = 0.0,
                  max_batch_requests: int = DEFAULT_MAX_BATCH_REQUESTS,
-                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES) -> None:
+                 max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES, rate_limits: RateLimits | None = None) -> None:
         self.model = model if model is not None else RuleBasedModel()
+        #: The organisation's rate limits (:mod:`.ratelimits`), enforced on ``POST /v1/messages``; None: none.
+        self.limiter = OrgLimiter(rate_limits) if rate_limits is not None and rate_limits.active else None
         self.latency = float(latency)
         self.host, self.port = host, int(port)
         self.api_key = api_key
@@ -255,16 +258,23 @@ class OfflineMessagesServer(MessageBatches):
         validate(body, need_max_tokens=True)
         if "stream" in body and not isinstance(body["stream"], bool):
             raise ApiError(400, "stream: Input should be a valid boolean")
+        limits: dict[str, str] = {}
+        reserved = 0.0
+        if self.limiter is not None:  # admission on what the request will bill: cache reads do not count
+            inp, write, _ = self._cache.bill_input(body, self.min_cache_tokens, update=False)
+            limits, reserved = self.limiter.admit(inp + write, int(body["max_tokens"]))
         reply = fault.reply if fault is not None and fault.reply is not None else self.model.reply(body)
         if self.latency:
             time.sleep(self.latency)
         message = self._message(body, reply)
+        if self.limiter is not None:
+            limits = self.limiter.settle(reserved, int(message["usage"]["output_tokens"]))
         if not stream:
-            return 200, {}, message
+            return 200, limits, message
         error = None
         if fault is not None and fault.after_events is not None:
             error = (fault.after_events, error_object(fault.error_type or "api_error", fault.message))
-        return 200, {}, EventStream(message, error)
+        return 200, limits, EventStream(message, error)
 
     @staticmethod
     def _model_info(model_id: str) -> dict[str, Any]:

@@ -74,9 +74,9 @@ class PromptCache:
         with self._lock:
             self._digests.clear()
 
-    def bill_input(self, body: dict[str, Any], min_tokens: int = 0) -> tuple[int, int, int]:
-        """(input, cache_write, cache_read) tokens of ``body``, updating the cache; a prompt shorter than
-        ``min_tokens`` is not cached."""
+    def bill_input(self, body: dict[str, Any], min_tokens: int = 0, *, update: bool = True) -> tuple[int, int, int]:
+        """(input, cache_write, cache_read) tokens of ``body``, updating the cache (``update=False``: only what
+        they would be, for the rate limiter's admission); a prompt shorter than ``min_tokens`` is not cached."""
         segs = segments(body)
         sizes = [tokens(s) for s, _ in segs]
         total = sum(sizes)
@@ -93,7 +93,8 @@ class PromptCache:
             digests.append(h.hexdigest())
         with self._lock:
             hit = max((i for i, d in enumerate(digests) if d in self._digests), default=-1)
-            self._digests.update(digests[i] for i in breakpoints)
+            if update:
+                self._digests.update(digests[i] for i in breakpoints)
         read = sum(sizes[: hit + 1])
         write = sum(sizes[hit + 1: last + 1]) if last > hit else 0
         return total - read - write, write, read

@@ -72,6 +72,12 @@ def _status_of(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None) if hasattr(exc, "response") else None
 
 
+def _has_retry_after(exc: BaseException) -> bool:
+    """Whether the response names a wait at all (a value that is no number still means "wait", not "stop")."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    return headers is not None and any(headers.get(h) is not None for h in ("retry-after", "retry-after-ms"))
+
+
 def _retry_after_seconds(exc: BaseException) -> float | None:
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
@@ -222,6 +228,15 @@ class ApiRunner:
                 retryable = status is None or status in (408, 409, 429) or status >= 500
                 if should is not None:
                     retryable = should
+                if status == 429 and not _has_retry_after(exc):
+                    # A 429 that names no wait is the spend limit (or a hard quota): waiting does not help, and
+                    # neither does the task's retry.
+                    raise ModelRequestError(
+                        "the Messages API answered 429 without retry-after: the organisation's spend limit (or a "
+                        f"hard quota) is reached ({getattr(exc, 'message', exc)}). Waiting does not help: raise the "
+                        "limit in the Anthropic Console, then clear the failed tasks.",
+                        status_code=status, error_type="rate_limit_error", retryable=False,
+                    ) from None
                 api_message = getattr(exc, "api_message", None) or getattr(exc, "message", str(exc))
                 error_type = getattr(exc, "type", None) if status is not None else type(exc).__name__
                 request_id = getattr(exc, "request_id", None) if status is not None else None
