@@ -129,7 +129,8 @@ def run_git(
         if hint:
             raw = f"{hint}\n{raw}"
         # One line, the cause and what to do; git's own output stays in .stderr (and the task log).
-        first = summarize_error(raw, max_lines=0).splitlines()[0]
+        summary = summarize_error(raw, max_lines=0)
+        first = summary.splitlines()[0] if summary else "git printed nothing"
         fix = error_fix(error_cause(raw))
         raise GitError(
             f"git {_describe(args)} failed (exit {proc.returncode}) in {printable(os.fspath(cwd or '.'))}: "
