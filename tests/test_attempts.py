@@ -41,7 +41,7 @@ class Clock:
 
 def test_every_attempt_is_kept_and_the_row_sums_them(target):
     store = ShardStore.open(target)
-    assert store.schema_version() == CURRENT_SCHEMA_VERSION == 4
+    assert store.schema_version() == CURRENT_SCHEMA_VERSION == 5
     store.register_shards(RUN, [{"shard_id": "s1", "files": ["a.py"]}])
     first = store.assign_shard(RUN, "host-a:1", "s1")
     store.fail(first, "verification failed: 1 marker left", input_tokens=100, output_tokens=20,
@@ -128,7 +128,7 @@ def _make_v2(target: str) -> None:
 def test_migration_from_v2_keeps_what_v2_knew(target):
     _make_v2(target)
     store = ShardStore.open(target)
-    assert store.schema_version() == 4
+    assert store.schema_version() == CURRENT_SCHEMA_VERSION
     row = store.get_shard(RUN, "s1")
     assert row["input_tokens"] == 500 and row["cost_usd"] == pytest.approx(1.5) and row["isolation"] is None
     attempts = store.list_attempts(RUN)
@@ -137,7 +137,7 @@ def test_migration_from_v2_keeps_what_v2_knew(target):
     # the migrated shard keeps counting: a new attempt of s2 and its spend land in v3's tables
     lease = store.assign_shard(RUN, "w:2", "s2")
     assert store.complete(lease, input_tokens=3, cost_usd=0.1)["input_tokens"] == 3
-    assert ShardStore.open(target).schema_version() == 4, "opening again applies nothing twice"
+    assert ShardStore.open(target).schema_version() == CURRENT_SCHEMA_VERSION, "opening again applies nothing twice"
 
 
 def test_claims_respect_the_slot_limit_and_reclaim_dead_slots(target):

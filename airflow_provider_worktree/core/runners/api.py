@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.ratelimit.headers import anthropic_observation, has_retry_after
+from airflow_provider_worktree.core.ratelimit.limiter import LimitWaitTooLong, SpendCapReached, Ticket
 from airflow_provider_worktree.core.runners.budget import (
     _TOOL_OVERHEAD_TOKENS,
     Budget,
@@ -74,8 +76,7 @@ def _status_of(exc: BaseException) -> int | None:
 
 def _has_retry_after(exc: BaseException) -> bool:
     """Whether the response names a wait at all (a value that is no number still means "wait", not "stop")."""
-    headers = getattr(getattr(exc, "response", None), "headers", None)
-    return headers is not None and any(headers.get(h) is not None for h in ("retry-after", "retry-after-ms"))
+    return has_retry_after(getattr(getattr(exc, "response", None), "headers", None))
 
 
 def _retry_after_seconds(exc: BaseException) -> float | None:
@@ -111,6 +112,9 @@ class ApiRunner:
     :param command_timeout: seconds per command.
     :param max_retries: retries of one call on 429/529/5xx/connection errors (so ``max_retries + 1`` attempts).
     :param allowed_write: optional predicate on repository-relative paths the editor may write (shard scope).
+    :param limiter: a :class:`~airflow_provider_worktree.core.ratelimit.SharedLimiter` shared by every worker:
+        each call reserves its estimated input tokens, ``max_tokens`` of output and one request first, and
+        settles with the response's usage and ``anthropic-ratelimit-*`` headers; a 429 blocks every worker.
     """
 
     def __init__(self, client: Any, model: str, *, system_prompt: str | None = None, conventions: str = "",
@@ -119,7 +123,8 @@ class ApiRunner:
                  max_retries: int = 5, logger: logging.Logger | None = None,
                  allowed_write: Callable[[str], bool] | None = None, max_tokens_floor: int = 256,
                  backoff_base: float = 0.5, backoff_max: float = 30.0, max_retry_wait: float = 120.0,
-                 count_tokens: bool = True, isolation: str = "auto", hide: Sequence[str] = ()) -> None:
+                 count_tokens: bool = True, isolation: str = "auto", hide: Sequence[str] = (),
+                 limiter: Any = None) -> None:
         if not model:
             raise ConfigurationError("model is empty: pass a model id such as 'claude-sonnet-4-5', or set "
                                      "extra['model'] on the anthropic connection.")
@@ -146,11 +151,16 @@ class ApiRunner:
         self.hide = tuple(hide)
         self._cancel = threading.Event()
         self._command_tool: CommandTool | None = None
+        self.limiter = limiter
+        self._sent_bytes = 0  # request bytes already sent in this conversation (what the cache holds next call)
+        self._est_ratio = 1.0  # actual / estimated input tokens, learnt over the run's calls
 
     # -- control ---------------------------------------------------------------------------------------------------
     def cancel(self) -> None:
         """Stop the run: checked before each call and during retry waits; kills a running command. Thread-safe."""
         self._cancel.set()
+        if self.limiter is not None:
+            self.limiter.cancel()
         tool = self._command_tool
         if tool is not None:
             tool.cancel()
@@ -209,75 +219,158 @@ class ApiRunner:
         if self._cancel.wait(timeout=max(0.0, seconds)):
             raise _Cancelled()
 
-    def _create(self, request: dict[str, Any], stats: dict[str, int]) -> Any:
+    # -- the shared limit ---------------------------------------------------------------------------------------
+    def _need(self, request: dict[str, Any]) -> dict[str, float]:
+        """What a call takes from the shared buckets before it is sent: one request, ``max_tokens`` of output (as
+        the API estimates it) and the input the cache will not hold: the bytes added since the last call (the
+        whole request on the first), at the conservative bytes-per-token, times the ratio the run's responses
+        showed so far."""
+        size = len(json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
+        new = max(0, size - self._sent_bytes) if self._sent_bytes else size
+        estimate = math.ceil(new / _BYTES_PER_TOKEN_ESTIMATE * self._est_ratio) + 16
+        return {"requests": 1, "input_tokens": estimate, "output_tokens": int(request["max_tokens"]),
+                "_bytes": size}
+
+    def _acquire(self, request: dict[str, Any], stats: dict[str, Any]) -> Ticket | None:
+        if self.limiter is None:
+            return None
+        need = self._need(request)
+        size = need.pop("_bytes")
+        try:
+            ticket = self.limiter.acquire(need)
+        except SpendCapReached as exc:
+            raise ModelRequestError(str(exc), status_code=429, error_type="rate_limit_error", retryable=False) from None
+        except LimitWaitTooLong as exc:
+            if self._cancel.is_set():
+                raise _Cancelled() from None
+            raise ModelRequestError(str(exc), status_code=429, error_type="rate_limit_error",
+                                    retryable=True) from None
+        ticket.size = size  # type: ignore[attr-defined]
+        stats["wait_s"] = stats.get("wait_s", 0.0) + ticket.waited_s
+        return ticket
+
+    def _settle(self, ticket: Ticket | None, response: Any, headers: Any, request: dict[str, Any]) -> None:
+        if ticket is None:
+            return
+        u = Usage.from_api(getattr(response, "usage", None), worst=lambda: self._worst_usage(request))
+        charged = u.input_tokens + u.cache_write_tokens  # what the input-token limit counts: not cache reads
+        estimate = ticket.need.get("input_tokens", 0.0)
+        if estimate > 16 and charged > 0:
+            ratio = charged / (estimate / self._est_ratio)
+            self._est_ratio = min(4.0, max(0.25, 0.5 * self._est_ratio + 0.5 * ratio))
+        self._sent_bytes = getattr(ticket, "size", 0)
+        self.limiter.settle(ticket, {"requests": 1, "input_tokens": charged, "output_tokens": u.output_tokens},
+                            anthropic_observation(headers) if headers is not None else None)
+
+    def _send(self, request: dict[str, Any], raw: bool) -> tuple[Any, Any]:
+        """Send one call; with the shared limiter, through the SDK's raw response to read its headers."""
+        if raw:
+            wrapped = self.client.messages.with_raw_response.create(**request)
+            return wrapped.parse(), wrapped.headers
+        return self.client.messages.create(**request), None
+
+    def _create(self, request: dict[str, Any], stats: dict[str, Any]) -> Any:
         import anthropic  # the SDK is a dependency of the package; imported here to keep the module light
 
         attempt = 0
+        raw = self.limiter is not None and hasattr(getattr(self.client, "messages", None), "with_raw_response")
         while True:
             if self._cancel.is_set():
                 raise _Cancelled()
+            ticket = self._acquire(request, stats)
             stats["requests"] += 1
             try:
-                return self.client.messages.create(**request)
+                response, headers = self._send(request, raw)
             except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
                 status = exc.status_code if isinstance(exc, anthropic.APIStatusError) else None
-                should = None
-                if status is not None:
-                    header = exc.response.headers.get("x-should-retry")
-                    should = {"true": True, "false": False}.get((header or "").lower())
-                retryable = status is None or status in (408, 409, 429) or status >= 500
-                if should is not None:
-                    retryable = should
-                if status == 429 and not _has_retry_after(exc):
-                    # A 429 that names no wait is the spend limit (or a hard quota): waiting does not help, and
-                    # neither does the task's retry.
-                    raise ModelRequestError(
-                        "the Messages API answered 429 without retry-after: the organisation's spend limit (or a "
-                        f"hard quota) is reached ({getattr(exc, 'message', exc)}). Waiting does not help: raise the "
-                        "limit in the Anthropic Console, then clear the failed tasks.",
-                        status_code=status, error_type="rate_limit_error", retryable=False,
-                    ) from None
-                api_message = getattr(exc, "api_message", None) or getattr(exc, "message", str(exc))
-                error_type = getattr(exc, "type", None) if status is not None else type(exc).__name__
-                request_id = getattr(exc, "request_id", None) if status is not None else None
-                if not retryable:
-                    raise ModelRequestError(
-                        f"the Messages API refused the request (HTTP {status} {error_type}): {api_message}. "
-                        + _fix_hint(status),
-                        status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-                    ) from None
-                if attempt >= self.max_retries:
-                    raise ModelRequestError(
-                        f"the Messages API kept failing after {attempt + 1} attempts "
-                        f"({'HTTP ' + str(status) if status else type(exc).__name__}: {api_message}); "
-                        "it is transient (rate limit, overload or network): retry the task later or lower the "
-                        "parallelism.",
-                        status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-                        retryable=True,
-                    ) from None
-                told = _retry_after_seconds(exc)
-                if told is not None and told > MAX_RETRY_AFTER_S:
-                    # Waiting that out would hold a worker slot for minutes (or forever, for inf): fail now as
-                    # retryable, so the task's own retry comes back later with the slot free meanwhile.
-                    raise ModelRequestError(
-                        f"the Messages API asks to wait {told:g}s before the next request "
-                        f"({'HTTP ' + str(status) if status else type(exc).__name__}: {api_message}), more than "
-                        f"the {MAX_RETRY_AFTER_S:g}s a runner waits inside a worker slot; failing now as retryable so "
-                        "the task's retry comes back later (raise retry_delay, or lower the parallelism).",
-                        status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-                        retryable=True,
-                    ) from None
-                if told is not None:
-                    told = min(told, self.max_retry_wait)
-                    delay = told + random.uniform(0, 0.1 * max(told, 0.1))
-                else:
-                    delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+                shared_wait = self._tell_limiter(ticket, exc, status)
+                if status == 429:
+                    stats["throttled"] = stats.get("throttled", 0) + 1
+                self._retry_or_raise(exc, status, attempt, shared_wait)
                 attempt += 1
                 stats["retries"] += 1
-                self.log.warning("Messages API %s; retry %d/%d in %.2fs",
-                                 f"HTTP {status} {error_type}" if status else type(exc).__name__,
-                                 attempt, self.max_retries, delay)
-                self._sleep(delay)
+                continue
+            except BaseException:
+                if ticket is not None:
+                    self.limiter.release(ticket)
+                raise
+            self._settle(ticket, response, headers, request)
+            return response
+
+    def _tell_limiter(self, ticket: Ticket | None, exc: BaseException, status: int | None) -> float | None:
+        """Share a failed call's news: a 429 blocks every worker (or, without a wait, stops them). Returns the
+        shared block's seconds (None without the limiter: the runner waits on its own)."""
+        if ticket is None:
+            return None
+        headers = getattr(getattr(exc, "response", None), "headers", None)
+        if status == 429 and not _has_retry_after(exc):
+            self.limiter.spend_capped(ticket, str(getattr(exc, "message", exc))[:300])
+            return None
+        if status == 429:
+            return self.limiter.throttled(ticket, anthropic_observation(headers, 429))
+        self.limiter.release(ticket)
+        return None
+
+    def _retry_or_raise(self, exc: Any, status: int | None, attempt: int, shared_wait: float | None) -> None:
+        """Raise :class:`ModelRequestError` when the failure is final, else sleep before the next attempt (with
+        the shared limiter, a 429's wait is the next acquire's: every worker waits it out together)."""
+        should = None
+        if status is not None:
+            header = exc.response.headers.get("x-should-retry")
+            should = {"true": True, "false": False}.get((header or "").lower())
+        retryable = status is None or status in (408, 409, 429) or status >= 500
+        if should is not None:
+            retryable = should
+        if status == 429 and not _has_retry_after(exc):
+            # A 429 that names no wait is the spend limit (or a hard quota): waiting does not help, and
+            # neither does the task's retry.
+            raise ModelRequestError(
+                "the Messages API answered 429 without retry-after: the organisation's spend limit (or a "
+                f"hard quota) is reached ({getattr(exc, 'message', exc)}). Waiting does not help: raise the "
+                "limit in the Anthropic Console, then clear the failed tasks.",
+                status_code=status, error_type="rate_limit_error", retryable=False,
+            ) from None
+        api_message = getattr(exc, "api_message", None) or getattr(exc, "message", str(exc))
+        error_type = getattr(exc, "type", None) if status is not None else type(exc).__name__
+        request_id = getattr(exc, "request_id", None) if status is not None else None
+        what = f"HTTP {status}" if status else type(exc).__name__
+        if not retryable:
+            raise ModelRequestError(
+                f"the Messages API refused the request (HTTP {status} {error_type}): {api_message}. "
+                + _fix_hint(status),
+                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
+            ) from None
+        if attempt >= self.max_retries:
+            raise ModelRequestError(
+                f"the Messages API kept failing after {attempt + 1} attempts ({what}: {api_message}); "
+                "it is transient (rate limit, overload or network): retry the task later or lower the "
+                "parallelism.",
+                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
+                retryable=True,
+            ) from None
+        told = _retry_after_seconds(exc)
+        if told is not None and told > MAX_RETRY_AFTER_S:
+            # Waiting that out would hold a worker slot for minutes (or forever, for inf): fail now as
+            # retryable, so the task's own retry comes back later with the slot free meanwhile.
+            raise ModelRequestError(
+                f"the Messages API asks to wait {told:g}s before the next request ({what}: {api_message}), more "
+                f"than the {MAX_RETRY_AFTER_S:g}s a runner waits inside a worker slot; failing now as retryable so "
+                "the task's retry comes back later (raise retry_delay, or lower the parallelism).",
+                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
+                retryable=True,
+            ) from None
+        if shared_wait is not None:
+            delay = 0.0  # the shared block: the next acquire waits it out with every other worker
+        elif told is not None:
+            told = min(told, self.max_retry_wait)
+            delay = told + random.uniform(0, 0.1 * max(told, 0.1))
+        else:
+            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
+        self.log.warning("Messages API %s; retry %d/%d in %.2fs%s",
+                         f"HTTP {status} {error_type}" if status else type(exc).__name__,
+                         attempt + 1, self.max_retries, delay,
+                         f" (the shared limit blocks every worker {shared_wait:.1f}s)" if shared_wait else "")
+        self._sleep(delay)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, worktree_path: str | os.PathLike[str], shard_prompt: str,
@@ -301,7 +394,8 @@ class ApiRunner:
                             self.budget.max_cost_usd, self.budget.prices)
         prices = self.budget.prices if self.budget is not None else PriceTable()
         usage = Usage()
-        stats = {"requests": 0, "retries": 0}
+        stats: dict[str, Any] = {"requests": 0, "retries": 0, "throttled": 0, "wait_s": 0.0}
+        self._sent_bytes, self._est_ratio = 0, 1.0
         turns = 0
         final_text = ""
         handlers: dict[str, Callable[[object], ToolResult]] = {editor.name: editor.execute}
@@ -312,6 +406,7 @@ class ApiRunner:
             return RunResult(stop_reason=stop, turns=turns, usage=usage, cost_usd=round(prices.cost(usage, self.model), 6),
                              files_written=editor.files_written, final_text=final_text, error=error, model=self.model,
                              requests=stats["requests"], retries=stats["retries"],
+                             throttled=stats["throttled"], wait_s=round(stats["wait_s"], 3),
                              duration_s=round(time.monotonic() - started, 3))
 
         try:

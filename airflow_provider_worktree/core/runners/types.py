@@ -124,6 +124,8 @@ class RunResult:
     model: str | None = None
     requests: int = 0  # HTTP attempts to messages.create, retries included
     retries: int = 0
+    throttled: int = 0  # calls answered 429
+    wait_s: float = 0.0  # seconds spent waiting on the shared rate limit before calls
     session_id: str | None = None  # Claude Code only
     duration_s: float = 0.0
 

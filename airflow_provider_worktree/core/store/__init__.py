@@ -1,5 +1,5 @@
 """The shard status database: dialects (SQLite, PostgreSQL), schema and forward migrations, shard leases and
-records (:class:`ShardStore`), Message Batch records, and maintenance (backup, restore, archive, vacuum).
+records (:class:`ShardStore`), Message Batch records, the shared rate limiter's state, and maintenance (backup, restore, archive, vacuum).
 
 May import: ``core.errors`` and ``core.sandbox`` (text bounding). Plain Python, no Airflow.
 
@@ -31,6 +31,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "NoSlotAvailable": "airflow_provider_worktree.core.store.errors",
     "RESULT_FIELDS": "airflow_provider_worktree.core.store._common",
     "RUNBOOK_V1_SCHEMA": "airflow_provider_worktree.core.store._common",
+    "RUN_COUNTERS": "airflow_provider_worktree.core.store.ratelimits",
+    "RateLimitRecords": "airflow_provider_worktree.core.store.ratelimits",
     "ResultRecords": "airflow_provider_worktree.core.store.results",
     "SHARD_ID_RE": "airflow_provider_worktree.core.store._common",
     "STATUSES": "airflow_provider_worktree.core.store._common",

@@ -1,4 +1,4 @@
-"""The shard database's schema: table definitions and forward migrations (versions 1 to 4)."""
+"""The shard database's schema: table definitions and forward migrations (versions 1 to 5)."""
 
 from __future__ import annotations
 
@@ -154,5 +154,29 @@ def migrate_3_to_4(d: Any, cur: Any) -> None:
     cur.execute("CREATE INDEX IF NOT EXISTS ix_batch_entries_custom_id ON batch_entries (run_id, custom_id)")
 
 
+def _migrate_4_to_5(d: _Dialect, cur: Any) -> None:
+    """Version 5: the shared rate limiter's ``rate_limits`` (one JSON state per scope) and ``rate_limit_runs``."""
+    ts, big, real = d.ts_type, d.big_type, d.real_type
+    cur.execute(f"""CREATE TABLE rate_limits (
+    scope TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at {ts}
+)""")
+    cur.execute(f"""CREATE TABLE rate_limit_runs (
+    scope TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    calls INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    waits INTEGER NOT NULL DEFAULT 0,
+    wait_s {real} NOT NULL DEFAULT 0,
+    input_tokens {big} NOT NULL DEFAULT 0,
+    output_tokens {big} NOT NULL DEFAULT 0,
+    first_at {real},
+    last_at {real},
+    PRIMARY KEY (scope, run_id)
+)""")
+
+
 MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2,
-                                                          3: _migrate_2_to_3, 4: migrate_3_to_4}
+                                                          3: _migrate_2_to_3, 4: migrate_3_to_4,
+                                                          5: _migrate_4_to_5}

@@ -47,10 +47,11 @@ from airflow_provider_worktree.core.store.base import StoreConnection
 from airflow_provider_worktree.core.store.batches import BatchRecords
 from airflow_provider_worktree.core.store.claims import ClaimRecords
 from airflow_provider_worktree.core.store.queries import ShardQueries
+from airflow_provider_worktree.core.store.ratelimits import RateLimitRecords
 from airflow_provider_worktree.core.store.results import ResultRecords
 
 
-class ShardStore(ClaimRecords, ResultRecords, ShardQueries, BatchRecords, StoreConnection):
+class ShardStore(ClaimRecords, ResultRecords, ShardQueries, BatchRecords, RateLimitRecords, StoreConnection):
     """The shard status database (seed component *ShardCoordinator*, with ``core.planning``).
 
     Build it with :meth:`open` from a target string, or directly from a DB-API connection factory::
@@ -62,5 +63,6 @@ class ShardStore(ClaimRecords, ResultRecords, ShardQueries, BatchRecords, StoreC
     The methods live with their concern: connections, transactions and migrations in
     :class:`~.base.StoreConnection`, registration and claims in :class:`~.claims.ClaimRecords`, the lease holder's
     fenced writes in :class:`~.results.ResultRecords`, reads in :class:`~.queries.ShardQueries`, batch mode's
-    records in :class:`~.batches.BatchRecords`.
+    records in :class:`~.batches.BatchRecords`, the shared rate limiter's state in
+    :class:`~.ratelimits.RateLimitRecords`.
     """
