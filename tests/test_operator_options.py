@@ -34,7 +34,8 @@ def test_grouped_settings_are_templated_and_read_once_rendered(native):
     op.render_template_fields({"params": params})
     op._check_rendered()
     assert op.budget == {**BUDGET_DEFAULTS, "max_turns": 7, "prices": {"claude-haiku": {"input": 1, "output": 5}}}
-    assert op.runner_options == {**RUNNER_DEFAULTS, "model": "claude-haiku-4-5", "heartbeat_interval": 2.0}
+    assert op.runner_options == {**RUNNER_DEFAULTS, "model": "claude-haiku-4-5", "heartbeat_interval": 2.0,
+                                 "rate_limit": {}}, "rate_limit 'shared' reads as the default mapping"
     assert op.max_active_shards == 3
 
 

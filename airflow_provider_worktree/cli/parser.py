@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from airflow_provider_worktree.cli import db, shards
+from airflow_provider_worktree.cli import db, limits, shards
 from airflow_provider_worktree.cli.common import (
     DEFAULT_CONN_ID,
     EXIT_ERROR,
@@ -57,6 +57,13 @@ COMMANDS: tuple[Command, ...] = (
             shards.cmd_report, (RUN_ID_ALL,)),
     Command("batches", "batch mode: each run's Message Batches and what became of each shard", shards.cmd_batches,
             (RUN_ID_ALL,)),
+    Command("limits", "the shared rate limits: per scope what is left, 429 blocks, the spend cap; per run calls, "
+            "429s, waiting, input tokens per minute against the limit; `limits clear SCOPE` resets a scope",
+            limits.cmd_limits, (
+                _opt("action", nargs="?", choices=("show", "clear"), default="show",
+                     help="show (default) or clear a scope"),
+                _opt("scope", nargs="?", metavar="SCOPE", help="the scope to clear, e.g. anthropic:anthropic_default"),
+                RUN_ID_ALL)),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),

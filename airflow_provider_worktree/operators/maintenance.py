@@ -19,6 +19,7 @@ from airflow_provider_worktree.core.sandbox.box import validate_isolation
 from airflow_provider_worktree.core.tasks import get_task
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+from airflow_provider_worktree.operators.limits import build_limiter, wait_or_defer
 from airflow_provider_worktree.operators.options import (
     BUDGET_DEFAULTS,
     RUNNER_DEFAULTS,
@@ -29,6 +30,7 @@ from airflow_provider_worktree.operators.options import (
     is_templated,
     price_table,
     shard_budget,
+    templated_number,
 )
 
 if TYPE_CHECKING:
@@ -58,9 +60,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
     :param worktree_root: where worktrees are created; overrides the connection.
     :param runner: ``api`` (Messages API agent loop) or ``claude_code`` (``claude -p``).
     :param runner_options: ``model`` (default: the Anthropic connection's ``extra.model``), ``heartbeat_interval``
-        (seconds between lease heartbeats, default 30) and ``lease_timeout`` (seconds without a heartbeat after
+        (seconds between lease heartbeats, default 30), ``lease_timeout`` (seconds without a heartbeat after
         which a retry on another host may take the shard over; default: the store's 600 s; a retry on the same
-        host takes over a dead holder's lease at once). Templated.
+        host takes over a dead holder's lease at once) and ``rate_limit`` (``"shared"``, the default, ``"off"``
+        or a mapping of limits per minute: docs/rate-limits.md). Templated.
     :param budget: the shard's caps, across all its tries: ``max_turns`` (model turns, default 20),
         ``max_tokens`` (of each model call, default 4096), ``max_input_tokens`` (cache reads and writes
         included), ``max_output_tokens``, ``max_total_tokens``, ``max_cost_usd`` (priced with ``prices``:
@@ -181,6 +184,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.mode = mode
         self.batch_fallback = batch_fallback
         self._active_runner: Any = None
+        self._limiter: Any = None
 
     def _check_rendered(self) -> None:
         """Validate what templating produced (Params arrive here, not in ``__init__``)."""
@@ -202,16 +206,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
         self.verify_command = self.verify_command or None
         self.isolation = validate_isolation(self.isolation)
         limit = self.max_active_shards
-        if limit in ("", "None", 0, "0"):
-            limit = None
-        if limit is not None:
-            try:
-                limit = int(limit)
-            except (TypeError, ValueError):
-                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit!r}.") from None
-            if limit < 1:
-                raise ConfigurationError(f"max_active_shards must be a positive integer, got {limit}.")
-        self.max_active_shards = limit
+        self.max_active_shards = None if limit in (0, "0") else templated_number("max_active_shards", limit)
 
     def _validated_shard(self) -> dict:
         shard = self.shard
@@ -221,11 +216,15 @@ class ClaudeMaintenanceOperator(BaseOperator):
             )
         return shard
 
+    def execute_after_rate_limit(self, context: Context, event: Any = None) -> dict:
+        """Resumed after a deferral for the shared rate limit: start over (the limit is checked again)."""
+        return self.execute(context)
+
     def _build_runner(self, allowed_write: Any = None) -> Any:
         """The runner, with the Anthropic connection's key and base URL (never on a command line)."""
         from airflow.providers.anthropic.hooks.anthropic import AnthropicHook
 
-        from airflow_provider_worktree.core.runners import ApiRunner, ClaudeCodeRunner
+        from airflow_provider_worktree.core.runners import ApiRunner, ClaudeCodeRunner, SessionLimitedRunner
 
         budget, model = self.budget, self.runner_options["model"]
         hook = AnthropicHook(conn_id=self.anthropic_conn_id)
@@ -237,10 +236,11 @@ class ClaudeMaintenanceOperator(BaseOperator):
             conn = hook.get_connection(self.anthropic_conn_id)
             options = {"max_budget_usd": cap, "allow_commands": self.allow_commands,
                        "isolation": self.isolation, **self.claude_code_options}
-            return ClaudeCodeRunner(
+            runner = ClaudeCodeRunner(
                 model=model, max_turns=budget["max_turns"], api_key=conn.password or None,
                 base_url=conn.host or None, prices=price_table(budget), logger=self.log, **options,
             )
+            return SessionLimitedRunner(runner, self._limiter) if self._limiter is not None else runner
         return ApiRunner(
             hook.get_conn(),
             model or hook.default_model,
@@ -251,6 +251,7 @@ class ClaudeMaintenanceOperator(BaseOperator):
             allowed_write=allowed_write,
             logger=self.log,
             isolation=self.isolation,
+            limiter=self._limiter,
         )
 
     def execute(self, context: Context) -> dict:
@@ -281,6 +282,10 @@ class ClaudeMaintenanceOperator(BaseOperator):
             if self.shard_status_conn_id is not None
             else None
         )
+        self._limiter = build_limiter(self.runner_options.get("rate_limit"), store, context["run_id"],
+                                      self.anthropic_conn_id, self.log)
+        if self.mode != "batch":
+            wait_or_defer(self, self._limiter, "session" if self.runner == "claude_code" else "call")
         base_ref = self.base_ref
         if self.mode == "batch":
             plan = batch_runner(store, context["run_id"], shard["shard_id"], fallback=self.batch_fallback,

@@ -29,7 +29,12 @@ BUDGET_DEFAULTS: dict[str, Any] = {
 #: ``runner_options`` keys and their defaults: the model (default: the Anthropic connection's), and the lease the
 #: worker holds while the runner works (seconds between heartbeats; seconds without one before another host may
 #: take the shard over, default: the store's 600 s).
-RUNNER_DEFAULTS: dict[str, Any] = {"model": None, "heartbeat_interval": 30.0, "lease_timeout": None}
+RUNNER_DEFAULTS: dict[str, Any] = {"model": None, "heartbeat_interval": 30.0, "lease_timeout": None,
+                                   "rate_limit": "shared"}
+#: Keys of ``runner_options["rate_limit"]`` as a mapping: the limits per minute are this deployment's share of the
+#: organisation's (the API's headers teach the rest); ``max_wait``: seconds one call may wait inside a worker slot.
+RATE_LIMIT_KEYS = ("scope", "requests_per_minute", "input_tokens_per_minute", "output_tokens_per_minute",
+                   "max_concurrency", "max_wait")
 
 
 
@@ -140,4 +145,26 @@ def checked_runner_options(options: Any) -> dict[str, Any]:
     checked["heartbeat_interval"] = templated_number("heartbeat_interval", checked["heartbeat_interval"], float)
     checked["lease_timeout"] = templated_number("lease_timeout", checked["lease_timeout"], float)
     check_lease(checked["heartbeat_interval"], checked["lease_timeout"])
+    checked["rate_limit"] = checked_rate_limit(checked["rate_limit"])
+    return checked
+
+
+def checked_rate_limit(value: Any) -> dict[str, Any] | None:
+    """``runner_options["rate_limit"]``: ``"shared"`` (the default: one limiter in the shard database for every
+    worker using the same Anthropic connection), ``"off"`` (each worker retries on its own), or a mapping of
+    :data:`RATE_LIMIT_KEYS`. Returns the mapping, or None for off."""
+    if value in (None, "", "off", "none", "None", False):
+        return None
+    if value in ("shared", "on", True):
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigurationError(f"runner_options['rate_limit']={value!r}: give 'shared', 'off' or a mapping of "
+                                 f"{', '.join(RATE_LIMIT_KEYS)}.")
+    unknown = sorted(set(value) - set(RATE_LIMIT_KEYS))
+    if unknown:
+        raise ConfigurationError(f"runner_options['rate_limit'] has unknown keys {unknown}: use "
+                                 f"{', '.join(RATE_LIMIT_KEYS)}.")
+    checked: dict[str, Any] = {"scope": str(value["scope"]) if value.get("scope") else None}
+    for key in RATE_LIMIT_KEYS[1:]:
+        checked[key] = templated_number(f"rate_limit.{key}", value.get(key), float if key == "max_wait" else int)
     return checked

@@ -2,7 +2,8 @@
 (what they are evaluated on), ``check`` (the one health check the sensor, its trigger, the CLI and the UI
 share) and ``report`` (the run report).
 
-May import: ``core.errors``, ``core.sandbox``, ``core.git`` and ``core.store``. Plain Python, no Airflow.
+May import: ``core.errors``, ``core.sandbox``, ``core.git``, ``core.store`` and ``core.ratelimit``. Plain Python,
+no Airflow.
 
 The names below are importable from the package (resolved on first use); modules import each other's
 names from the defining module.

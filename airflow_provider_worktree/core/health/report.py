@@ -18,6 +18,7 @@ from typing import Any
 
 from airflow_provider_worktree.core.git.command import run_git
 from airflow_provider_worktree.core.health.metrics import to_epoch
+from airflow_provider_worktree.core.ratelimit.limiter import run_figures
 
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 
@@ -91,8 +92,32 @@ def build_report(store: Any, run_id: str) -> dict:
     failed = [{"shard_id": s["shard_id"], "error": s["error_message"]} for s in shards if s["status"] == "failed"]
     unfinished = [{"shard_id": s["shard_id"], "status": s["status"], "error": _why_unfinished(s)}
                   for s in shards if s["status"] not in ("completed", "failed")]
+    accepted = sum(1 for s in shards if s["status"] == "completed" and s["commit_sha"])
+    totals["accepted"] = accepted
+    totals["cost_per_accepted_usd"] = round(totals["cost_usd"] / accepted, 6) if accepted else None
     return {"run_id": run_id, "totals": totals, "failed": failed, "unfinished": unfinished, "shards": shards,
-            "integration": None}
+            "integration": None, "rate_limits": rate_limit_figures(store, run_id)}
+
+
+def rate_limit_figures(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """The run's figures under each shared rate limit it used (empty without the shared limiter)."""
+    if not hasattr(store, "rate_runs"):
+        return []
+    try:
+        rows = store.rate_runs(run_id)
+        states = {s["scope"]: s["state"] for s in store.rate_scopes()} if rows else {}
+    except Exception:  # noqa: BLE001 - a database older than schema 5 read as it is: no figures, no failure
+        return []
+    return [run_figures(r, states.get(r["scope"])) for r in rows]
+
+
+def rate_limit_line(f: dict[str, Any]) -> str:
+    """One scope's figures in one line (the report, the CLI)."""
+    tpm = (f"{f['input_tpm']:,} input tokens/min" + (f" of the {f['input_tpm_limit']:,} limit ({f['of_limit']:.0%})"
+                                                     if f.get("of_limit") is not None else "")
+           if f.get("input_tpm") is not None else "no call settled")
+    return (f"{f['scope']}: {f['calls']} calls, {f['throttled']} answered 429 ({f['throttled_share']:.1%}), "
+            f"{f['wait_s']:g}s waiting over {f['waits']} waits; {tpm}")
 
 
 #: Characters of a failed verify's output the report shows (the end, where the cause usually is).
@@ -153,6 +178,10 @@ def render_markdown(report: dict) -> str:
         f"- Tokens in: {t.get('input_total', 0)} ({t['input_tokens']} uncached, {t['cache_read_tokens']} cache "
         f"read, {t['cache_write_tokens']} cache write); out: {t['output_tokens']}",
         cost,
+        "- Cost per accepted change: " + (f"${t['cost_per_accepted_usd']:.4f} ({t['accepted']} shard(s) verified and "
+                                           "committed)" if t.get("cost_per_accepted_usd") is not None
+                                           else "none accepted"),
+        *(f"- Rate limit {rate_limit_line(f)}" for f in report.get("rate_limits") or []),
         f"- Isolation: {', '.join(t.get('isolation') or []) or 'not recorded'}",
         f"- Files changed: {t['files_changed']}",
         "",

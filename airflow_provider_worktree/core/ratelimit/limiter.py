@@ -215,11 +215,13 @@ class SharedLimiter:
 
 def run_figures(row: Mapping[str, Any], state: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A run's figures for the report and the CLI from its ``rate_limit_runs`` row (and the scope's state, for
-    the limit): calls, 429s and their share, time waiting, input tokens per minute achieved and the limit."""
+    the limit): calls, 429s and their share, time waiting, input tokens per minute achieved (over the span from the
+    first call to the last, a minute at least) and the limit."""
     calls = int(row.get("calls") or 0)
     throttled = int(row.get("throttled") or 0)
     first, last = row.get("first_at"), row.get("last_at")
-    minutes = (float(last) - float(first)) / 60.0 if first is not None and last is not None else 0.0
+    # Over the run's span of calls, at least a minute: a burst of calls in a second is not a rate per minute.
+    minutes = max(1.0, (float(last) - float(first)) / 60.0) if first is not None and last is not None else 0.0
     tokens = int(row.get("input_tokens") or 0)
     bucket = ((state or {}).get("buckets") or {}).get("input_tokens")
     limit = bucket["limit"] * 60.0 / bucket["period"] if bucket else None

@@ -3,9 +3,11 @@
 Floors, bottom up: ``types`` (Usage, RunResult, stop reasons, ModelRequestError), ``prices`` (PriceTable),
 ``budget`` (Budget, the prompt-size bound), ``turns`` (one reply's tool uses run through the confined tools);
 on top the runners: ``api`` (the Messages API agent loop), ``claude_code`` (Claude Code headless) and
-``batch`` (Message Batches). No runner imports another.
+``batch`` (Message Batches), and ``limited`` (a Claude Code session under the shared rate limit). No runner
+imports another.
 
-May import: ``core.errors``, ``core.sandbox``, ``core.git``, ``core.store``, ``core.tasks`` and ``core.health``.
+May import: ``core.errors``, ``core.sandbox``, ``core.git``, ``core.store``, ``core.tasks``, ``core.health`` and
+``core.ratelimit``.
 Plain Python, no Airflow.
 
 The names below are importable from the package (resolved on first use); modules import each other's
@@ -20,6 +22,7 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "API_MAX_BATCH_BYTES": "airflow_provider_worktree.core.runners.batch",
     "API_MAX_REQUESTS": "airflow_provider_worktree.core.runners.batch",
     "ApiRunner": "airflow_provider_worktree.core.runners.api",
+    "SessionLimitedRunner": "airflow_provider_worktree.core.runners.limited",
     "BATCH_FACTOR": "airflow_provider_worktree.core.runners.prices",
     "BatchCoordinator": "airflow_provider_worktree.core.runners.batch",
     "BatchEntryRunner": "airflow_provider_worktree.core.runners.batch",

@@ -23,24 +23,22 @@ import json
 import logging
 import math
 import os
-import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError
-from airflow_provider_worktree.core.ratelimit.headers import anthropic_observation, has_retry_after
-from airflow_provider_worktree.core.ratelimit.limiter import LimitWaitTooLong, SpendCapReached, Ticket
 from airflow_provider_worktree.core.runners.budget import (
     _TOOL_OVERHEAD_TOKENS,
     Budget,
     upper_bound_tokens,
 )
+from airflow_provider_worktree.core.runners.calllimit import CallLimit
 from airflow_provider_worktree.core.runners.prices import PriceTable
+from airflow_provider_worktree.core.runners.retries import retry_delay
 from airflow_provider_worktree.core.runners.turns import _block_to_param, run_tool_uses
 from airflow_provider_worktree.core.runners.types import (
-    MAX_RETRY_AFTER_S,
     ModelRequestError,
     RunResult,
     Usage,
@@ -72,29 +70,6 @@ class _Cancelled(Exception):
 
 def _status_of(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None) if hasattr(exc, "response") else None
-
-
-def _has_retry_after(exc: BaseException) -> bool:
-    """Whether the response names a wait at all (a value that is no number still means "wait", not "stop")."""
-    return has_retry_after(getattr(getattr(exc, "response", None), "headers", None))
-
-
-def _retry_after_seconds(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        value = float(ms) / 1000.0 if ms is not None else None
-        if value is None:
-            sec = headers.get("retry-after")
-            value = float(sec) if sec is not None else None
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if value is None or math.isnan(value):
-        return None
-    return max(0.0, value)  # a negative is "now"; inf or a day is the caller's to refuse (MAX_RETRY_AFTER_S)
 
 
 class ApiRunner:
@@ -152,8 +127,7 @@ class ApiRunner:
         self._cancel = threading.Event()
         self._command_tool: CommandTool | None = None
         self.limiter = limiter
-        self._sent_bytes = 0  # request bytes already sent in this conversation (what the cache holds next call)
-        self._est_ratio = 1.0  # actual / estimated input tokens, learnt over the run's calls
+        self._limit: CallLimit | None = None
 
     # -- control ---------------------------------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -219,158 +193,51 @@ class ApiRunner:
         if self._cancel.wait(timeout=max(0.0, seconds)):
             raise _Cancelled()
 
-    # -- the shared limit ---------------------------------------------------------------------------------------
-    def _need(self, request: dict[str, Any]) -> dict[str, float]:
-        """What a call takes from the shared buckets before it is sent: one request, ``max_tokens`` of output (as
-        the API estimates it) and the input the cache will not hold: the bytes added since the last call (the
-        whole request on the first), at the conservative bytes-per-token, times the ratio the run's responses
-        showed so far."""
-        size = len(json.dumps(request, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-        new = max(0, size - self._sent_bytes) if self._sent_bytes else size
-        estimate = math.ceil(new / _BYTES_PER_TOKEN_ESTIMATE * self._est_ratio) + 16
-        return {"requests": 1, "input_tokens": estimate, "output_tokens": int(request["max_tokens"]),
-                "_bytes": size}
-
-    def _acquire(self, request: dict[str, Any], stats: dict[str, Any]) -> Ticket | None:
-        if self.limiter is None:
-            return None
-        need = self._need(request)
-        size = need.pop("_bytes")
-        try:
-            ticket = self.limiter.acquire(need)
-        except SpendCapReached as exc:
-            raise ModelRequestError(str(exc), status_code=429, error_type="rate_limit_error", retryable=False) from None
-        except LimitWaitTooLong as exc:
-            if self._cancel.is_set():
-                raise _Cancelled() from None
-            raise ModelRequestError(str(exc), status_code=429, error_type="rate_limit_error",
-                                    retryable=True) from None
-        ticket.size = size  # type: ignore[attr-defined]
-        stats["wait_s"] = stats.get("wait_s", 0.0) + ticket.waited_s
-        return ticket
-
-    def _settle(self, ticket: Ticket | None, response: Any, headers: Any, request: dict[str, Any]) -> None:
-        if ticket is None:
-            return
-        u = Usage.from_api(getattr(response, "usage", None), worst=lambda: self._worst_usage(request))
-        charged = u.input_tokens + u.cache_write_tokens  # what the input-token limit counts: not cache reads
-        estimate = ticket.need.get("input_tokens", 0.0)
-        if estimate > 16 and charged > 0:
-            ratio = charged / (estimate / self._est_ratio)
-            self._est_ratio = min(4.0, max(0.25, 0.5 * self._est_ratio + 0.5 * ratio))
-        self._sent_bytes = getattr(ticket, "size", 0)
-        self.limiter.settle(ticket, {"requests": 1, "input_tokens": charged, "output_tokens": u.output_tokens},
-                            anthropic_observation(headers) if headers is not None else None)
-
-    def _send(self, request: dict[str, Any], raw: bool) -> tuple[Any, Any]:
-        """Send one call; with the shared limiter, through the SDK's raw response to read its headers."""
-        if raw:
-            wrapped = self.client.messages.with_raw_response.create(**request)
-            return wrapped.parse(), wrapped.headers
-        return self.client.messages.create(**request), None
-
     def _create(self, request: dict[str, Any], stats: dict[str, Any]) -> Any:
         import anthropic  # the SDK is a dependency of the package; imported here to keep the module light
 
-        attempt = 0
-        raw = self.limiter is not None and hasattr(getattr(self.client, "messages", None), "with_raw_response")
+        attempt, limit = 0, self._limit
+        raw = limit is not None and hasattr(getattr(self.client, "messages", None), "with_raw_response")
         while True:
             if self._cancel.is_set():
                 raise _Cancelled()
-            ticket = self._acquire(request, stats)
+            try:
+                ticket = limit.acquire(request) if limit is not None else None
+            except ModelRequestError:
+                if self._cancel.is_set():  # the wait was cut short by cancel()
+                    raise _Cancelled() from None
+                raise
+            if ticket is not None:
+                stats["wait_s"] += ticket.waited_s
             stats["requests"] += 1
             try:
-                response, headers = self._send(request, raw)
+                if raw:  # the SDK's raw response, for the rate-limit headers
+                    wrapped = self.client.messages.with_raw_response.create(**request)
+                    response, headers = wrapped.parse(), wrapped.headers
+                else:
+                    response, headers = self.client.messages.create(**request), None
             except (anthropic.APIConnectionError, anthropic.APIStatusError) as exc:
                 status = exc.status_code if isinstance(exc, anthropic.APIStatusError) else None
-                shared_wait = self._tell_limiter(ticket, exc, status)
-                if status == 429:
-                    stats["throttled"] = stats.get("throttled", 0) + 1
-                self._retry_or_raise(exc, status, attempt, shared_wait)
+                stats["throttled"] += status == 429
+                shared_wait = limit.failed(ticket, exc, status) if ticket is not None else None
+                delay = retry_delay(exc, status, attempt, shared_wait, max_retries=self.max_retries,
+                                    max_retry_wait=self.max_retry_wait, backoff_base=self.backoff_base,
+                                    backoff_max=self.backoff_max)
                 attempt += 1
                 stats["retries"] += 1
+                self.log.warning("Messages API %s; retry %d/%d in %.2fs%s",
+                                 f"HTTP {status} {getattr(exc, 'type', '')}" if status else type(exc).__name__,
+                                 attempt, self.max_retries, delay,
+                                 f" (the shared limit blocks every worker {shared_wait:.1f}s)" if shared_wait else "")
+                self._sleep(delay)
                 continue
             except BaseException:
                 if ticket is not None:
                     self.limiter.release(ticket)
                 raise
-            self._settle(ticket, response, headers, request)
+            if ticket is not None:
+                limit.settle(ticket, response, headers, lambda: self._worst_usage(request))
             return response
-
-    def _tell_limiter(self, ticket: Ticket | None, exc: BaseException, status: int | None) -> float | None:
-        """Share a failed call's news: a 429 blocks every worker (or, without a wait, stops them). Returns the
-        shared block's seconds (None without the limiter: the runner waits on its own)."""
-        if ticket is None:
-            return None
-        headers = getattr(getattr(exc, "response", None), "headers", None)
-        if status == 429 and not _has_retry_after(exc):
-            self.limiter.spend_capped(ticket, str(getattr(exc, "message", exc))[:300])
-            return None
-        if status == 429:
-            return self.limiter.throttled(ticket, anthropic_observation(headers, 429))
-        self.limiter.release(ticket)
-        return None
-
-    def _retry_or_raise(self, exc: Any, status: int | None, attempt: int, shared_wait: float | None) -> None:
-        """Raise :class:`ModelRequestError` when the failure is final, else sleep before the next attempt (with
-        the shared limiter, a 429's wait is the next acquire's: every worker waits it out together)."""
-        should = None
-        if status is not None:
-            header = exc.response.headers.get("x-should-retry")
-            should = {"true": True, "false": False}.get((header or "").lower())
-        retryable = status is None or status in (408, 409, 429) or status >= 500
-        if should is not None:
-            retryable = should
-        if status == 429 and not _has_retry_after(exc):
-            # A 429 that names no wait is the spend limit (or a hard quota): waiting does not help, and
-            # neither does the task's retry.
-            raise ModelRequestError(
-                "the Messages API answered 429 without retry-after: the organisation's spend limit (or a "
-                f"hard quota) is reached ({getattr(exc, 'message', exc)}). Waiting does not help: raise the "
-                "limit in the Anthropic Console, then clear the failed tasks.",
-                status_code=status, error_type="rate_limit_error", retryable=False,
-            ) from None
-        api_message = getattr(exc, "api_message", None) or getattr(exc, "message", str(exc))
-        error_type = getattr(exc, "type", None) if status is not None else type(exc).__name__
-        request_id = getattr(exc, "request_id", None) if status is not None else None
-        what = f"HTTP {status}" if status else type(exc).__name__
-        if not retryable:
-            raise ModelRequestError(
-                f"the Messages API refused the request (HTTP {status} {error_type}): {api_message}. "
-                + _fix_hint(status),
-                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-            ) from None
-        if attempt >= self.max_retries:
-            raise ModelRequestError(
-                f"the Messages API kept failing after {attempt + 1} attempts ({what}: {api_message}); "
-                "it is transient (rate limit, overload or network): retry the task later or lower the "
-                "parallelism.",
-                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-                retryable=True,
-            ) from None
-        told = _retry_after_seconds(exc)
-        if told is not None and told > MAX_RETRY_AFTER_S:
-            # Waiting that out would hold a worker slot for minutes (or forever, for inf): fail now as
-            # retryable, so the task's own retry comes back later with the slot free meanwhile.
-            raise ModelRequestError(
-                f"the Messages API asks to wait {told:g}s before the next request ({what}: {api_message}), more "
-                f"than the {MAX_RETRY_AFTER_S:g}s a runner waits inside a worker slot; failing now as retryable so "
-                "the task's retry comes back later (raise retry_delay, or lower the parallelism).",
-                status_code=status, error_type=error_type, api_message=api_message, request_id=request_id,
-                retryable=True,
-            ) from None
-        if shared_wait is not None:
-            delay = 0.0  # the shared block: the next acquire waits it out with every other worker
-        elif told is not None:
-            told = min(told, self.max_retry_wait)
-            delay = told + random.uniform(0, 0.1 * max(told, 0.1))
-        else:
-            delay = min(self.backoff_max, self.backoff_base * 2 ** attempt) * random.uniform(0.5, 1.0)
-        self.log.warning("Messages API %s; retry %d/%d in %.2fs%s",
-                         f"HTTP {status} {error_type}" if status else type(exc).__name__,
-                         attempt + 1, self.max_retries, delay,
-                         f" (the shared limit blocks every worker {shared_wait:.1f}s)" if shared_wait else "")
-        self._sleep(delay)
 
     # -- the loop ---------------------------------------------------------------------------------------------------
     def run(self, worktree_path: str | os.PathLike[str], shard_prompt: str,
@@ -395,7 +262,7 @@ class ApiRunner:
         prices = self.budget.prices if self.budget is not None else PriceTable()
         usage = Usage()
         stats: dict[str, Any] = {"requests": 0, "retries": 0, "throttled": 0, "wait_s": 0.0}
-        self._sent_bytes, self._est_ratio = 0, 1.0
+        self._limit = CallLimit(self.limiter) if self.limiter is not None else None
         turns = 0
         final_text = ""
         handlers: dict[str, Callable[[object], ToolResult]] = {editor.name: editor.execute}
@@ -476,15 +343,3 @@ class ApiRunner:
             raise
         finally:
             self._command_tool = None
-
-
-def _fix_hint(status: int | None) -> str:
-    return {
-        400: "Fix the request parameters (model id, max_tokens, prompt size).",
-        401: "Check the API key in the anthropic connection (its password field).",
-        403: "The key lacks permission for this model or feature; check the workspace and key.",
-        404: "Check the model id and the connection's base URL (host field).",
-        413: "The prompt is too large; use smaller shards.",
-    }.get(status or 0, "Check the request and the connection.")
-
-
