@@ -29,6 +29,7 @@ from airflow_provider_worktree.core.runners.claude_code import (
     ClaudeCodeRunner,
     cli_flags,
 )
+from airflow_provider_worktree.core.runners.keyproxy import KeyProxy
 from airflow_provider_worktree.core.sandbox.box import BOX_HOME
 from airflow_provider_worktree.core.runners import ClaudeCodeRunner as ReExported
 from airflow_provider_worktree.core.runners import ModelRequestError
@@ -135,8 +136,13 @@ def test_command_restricts_tools_budget_settings_and_environment(claude_cli, wor
     assert json.loads(value("--settings")) == {"disableAllHooks": True}
     assert value("--append-system-prompt") == "Follow the conventions."
     assert all(KEY not in a for a in argv) and KEY not in repr(r)
-    # environment: an allowlist plus the key, a private home, traffic switches; no worker secret
-    assert env["ANTHROPIC_API_KEY"] == KEY and env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9"
+    # environment: an allowlist, a private home, traffic switches; no worker secret and never the real key (the
+    # run's key proxy adds it: without one the CLI gets no key, with one its address and per-run token)
+    assert "ANTHROPIC_API_KEY" not in env and env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9"
+    with KeyProxy("http://127.0.0.1:9", KEY) as proxy:
+        _argv, proxied = r.build_command(tmp_path, home=tmp_path / "home", proxy=proxy)
+        assert proxied["ANTHROPIC_API_KEY"] == proxy.token and proxied["ANTHROPIC_BASE_URL"] == proxy.base_url
+    assert KEY not in json.dumps(env) and KEY not in json.dumps(proxied)
     assert env["HOME"] == str(tmp_path / "home") and env["CLAUDE_CONFIG_DIR"].startswith(env["HOME"])
     assert env["CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC"] == "1" and env["DISABLE_AUTOUPDATER"] == "1"
     assert env["DISABLE_TELEMETRY"] == "1"
@@ -399,7 +405,8 @@ def test_stand_in_result_parsing_and_stop_reasons(stand_in, git_repo, worker_sec
     assert result.usage.cache_read_tokens == 20 and result.session_id == "sess-123"
     record = json.loads((git_repo / "standin-record").read_text())
     assert record["stdin"] == long_prompt, "the prompt goes on stdin, never on the command line"
-    assert not set(worker_secrets) & set(record["env"]) and record["env"]["ANTHROPIC_API_KEY"] == KEY
+    assert not set(worker_secrets) & set(record["env"]) and KEY not in json.dumps(record["env"])
+    assert record["env"]["ANTHROPIC_API_KEY"].startswith("wt-proxy-"), "the run's key-proxy token, not the key"
     for mode, stop in (("max_turns", "max_turns"), ("budget", "budget")):
         (git_repo / "standin-mode").write_text(mode)
         assert ClaudeCodeRunner(executable=stand_in).run(git_repo, "go").stop_reason == stop

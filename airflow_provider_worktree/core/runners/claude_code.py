@@ -15,12 +15,16 @@ what it may do (the flags are those of ``claude --help``, checked against the in
   the repository's ``.mcp.json``), ``--settings`` turns hooks off, ``--no-session-persistence`` writes no session.
 - The environment is built from an ALLOWLIST (:data:`ENV_ALLOWLIST`, plus names the caller adds with
   ``pass_env``), never the worker's whole environment: the CLI does not see Airflow connections, cloud keys or
-  database URLs. It gets the API key and base URL, a private ``HOME``/``CLAUDE_CONFIG_DIR`` (a fresh temporary
-  directory removed after the run), and the switches for non-essential traffic, the auto-updater, telemetry,
+  database URLs. It gets a private ``HOME``/``CLAUDE_CONFIG_DIR`` (a fresh temporary directory removed after the
+  run), and the switches for non-essential traffic, the auto-updater, telemetry,
   error reporting and ``CLAUDE.md`` discovery (a repository's ``CLAUDE.md`` may import files from anywhere;
-  the task's conventions reach the model through the appended system prompt instead). With a shell allowed,
-  ``CLAUDE_CODE_SUBPROCESS_ENV_SCRUB=1`` keeps the API key out of the commands' environment (the CLI needs
-  bubblewrap for that; without it the runner warns).
+  the task's conventions reach the model through the appended system prompt instead).
+- The CLI never holds the API key: for each run a :class:`~airflow_provider_worktree.core.runners.keyproxy.KeyProxy`
+  listens on ``127.0.0.1`` in the worker (outside the box); the CLI gets its address as ``ANTHROPIC_BASE_URL`` and a
+  random per-run token as ``ANTHROPIC_API_KEY``, and the proxy swaps the token for the real key on the way to the
+  real base URL (streamed replies pass through as they arrive). A command the CLI runs, or anything reading its
+  ``/proc/<pid>/environ``, sees the token, which is refused once the run is over. The key is taken from
+  ``api_key``, else from ``env`` or a ``pass_env`` name ``ANTHROPIC_API_KEY``; the base URL likewise.
 
 The process runs in the box (:func:`~airflow_provider_worktree.core.sandbox.box.run_boxed`, ``isolation`` as for verify):
 with bubblewrap the worktree is its only writable path besides a private home and ``/tmp``, the worker's
@@ -46,6 +50,7 @@ from typing import Any
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.git import STATUS_ARGS, parse_status, run_git
+from airflow_provider_worktree.core.runners.keyproxy import KeyProxy
 from airflow_provider_worktree.core.runners.prices import PriceTable
 from airflow_provider_worktree.core.runners.types import (
     ModelRequestError,
@@ -144,8 +149,9 @@ class ClaudeCodeRunner:
     :param extra_args: appended to the command line as they are.
     :param env: variables added to the CLI's environment (set by the DAG author, so trusted).
     :param pass_env: names of further worker variables to pass through when set.
-    :param api_key: the Anthropic API key (``ANTHROPIC_API_KEY``; never on the command line).
-    :param base_url: the API base URL (``ANTHROPIC_BASE_URL``).
+    :param api_key: the Anthropic API key; it stays in the worker (the run's key proxy adds it), never in the
+        CLI's environment or command line.
+    :param base_url: the API base URL the key proxy forwards to (default: ``https://api.anthropic.com``).
     """
 
     def __init__(self, model: str | None = None, permission_mode: str = "acceptEdits",
@@ -199,10 +205,12 @@ class ClaudeCodeRunner:
         return [f"Bash({' '.join(prefix)} *)" for prefix in self.allow_commands]
 
     def build_command(self, worktree: str | os.PathLike[str], *, home: str | os.PathLike[str] | None = None,
-                      system_prompt: str | None = None) -> tuple[list[str], dict[str, str]]:
+                      system_prompt: str | None = None,
+                      proxy: KeyProxy | None = None) -> tuple[list[str], dict[str, str]]:
         """``(argv, env)`` for one run in ``worktree`` (the prompt goes on stdin). The one place that decides the
         CLI's tools, limits and environment. ``home``: the CLI's private home; None leaves ``HOME`` to the box,
-        which gives every run a fresh private one."""
+        which gives every run a fresh private one. ``proxy``: the run's started key proxy, whose address and token
+        the CLI gets; without one the environment holds no API key at all (never the real one)."""
         exe = self._resolve_executable()
         flags = cli_flags(exe)
         missing = [f for f in REQUIRED_FLAGS if f not in flags]
@@ -239,22 +247,36 @@ class ClaudeCodeRunner:
         if self.allow_commands:
             if resolve_isolation(self.isolation) == "bwrap":
                 # The CLI's own sandbox cannot nest inside ours: its commands run in our box, which shows them no
-                # worker secret and no file outside the worktree, but they do see the CLI's API key.
-                self.log.warning("allow_commands with runner='claude_code': the commands Claude Code runs share its "
-                                 "box and can read its API key (not the worker's other secrets or files); use the "
-                                 "api runner's command tool to keep the key away from commands.")
+                # worker secret and no file outside the worktree; of the API they see the run's proxy token only.
+                self.log.info("allow_commands with runner='claude_code': the commands Claude Code runs share its box; "
+                              "they see the run's key-proxy token (usable only while the run lasts), never the key.")
             elif shutil.which("bwrap", path=env["PATH"]):
-                # The CLI then runs its shell commands without the API key in their environment (it uses bubblewrap).
+                # The CLI then runs its shell commands without even the proxy token in their environment.
                 env["CLAUDE_CODE_SUBPROCESS_ENV_SCRUB"] = "1"
-            else:
-                self.log.warning("bubblewrap (bwrap) is not installed: the shell commands Claude Code runs "
-                                 "(allow_commands) can read the API key from their environment; install bubblewrap.")
         env.update(self._env)
-        if self._api_key:
-            env["ANTHROPIC_API_KEY"] = self._api_key
-        if self._base_url:
-            env["ANTHROPIC_BASE_URL"] = self._base_url
+        # The real key never enters the CLI's environment, however it was given (api_key, env, pass_env).
+        env.pop("ANTHROPIC_API_KEY", None)
+        _key, upstream = self.credentials()
+        if proxy is not None and proxy.base_url:
+            env["ANTHROPIC_API_KEY"] = proxy.token
+            env["ANTHROPIC_BASE_URL"] = proxy.base_url
+            for name in ("NO_PROXY", "no_proxy"):  # the CLI reaches the proxy directly, never via an HTTP proxy
+                env[name] = ",".join(p for p in (env.get(name), "127.0.0.1", "localhost") if p)
+        elif upstream:
+            env["ANTHROPIC_BASE_URL"] = upstream
         return argv, env
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """``(key, base URL)`` the run's key proxy uses: ``api_key``/``base_url``, else ``env``'s, else the worker's
+        ``ANTHROPIC_API_KEY``/``ANTHROPIC_BASE_URL`` when ``pass_env`` names them."""
+        def pick(explicit: str | None, name: str) -> str | None:
+            if explicit:
+                return explicit
+            if self._env.get(name):
+                return self._env[name]
+            return os.environ.get(name) or None if name in self.pass_env else None
+
+        return pick(self._api_key, "ANTHROPIC_API_KEY"), pick(self._base_url, "ANTHROPIC_BASE_URL")
 
     def _resolve_executable(self) -> str:
         path_env = self._env.get("PATH", os.environ.get("PATH"))
@@ -274,20 +296,28 @@ class ClaudeCodeRunner:
         started = time.monotonic()
         if not Path(worktree_path).is_dir():
             raise ConfigurationError(f"worktree {os.fspath(worktree_path)!r} is not a directory.")
-        argv, env = self.build_command(worktree_path, system_prompt=system_prompt)
-        # Run the link's target: npm's bin/claude is a link into the install root, and the box shows that root
-        # (below), not necessarily the link's own directory (an npm prefix under /tmp or a hidden $HOME).
-        argv = [os.path.realpath(argv[0]), *argv[1:]]
-        self.log.info("running Claude Code: tools=%s budget=%s max_turns=%d", ",".join(self.tool_set()),
-                      f"${self.max_budget_usd:g}" if self.max_budget_usd is not None else "none", self.max_turns)
+        key, upstream = self.credentials()
+        # The key stays here: the CLI talks to a loopback proxy in this process with a per-run token.
+        proxy = KeyProxy(upstream, key, timeout=min(self.timeout, 600), logger=self.log) if key else None
         try:
+            if proxy is not None:
+                proxy.start()
+            argv, env = self.build_command(worktree_path, system_prompt=system_prompt, proxy=proxy)
+            # Run the link's target: npm's bin/claude is a link into the install root, and the box shows that root
+            # (below), not necessarily the link's own directory (an npm prefix under /tmp or a hidden $HOME).
+            argv = [os.path.realpath(argv[0]), *argv[1:]]
+            self.log.info("running Claude Code: tools=%s budget=%s max_turns=%d", ",".join(self.tool_set()),
+                          f"${self.max_budget_usd:g}" if self.max_budget_usd is not None else "none", self.max_turns)
             # env is the complete allowlisted environment (set last in the box); the CLI's install (often under a
             # hidden $HOME, e.g. an npm prefix) is shown read-only.
             done = run_boxed(argv, worktree_path, isolation=self.isolation, timeout=self.timeout, network=True,
                              env=env, hide=self.hide, ro_binds=[_install_root(argv[0])], input=shard_prompt,
                              grace_s=self._handle.grace_s, handle=self._handle)
         except FileNotFoundError:
-            raise ClaudeCodeNotFoundError(f"could not start {argv[0]!r}: {INSTALL_HINT}.") from None
+            raise ClaudeCodeNotFoundError(f"could not start {self.executable!r}: {INSTALL_HINT}.") from None
+        finally:
+            if proxy is not None:
+                proxy.close()
         self.last_isolation = done.isolation
         return self._result(done, worktree_path, started)
 

@@ -31,7 +31,13 @@ Isolation levels (the ``isolation`` setting):
 
 The environment is never the worker's: it is built from :data:`ENV_ALLOWLIST` (``PATH``, locale, terminal,
 the Python variables a virtualenv needs...), plus the names the DAG author passes in ``pass_env``, plus
-explicit values in ``env`` (such as the Claude Code CLI's API key). ``HOME`` and ``TMPDIR`` point into the box.
+explicit values in ``env``. The allowlist holds exact names only (no prefix; ``pass_env`` may name a
+``PREFIX*``), so a variable nobody listed never gets in, whatever it is called. ``HOME`` and ``TMPDIR`` point
+into the box.
+
+Process limits: :class:`BoxLimits` are rlimits; as the kernel exempts root from ``RLIMIT_NPROC``, a root
+worker's box (bubblewrap or fallback) is also put in a pids cgroup of its own (``pids.max``), or a WARNING says
+the process limit is not enforced there.
 
 The result (:class:`BoxResult`) is a :class:`~airflow_provider_worktree.core.sandbox.proc.ProcessResult` that also says
 which isolation was in force (``"bwrap"``, ``"fallback"`` or ``"none"``), for the lifecycle to record.
@@ -54,6 +60,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.core.sandbox._cgroup import CgroupUnavailable, PidsCgroup, open_pids_cgroup
 from airflow_provider_worktree.core.sandbox.paths import SandboxViolation, is_within, read_repo_bytes
 from airflow_provider_worktree.core.sandbox.proc import (
     DEFAULT_GRACE_S,
@@ -81,9 +88,14 @@ log = logging.getLogger(__name__)
 
 ISOLATION_MODES = ("auto", "bwrap", "none")
 
-#: Variables copied from the worker's environment into every box (exact names; ``LC_*`` is a prefix).
+#: The locale categories (exact names: a prefix such as ``LC_*`` would let ``LC_SECRET_TOKEN`` in).
+_LOCALE_VARS = ("LC_ALL", "LC_CTYPE", "LC_COLLATE", "LC_MESSAGES", "LC_MONETARY", "LC_NUMERIC", "LC_TIME",
+                "LC_ADDRESS", "LC_IDENTIFICATION", "LC_MEASUREMENT", "LC_NAME", "LC_PAPER", "LC_TELEPHONE")
+#: Variables copied from the worker's environment into every box: exact names only, no prefix, so a variable
+#: is in the box only if it is listed here or the DAG author names it (``pass_env``). ``HOME`` and ``TMPDIR`` are
+#: set to the box's own.
 ENV_ALLOWLIST: tuple[str, ...] = (
-    "PATH", "LANG", "LANGUAGE", "LC_*", "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TZ", "USER", "LOGNAME",
+    "PATH", "LANG", "LANGUAGE", *_LOCALE_VARS, "TERM", "COLORTERM", "NO_COLOR", "FORCE_COLOR", "TZ", "USER", "LOGNAME",
     "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE", "PYTHONIOENCODING", "PYTHONUTF8",
     "PYTHONWARNINGS", "PYTHONUNBUFFERED", "PYTHONNOUSERSITE", "PYTHONSAFEPATH", "PYTHONFAULTHANDLER",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS",
@@ -114,9 +126,12 @@ class BoxLimits:
     """Resource limits of a box (``None``: no limit). Applied with ``setrlimit`` to the box's first process and
     inherited by everything it starts.
 
-    :param processes: processes at once (``RLIMIT_NPROC``). In bubblewrap this counts the box's own processes
-        (its user namespace); in the fallback the worker user's current count is added, as the kernel counts
-        per user. The kernel does not apply it to root outside a user namespace (fallback as root).
+    :param processes: processes (threads included) at once (``RLIMIT_NPROC``). In bubblewrap this counts the
+        box's own processes (its user namespace); in the fallback the worker user's current count is added, as
+        the kernel counts per user. The kernel never applies ``RLIMIT_NPROC`` to root (bubblewrap run by root
+        maps the box to uid 0 outside), so for a root worker the box also gets a pids cgroup
+        (``pids.max``, cgroup v2 or a v1 ``pids`` hierarchy) when one is writable, else a WARNING says the limit
+        is not enforced.
     :param memory_bytes: data segment and private writable mappings per process (``RLIMIT_DATA``): large
         reservations that are never written (V8, the JVM) are not charged.
     :param file_bytes: largest file a process may write (``RLIMIT_FSIZE``; beyond it, SIGXFSZ / ``EFBIG``).
@@ -222,6 +237,30 @@ def resolve_isolation(isolation: str) -> str:
     return "fallback"
 
 
+# ------------------------------------------------------------------------------------- root's process limit
+#: Processes of the box's own plumbing (bubblewrap's monitor and init, the fallback's reaper) under ``pids.max``.
+_PLUMBING_PIDS = 4
+_cgroup_warned = False
+
+
+def _root_pids_cgroup(limits: BoxLimits | None, mode: str) -> PidsCgroup | None:
+    """For a root worker, the box's pids cgroup (``RLIMIT_NPROC`` does not bind root); None otherwise, or with
+    a WARNING (once per process) when no cgroup is writable here."""
+    global _cgroup_warned
+    if limits is None or limits.processes is None or mode == "none" or os.geteuid() != 0:
+        return None
+    try:
+        return open_pids_cgroup(limits.processes + _PLUMBING_PIDS)
+    except CgroupUnavailable as exc:
+        if not _cgroup_warned:
+            _cgroup_warned = True
+            log.warning("the worker runs as root, which the kernel exempts from the box's process limit "
+                        "(RLIMIT_NPROC), and %s: boxed commands are NOT bounded to processes=%d. Fix: run the worker "
+                        "as an unprivileged user, or give it a writable cgroup with the pids controller (cgroup v2 "
+                        "delegation, or a cgroup v1 pids hierarchy).", exc, limits.processes)
+        return None
+
+
 # ---------------------------------------------------------------------------------------------- environment
 def box_env(pass_env: Iterable[str] = (), env: Mapping[str, str] | None = None, *, home: str, tmp: str,
             base: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -286,6 +325,7 @@ def run_boxed(
         raise ConfigurationError(f"the box's working directory {work} is outside its worktree {root}; run inside it.")
     # bubblewrap's HOME and /tmp are tmpfs inside the box; the others get a private directory removed afterwards.
     private = None if mode == "bwrap" else tempfile.mkdtemp(prefix="wt-box-")
+    cgroup: PidsCgroup | None = None
     try:
         if private is None:
             home, tmp = BOX_HOME, _BOX_TMP
@@ -310,10 +350,13 @@ def run_boxed(
             grace_s = max(grace_s, 1.0)  # the reaper cleans up on SIGTERM: give it a moment before any SIGKILL
         else:
             full, rlimits = argv, {}
+        cgroup = _root_pids_cgroup(limits, mode)
         done = run_process(full, work, timeout=timeout, env=child_env, input=input, merge_stderr=merge_stderr,
                            max_output_chars=max_output_chars, keep=keep, grace_s=grace_s, handle=handle,
-                           rlimits=rlimits)
+                           rlimits=rlimits, cgroup_procs=cgroup.procs if cgroup is not None else None)
     finally:
+        if cgroup is not None and not cgroup.remove():
+            log.warning("the box's cgroup %s could not be removed (processes still in it)", cgroup.path)
         if private is not None:
             shutil.rmtree(private, ignore_errors=True)
     values = {f.name: getattr(done, f.name) for f in fields(ProcessResult)}

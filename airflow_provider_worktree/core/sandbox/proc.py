@@ -25,6 +25,7 @@ Plain Python: no Airflow import.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -142,6 +143,7 @@ def run_process(
     grace_s: float = DEFAULT_GRACE_S,
     handle: ProcessHandle | None = None,
     rlimits: Mapping[str, int] | None = None,
+    cgroup_procs: str | None = None,
 ) -> ProcessResult:
     """Run ``argv`` (no shell) in ``cwd`` in a new process group; on timeout kill the whole group.
 
@@ -158,6 +160,8 @@ def run_process(
         least this run's ``grace_s``, so a first process that cleans up on SIGTERM gets its moment).
     :param rlimits: resource limits set in the child before it executes, ``{"RLIMIT_NPROC": 256, ...}`` (names
         of :mod:`resource` constants; soft and hard limit alike), inherited by everything it starts.
+    :param cgroup_procs: a cgroup's ``cgroup.procs`` file the child joins before it executes (so everything it
+        starts is in that cgroup); if it cannot join, nothing runs and ``OSError`` is raised.
     :raises OSError: when the process cannot be started, as :class:`subprocess.Popen` raises it
         (``FileNotFoundError`` for a missing executable or ``cwd``, ``PermissionError``...). Callers turn it
         into their own message.
@@ -165,13 +169,16 @@ def run_process(
     if keep not in ("both", "tail"):
         raise ValueError(f"keep must be 'both' or 'tail', got {keep!r}")
     argv = tuple(str(a) for a in argv)
-    preexec = _rlimit_setter(rlimits) if rlimits else None
+    preexec = _preexec(rlimits, cgroup_procs)
     started = time.monotonic()
     with tempfile.TemporaryFile() as out, _stderr_file(merge_stderr) as err, _stdin_file(input) as stdin:
         def start() -> subprocess.Popen:
-            return subprocess.Popen(argv, cwd=cwd, env=None if env is None else dict(env), stdin=stdin,
-                                    stdout=out, stderr=subprocess.STDOUT if merge_stderr else err,
-                                    start_new_session=True, preexec_fn=preexec)
+            try:
+                return subprocess.Popen(argv, cwd=cwd, env=None if env is None else dict(env), stdin=stdin,
+                                        stdout=out, stderr=subprocess.STDOUT if merge_stderr else err,
+                                        start_new_session=True, preexec_fn=preexec)
+            except subprocess.SubprocessError as exc:  # the limits or the cgroup could not be applied
+                raise OSError(errno.EPERM, f"the process limits could not be applied ({exc})") from None
 
         proc = handle._start(start, grace_s) if handle is not None else start()
         if proc is None:  # the handle was cancelled before we could start
@@ -294,12 +301,20 @@ def _reap(popen: subprocess.Popen | None) -> None:
         pass
 
 
-def _rlimit_setter(rlimits: Mapping[str, int]) -> Callable[[], None]:
+def _preexec(rlimits: Mapping[str, int] | None, cgroup_procs: str | None) -> Callable[[], None] | None:
+    if not rlimits and not cgroup_procs:
+        return None
     import resource
 
-    pairs = [(getattr(resource, name), int(value)) for name, value in rlimits.items()]
+    pairs = [(getattr(resource, name), int(value)) for name, value in (rlimits or {}).items()]
 
     def apply() -> None:  # runs in the child between fork and exec: C calls only, no locks
+        if cgroup_procs:
+            fd = os.open(cgroup_procs, os.O_WRONLY)
+            try:
+                os.write(fd, b"0")  # "0": the writing process itself, before it starts anything
+            finally:
+                os.close(fd)
         for which, value in pairs:
             hard = resource.getrlimit(which)[1]
             value = value if hard == resource.RLIM_INFINITY else min(value, hard)  # never above the hard limit
