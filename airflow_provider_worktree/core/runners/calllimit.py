@@ -4,7 +4,7 @@ reservation before it is sent, its settlement with the response's usage and head
 The estimate: one request, ``max_tokens`` of output (as the API itself estimates output when a call starts) and
 the input the prompt cache will not hold: the bytes the request grew by since the conversation's previous call
 (the whole request on its first), at the conservative 3 bytes per token, times the ratio of charged to estimated
-input the run's responses showed so far. The settlement charges what the input limit counts (uncached input and
+input the run's responses showed so far (never below 1). The settlement charges what the input limit counts (uncached input and
 cache writes; cache reads are free on current models) and gives the estimate back.
 """
 
@@ -57,7 +57,10 @@ class CallLimit:
         estimate = ticket.need.get("input_tokens", 0.0)
         if estimate > _PAD and charged > 0:
             seen = charged / ((estimate - _PAD) / self.ratio)
-            self.ratio = min(4.0, max(0.25, 0.5 * self.ratio + 0.5 * seen))
+            # Only upwards: an estimate over the charge is given back at settlement, one under it is a 429. (The
+            # first call overshoots whenever the system prompt was cached by another shard; learning that would
+            # shrink the estimate of the next, uncached, tool result.)
+            self.ratio = min(4.0, max(1.0, 0.5 * self.ratio + 0.5 * seen))
         self.sent_bytes = getattr(ticket, "size", 0)
         self.limiter.settle(ticket, {"requests": 1, "input_tokens": charged, "output_tokens": u.output_tokens},
                             anthropic_observation(headers) if headers is not None else None)
