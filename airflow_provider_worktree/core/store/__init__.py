@@ -1,5 +1,5 @@
 """The shard status database: dialects (SQLite, PostgreSQL), schema and forward migrations, shard leases and
-records (:class:`ShardStore`), Message Batch records, the shared rate limiter's state, and maintenance (backup, restore, archive, vacuum).
+records (:class:`ShardStore`), Message Batch records, the shared rate limiter's state, changesets, and maintenance (backup, restore, archive, vacuum).
 
 May import: ``core.errors`` and ``core.sandbox`` (text bounding). Plain Python, no Airflow.
 
@@ -19,6 +19,8 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "BatchRecords": "airflow_provider_worktree.core.store.batches",
     "COLUMNS": "airflow_provider_worktree.core.store._common",
     "CURRENT_SCHEMA_VERSION": "airflow_provider_worktree.core.store._common",
+    "CHANGESET_COLUMNS": "airflow_provider_worktree.core.store.changesets",
+    "ChangesetRecords": "airflow_provider_worktree.core.store.changesets",
     "ClaimRecords": "airflow_provider_worktree.core.store.claims",
     "DEFAULT_STALE_AFTER_S": "airflow_provider_worktree.core.store._common",
     "ENTRY_RESULTS": "airflow_provider_worktree.core.store.batches",

@@ -1,4 +1,4 @@
-"""The shard database's schema: table definitions and forward migrations (versions 1 to 5)."""
+"""The shard database's schema: table definitions and forward migrations (versions 1 to 6)."""
 
 from __future__ import annotations
 
@@ -177,6 +177,33 @@ def _migrate_4_to_5(d: _Dialect, cur: Any) -> None:
 )""")
 
 
+def _migrate_5_to_6(d: _Dialect, cur: Any) -> None:
+    """Version 6: ``changesets``, the pull requests runs were published as, in orthogonal states."""
+    ts = d.ts_type
+    cur.execute(f"""CREATE TABLE changesets (
+    forge TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    head TEXT NOT NULL,
+    base TEXT,
+    number INTEGER,
+    url TEXT,
+    title TEXT,
+    publication TEXT NOT NULL DEFAULT 'unpublished',
+    external_state TEXT NOT NULL DEFAULT 'open',
+    review TEXT NOT NULL DEFAULT 'pending',
+    checks TEXT NOT NULL DEFAULT 'unknown',
+    head_sha TEXT,
+    run_id TEXT,
+    last_action TEXT,
+    created_at {ts},
+    updated_at {ts},
+    synced_at {ts},
+    failures INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (forge, repository, head)
+)""")
+
+
 MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2,
                                                           3: _migrate_2_to_3, 4: migrate_3_to_4,
-                                                          5: _migrate_4_to_5}
+                                                          5: _migrate_4_to_5, 6: _migrate_5_to_6}

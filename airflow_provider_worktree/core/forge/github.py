@@ -1,0 +1,178 @@
+""":class:`GitHubForge`: changesets on GitHub and GitHub Enterprise through the official PyGithub client.
+
+Publishing is idempotent. A changeset is identified by (repository, head branch). The open pull request of that
+head is looked up first and updated in place (title, body, draft left as it is). When none is open, one is
+created; GitHub's ``422 "A pull request already exists"`` (another worker created it between the lookup and the
+create) is read again as "already exists" and updated. A second pull request is never opened. Labels and
+reviewers are added, never removed.
+
+Pacing: every write (create, edit, comment, labels, reviewers, merge) first takes a place from the shared limiter
+(GitHub's documented secondary limits, :data:`~airflow_provider_worktree.core.ratelimit.state.GITHUB_CONTENT_LIMITS`:
+80 content-creating requests a minute and 500 an hour, shared by every worker through the shard database). The
+response's ``x-ratelimit-*``/``retry-after`` then block every worker when GitHub says so. The client is used
+without its own retries of 403/429, so the shared limiter, not a sleeping worker, does the waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from airflow_provider_worktree.core.forge.types import Changeset, ChangesetSpec, ForgeError
+from airflow_provider_worktree.core.ratelimit.headers import github_observation
+from airflow_provider_worktree.core.ratelimit.limiter import LimitWaitTooLong, SpendCapReached
+
+WRITE_NEED = {"content_minute": 1, "content_hour": 1}
+_FIXES = {
+    401: "the token is invalid or expired: update the password of the GitHub connection",
+    403: "the token lacks a scope or the repository forbids it (a protected branch, an archived repository): give "
+         "the token `repo` (classic) or pull-requests:write and contents:write (fine-grained)",
+    404: "the repository does not exist or the token cannot see it: check the repository name and the token's access",
+    422: "GitHub refused the request's content",
+}
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None)
+
+
+class GitHubForge:
+    """Changesets on one GitHub (``client``: a ``github.Github``, e.g. ``GithubHook(...).get_conn()``)."""
+
+    name = "github"
+
+    def __init__(self, client: Any, *, limiter: Any = None, logger: logging.Logger | None = None) -> None:
+        self.client = client
+        self.limiter = limiter
+        self.log = logger or logging.getLogger(__name__)
+
+    # -- pacing ----------------------------------------------------------------------------------------------------
+    def _write(self, what: str, call: Any) -> Any:
+        """Run one content-creating request under the shared limit; GitHub's answer updates the shared view."""
+        ticket = None
+        if self.limiter is not None:
+            try:
+                ticket = self.limiter.acquire(WRITE_NEED)
+            except (LimitWaitTooLong, SpendCapReached) as exc:
+                raise ForgeError(f"{what}: not sent, GitHub's write limit is reached ({exc})", retryable=True) from None
+        try:
+            result = call()
+        except Exception as exc:
+            if ticket is not None:
+                headers = getattr(exc, "headers", None) or {}
+                obs = github_observation(headers, _status(exc))
+                if obs.block_s is not None:
+                    self.limiter.throttled(ticket, obs)
+                else:
+                    self.limiter.release(ticket)
+            raise self._error(what, exc) from None
+        if ticket is not None:
+            self.limiter.settle(ticket, dict(WRITE_NEED))
+        return result
+
+    def _error(self, what: str, exc: BaseException) -> ForgeError:
+        import github
+
+        if isinstance(exc, ForgeError):
+            return exc
+        status = _status(exc)
+        if status is None and not isinstance(exc, github.GithubException):
+            return ForgeError(f"{what}: GitHub could not be reached ({type(exc).__name__}: {exc}); the next run or "
+                              "`changesets sync` resumes", retryable=True)
+        data = getattr(exc, "data", None) or {}
+        message = data.get("message") if isinstance(data, dict) else str(data)
+        details = "; ".join(e.get("message") or f"{e.get('field')} {e.get('code')}"
+                            for e in (data.get("errors") or []) if isinstance(e, dict)) if isinstance(data, dict) else ""
+        headers = getattr(exc, "headers", None) or {}
+        limited = status == 429 or (status == 403 and (github_observation(headers, status).block_s is not None
+                                                       and "rate limit" in (message or "").lower()))
+        retryable = limited or (status or 0) >= 500
+        fix = ("GitHub's rate limit: the shared limiter now holds every worker back; retry later" if limited
+               else "a GitHub server error: retry later" if (status or 0) >= 500 else _FIXES.get(status or 0, ""))
+        return ForgeError(f"{what}: GitHub answered {status} {message}" + (f" ({details})" if details else "")
+                          + (f": {fix}" if fix else ""), status=status, retryable=retryable)
+
+    # -- reading ---------------------------------------------------------------------------------------------------
+    def _repo(self, spec_repo: str) -> Any:
+        try:
+            return self.client.get_repo(spec_repo)
+        except Exception as exc:  # noqa: BLE001 - reworded with the fix
+            raise self._error(f"repository {spec_repo}", exc) from None
+
+    def find_open(self, repo: Any, head: str) -> Any | None:
+        """The open pull request of ``head`` (this repository's branch), or None."""
+        owner = repo.owner.login
+        try:
+            pulls = list(repo.get_pulls(state="open", head=f"{owner}:{head}"))
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(f"list pull requests of {repo.full_name}", exc) from None
+        return pulls[0] if pulls else None
+
+    def changeset(self, repo: Any, pr: Any, spec_head: str, action: str = "") -> Changeset:
+        merged = bool(pr.merged)
+        return Changeset(
+            forge=self.name, repository=repo.full_name, head=spec_head, base=pr.base.ref, number=pr.number,
+            url=pr.html_url, title=pr.title, publication="draft" if pr.draft else "published",
+            external_state="merged" if merged else pr.state, review=self._review(pr), head_sha=pr.head.sha,
+            action=action)
+
+    @staticmethod
+    def _review(pr: Any) -> str:
+        latest: dict[str, str] = {}
+        for review in pr.get_reviews():
+            if review.state in ("APPROVED", "CHANGES_REQUESTED", "DISMISSED"):
+                latest[review.user.login if review.user else "?"] = review.state
+        states = set(latest.values())
+        return "changes_requested" if "CHANGES_REQUESTED" in states else "approved" if "APPROVED" in states \
+            else "pending"
+
+    # -- writing ---------------------------------------------------------------------------------------------------
+    def publish(self, spec: ChangesetSpec) -> Changeset:
+        """Create the changeset's pull request, or update the open one in place (never a second one)."""
+        repo = self._repo(spec.repository)
+        pr = self.find_open(repo, spec.head)
+        action = "unchanged"
+        if pr is None:
+            try:
+                pr = self._write(f"create the pull request {spec.repository} {spec.head} -> {spec.base}",
+                                 lambda: repo.create_pull(base=spec.base, head=spec.head, title=spec.title,
+                                                          body=spec.body, draft=spec.draft))
+                action = "created"
+            except ForgeError as exc:
+                if exc.status != 422 or "already exists" not in str(exc):
+                    raise
+                pr = self.find_open(repo, spec.head)  # created meanwhile by another worker: update that one
+                if pr is None:
+                    raise
+        if action != "created" and (pr.title != spec.title or (pr.body or "") != spec.body):
+            self._write(f"update pull request #{pr.number}", lambda: pr.edit(title=spec.title, body=spec.body))
+            action = "updated"
+        have = {label.name for label in pr.labels}
+        if set(spec.labels) - have:
+            self._write(f"label pull request #{pr.number}",
+                        lambda: pr.add_to_labels(*[x for x in spec.labels if x not in have]))
+        asked = {u.login for u in pr.requested_reviewers}
+        wanted = [r for r in spec.reviewers if r not in asked]
+        if wanted:
+            self._write(f"request reviewers on #{pr.number}", lambda: pr.create_review_request(reviewers=wanted))
+        self.log.info("changeset %s %s: pull request #%s %s", spec.repository, spec.head, pr.number, action)
+        return self.changeset(repo, pr, spec.head, action)
+
+    def close(self, repository: str, head: str, comment: str) -> Changeset | None:
+        """Close the open pull request of ``head`` with ``comment`` (its diff disappeared); None when none is open."""
+        repo = self._repo(repository)
+        pr = self.find_open(repo, head)
+        if pr is None:
+            return None
+        self._write(f"comment on #{pr.number}", lambda: pr.create_issue_comment(comment))
+        self._write(f"close #{pr.number}", lambda: pr.edit(state="closed"))
+        return self.changeset(repo, pr, head, "closed")
+
+    def sync(self, repository: str, number: int, head: str) -> Changeset:
+        """The pull request's states now (the client's conditional requests make an unchanged poll free)."""
+        repo = self._repo(repository)
+        try:
+            pr = repo.get_pull(number)
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(f"read pull request #{number} of {repository}", exc) from None
+        return self.changeset(repo, pr, head, "synced")

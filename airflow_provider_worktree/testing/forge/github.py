@@ -1,0 +1,341 @@
+"""An offline GitHub on loopback: a stateful TEST DOUBLE of the GitHub REST API (the part pull requests use) and of
+git over smart HTTP, for tests, the smoke run and users without a forge. Driven by the real PyGithub client.
+
+REST, under ``/api/v3`` (GitHub Enterprise's layout: ``Github(base_url=forge.api_url)``):
+``GET /repos/{o}/{r}``; ``GET|POST /repos/{o}/{r}/pulls`` (``state``, ``head``, ``base`` filters; a second open pull
+request for one head is GitHub's ``422 Validation Failed``, "A pull request already exists for o:branch."); ``GET|
+PATCH /repos/{o}/{r}/pulls/{n}``; ``GET|POST /repos/{o}/{r}/issues/{n}/comments``; ``POST
+/repos/{o}/{r}/issues/{n}/labels``; ``POST /repos/{o}/{r}/pulls/{n}/requested_reviewers``; ``GET
+/repos/{o}/{r}/pulls/{n}/reviews``; ``PUT /repos/{o}/{r}/pulls/{n}/merge`` (merge, squash, rebase; 405 when
+not mergeable, 409 when ``sha`` is not the head). Responses are built to GitHub's OpenAPI description
+(:mod:`.objects`). Every ``GET`` has an ``ETag``; ``If-None-Match`` with it is ``304`` and costs no rate limit.
+Every response carries the primary limit's ``x-ratelimit-{limit,remaining,used,reset,resource}``; content-creating
+requests (POST, PATCH, PUT, DELETE) past ``content_per_minute`` are the secondary limit's ``403`` with
+``retry-after``. Authentication: ``Authorization: token|Bearer <token>``, else ``401 Bad credentials``.
+
+Git, at ``/{o}/{r}.git``: ``git http-backend`` (:mod:`.githttp`), anonymous fetch, push with the token as the
+HTTP Basic password.
+
+``request_log``: every API request and response, one JSON object a line (method, path, query, status, request
+body, response body), for checking the traffic against GitHub's published contract.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from airflow_provider_worktree.testing.forge import githttp, objects
+from airflow_provider_worktree.testing.forge.pulls import DOCS, ForgeError, PullHandlers, now
+
+log = logging.getLogger(__name__)
+
+
+_ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p + "$"), h) for m, p, h in (
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", "get_repo"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls", "list_pulls"),
+    ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls", "create_pull"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)", "get_pull"),
+    ("PATCH", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)", "update_pull"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/issues/(?P<n>\d+)/comments", "list_comments"),
+    ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/issues/(?P<n>\d+)/comments", "create_comment"),
+    ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/issues/(?P<n>\d+)/labels", "add_labels"),
+    ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/requested_reviewers", "request_reviewers"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/reviews", "list_reviews"),
+    ("PUT", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/merge", "merge_pull"),
+)]
+_WRITES = ("POST", "PATCH", "PUT", "DELETE")
+
+
+class OfflineGitHub(PullHandlers):
+    """The offline GitHub. ``token``: the one token it accepts; ``owner``: the login that token belongs to.
+
+    Test helpers (Python, not HTTP): :meth:`create_repo`, :meth:`add_review`, :meth:`pulls`, :meth:`fail_next`.
+    """
+
+    def __init__(self, root: str | Path, *, token: str = "ghp_offline_test_token", owner: str = "octo-org",
+                 host: str = "127.0.0.1", port: int = 0, request_log: str | Path | None = None,
+                 content_per_minute: int = 80, primary_limit: int = 5000) -> None:
+        self.root = Path(root)
+        self.token, self.owner = token, owner
+        self.host, self.port = host, port
+        self.request_log = Path(request_log) if request_log else None
+        self.content_per_minute, self.primary_limit = content_per_minute, primary_limit
+        self._lock = threading.RLock()
+        self._ids = itertools.count(1000)
+        self._users: dict[str, int] = {}
+        self.repos: dict[str, dict[str, Any]] = {}
+        self._writes: list[float] = []
+        self._used = 0
+        self._reset = int(time.time()) + 3600
+        self._faults: list[tuple[str, re.Pattern[str], int, str]] = []
+        self._httpd: ThreadingHTTPServer | None = None
+
+    # -- life ------------------------------------------------------------------------------------------------------
+    @property
+    def web_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def api_url(self) -> str:
+        return f"{self.web_url}/api/v3"
+
+    def git_url(self, full_name: str, *, with_token: bool = False) -> str:
+        auth = f"x-access-token:{self.token}@" if with_token else ""
+        return f"http://{auth}{self.host}:{self.port}/{full_name}.git"
+
+    def start(self) -> OfflineGitHub:
+        forge = self
+
+        class Handler(_Handler):
+            owner = forge
+
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        threading.Thread(target=self._httpd.serve_forever, name="offline-github", daemon=True).start()
+        log.info("offline GitHub TEST DOUBLE listening on %s (API %s)", self.web_url, self.api_url)
+        return self
+
+    def stop(self) -> None:
+        httpd, self._httpd = self._httpd, None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+
+    def __enter__(self) -> OfflineGitHub:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- test helpers ----------------------------------------------------------------------------------------------
+    def create_repo(self, name: str, source: str | Path | None = None, *, owner: str | None = None,
+                    default_branch: str = "main") -> str:
+        """A repository (a bare mirror of ``source``); returns its full name ``owner/name``."""
+        owner = owner or self.owner
+        githttp.init_bare(self.root, owner, name, source, default_branch)
+        with self._lock:
+            self.repos[f"{owner}/{name}"] = {"id": next(self._ids), "name": name, "owner": owner,
+                                             "default_branch": default_branch, "created_at": now(),
+                                             "updated_at": now(), "pushed_at": now(), "pulls": {},
+                                             "next_number": 1, "language": "Python"}
+        return f"{owner}/{name}"
+
+    def pulls(self, full_name: str) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(p) for p in self.repos[full_name]["pulls"].values()]
+
+    def add_review(self, full_name: str, number: int, state: str, body: str = "", login: str = "reviewer") -> None:
+        """A review (``APPROVED``, ``CHANGES_REQUESTED``, ``COMMENTED``) by ``login`` on the head commit."""
+        with self._lock:
+            pr = self.repos[full_name]["pulls"][number]
+            pr["reviews"].append({"id": next(self._ids), "body": body, "state": state, "login": login,
+                                  "commit_id": pr["head_sha"], "submitted_at": now()})
+
+    def fail_next(self, method: str, path_regex: str, status: int, message: str = "Server Error") -> None:
+        """The next API request matching answers ``status`` (5xx, 401, ...) with ``message``."""
+        with self._lock:
+            self._faults.append((method, re.compile(path_regex), status, message))
+
+    # -- HTTP ------------------------------------------------------------------------------------------------------
+    def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
+               ) -> tuple[int, dict[str, str], Any]:
+        if not path.startswith("/api/v3/"):
+            return self._git(method, path, query, headers, raw)
+        body: Any = None
+        try:
+            body = json.loads(raw) if raw else None
+            status, out_headers, payload = self._api(method, path, query, headers, body)
+        except ForgeError as exc:
+            status, out_headers, payload = exc.status, exc.headers, exc.body()
+        except ValueError:
+            status, out_headers, payload = 400, {}, {"message": "Problems parsing JSON", "documentation_url": DOCS}
+        if self.request_log is not None:
+            with self._lock, self.request_log.open("a", encoding="utf-8") as f:
+                f.write(json.dumps({"method": method, "path": path, "query": query, "status": status,
+                                    "request": body, "response": payload}) + "\n")
+        return status, out_headers, payload
+
+    def _git(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
+             ) -> tuple[int, dict[str, str], Any]:
+        if githttp.is_push(path, query) and githttp.basic_password(headers) != self.token:
+            return 401, {"WWW-Authenticate": 'Basic realm="offline GitHub"'}, b"Authentication required\n"
+        status, out, payload = githttp.serve(self.root, method, path, query, headers, raw)
+        if githttp.is_push(path, query) and method == "POST":
+            full = path.split(".git/", 1)[0].lstrip("/")
+            with self._lock:
+                if full in self.repos:
+                    self.repos[full]["pushed_at"] = now()
+                    self._refresh_heads(full)
+        return status, out, payload
+
+    def _rate_headers(self) -> dict[str, str]:
+        return {"x-ratelimit-limit": str(self.primary_limit), "x-ratelimit-remaining":
+                str(max(0, self.primary_limit - self._used)), "x-ratelimit-used": str(self._used),
+                "x-ratelimit-reset": str(self._reset), "x-ratelimit-resource": "core"}
+
+    def _api(self, method: str, path: str, query: str, headers: Mapping[str, str], body: Any,
+             ) -> tuple[int, dict[str, str], Any]:
+        auth = (headers.get("authorization") or "").split(None, 1)
+        if len(auth) != 2 or auth[0].lower() not in ("token", "bearer") or auth[1] != self.token:
+            raise ForgeError(401, "Bad credentials")
+        with self._lock:
+            for i, (m, rx, status, message) in enumerate(self._faults):
+                if m == method and rx.search(path):
+                    del self._faults[i]
+                    raise ForgeError(status, message, headers=self._rate_headers())
+            if self._used >= self.primary_limit:
+                raise ForgeError(403, "API rate limit exceeded for user ID 1.", headers=self._rate_headers())
+            if method in _WRITES:
+                now = time.monotonic()
+                self._writes = [t for t in self._writes if now - t < 60.0]
+                if len(self._writes) >= self.content_per_minute:
+                    wait = int(60 - (now - self._writes[0])) + 1
+                    raise ForgeError(403, "You have exceeded a secondary rate limit. Please wait a few minutes "
+                                          "before you try again.", headers={**self._rate_headers(),
+                                                                            "retry-after": str(wait)})
+                self._writes.append(now)
+            for m, rx, handler in _ROUTES:
+                match = rx.match(path)
+                if m == method and match:
+                    params = {k: v[-1] for k, v in parse_qs(query).items()}
+                    status, payload = getattr(self, "_" + handler)(**match.groupdict(), params=params, body=body)
+                    break
+            else:
+                raise ForgeError(404, "Not Found")
+            etag = 'W/"' + hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest() + '"'
+            if method == "GET" and headers.get("if-none-match") == etag:
+                return 304, {**self._rate_headers(), "ETag": etag}, None   # conditional: costs no rate limit
+            self._used += 1
+            extra = {**self._rate_headers(), **({"ETag": etag} if method == "GET" else {})}
+            return status, extra, payload
+
+    # -- objects ---------------------------------------------------------------------------------------------------
+    def _user(self, login: str) -> dict[str, Any]:
+        uid = self._users.setdefault(login, next(self._ids))
+        return objects.user(self.api_url, self.web_url, login, uid, "Organization" if login == self.owner else "User")
+
+    def _repo(self, o: str, r: str) -> dict[str, Any]:
+        repo = self.repos.get(f"{o}/{r}")
+        if repo is None:
+            raise ForgeError(404, "Not Found")
+        return repo
+
+    def _repo_obj(self, repo: dict[str, Any], full: bool = False) -> dict[str, Any]:
+        repo = {**repo, "open": sum(1 for p in repo["pulls"].values() if p["state"] == "open")}
+        return objects.repository(self.api_url, self.web_url, repo, self._user(repo["owner"]), full)
+
+    def _pull_obj(self, repo: dict[str, Any], pr: dict[str, Any], full: bool = True) -> dict[str, Any]:
+        people = {login: self._user(login) for login in {*pr["assignees"], *pr["reviewers"], pr.get("merged_by") or ""}
+                  if login}
+        return objects.pull(self.api_url, self.web_url, f"{repo['owner']}/{repo['name']}", pr, self._repo_obj(repo),
+                            self._user(pr["user"]), people, full)
+
+    def _pr(self, o: str, r: str, n: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        repo = self._repo(o, r)
+        pr = repo["pulls"].get(int(n))
+        if pr is None:
+            raise ForgeError(404, "Not Found")
+        return repo, pr
+
+    def _bare(self, repo: dict[str, Any]) -> Path:
+        return self.root / repo["owner"] / f"{repo['name']}.git"
+
+    def _refresh_heads(self, full: str) -> None:
+        repo = self.repos[full]
+        for pr in repo["pulls"].values():
+            if pr["state"] == "open":
+                sha = githttp.branch_sha(self._bare(repo), pr["head"])
+                if sha and sha != pr["head_sha"]:
+                    pr["head_sha"], pr["updated_at"] = sha, now()
+                    pr["stats"] = githttp.commits_between(self._bare(repo), pr["base_sha"], sha)
+
+    # -- handlers --------------------------------------------------------------------------------------------------
+    def _get_repo(self, o: str, r: str, params: dict, body: Any) -> tuple[int, Any]:
+        return 200, self._repo_obj(self._repo(o, r), full=True)
+
+    def _list_pulls(self, o: str, r: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        state, head, base = params.get("state", "open"), params.get("head"), params.get("base")
+        if int(params.get("page", 1)) > 1:
+            return 200, []
+        out = []
+        for pr in sorted(repo["pulls"].values(), key=lambda p: -p["number"]):
+            if state != "all" and pr["state"] != state:
+                continue
+            if head and f"{repo['owner']}:{pr['head']}" != head and pr["head"] != head:
+                continue
+            if base and pr["base"] != base:
+                continue
+            out.append(self._pull_obj(repo, pr, full=False))
+        return 200, out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    owner: OfflineGitHub
+    protocol_version = "HTTP/1.1"
+    server_version = "OfflineGitHubTestDouble/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet
+        pass
+
+    def _serve(self, method: str) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        if not length and self.headers.get("transfer-encoding", "").lower() == "chunked":
+            raw = self._read_chunked()
+        parts = urlsplit(self.path)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        headers.update({"Content-Type": self.headers.get("content-type", ""),
+                        "Content-Encoding": self.headers.get("content-encoding", ""),
+                        "Git-Protocol": self.headers.get("git-protocol", ""),
+                        "Authorization": self.headers.get("authorization", "")})
+        status, extra, payload = self.owner.handle(method, parts.path, parts.query, headers, raw)
+        data = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
+        try:
+            self.send_response(status)
+            for k, v in extra.items():
+                self.send_header(k, v)
+            if not isinstance(payload, bytes):
+                self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _read_chunked(self) -> bytes:
+        out = bytearray()
+        while True:
+            size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
+            if size == 0:
+                self.rfile.readline()
+                return bytes(out)
+            out += self.rfile.read(size)
+            self.rfile.readline()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._serve("POST")
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._serve("PATCH")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._serve("DELETE")

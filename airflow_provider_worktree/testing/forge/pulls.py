@@ -1,0 +1,141 @@
+"""The pull-request handlers of the offline GitHub (:class:`~.github.OfflineGitHub` mixes them in): create (the
+duplicate-head 422, "No commits between"), update, comments, labels, requested reviewers, reviews, merge. TEST
+DOUBLE, built to GitHub's OpenAPI description."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_provider_worktree.testing.forge import githttp, objects
+
+DOCS = "https://docs.github.com/rest"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ForgeError(Exception):
+    def __init__(self, status: int, message: str, errors: list[dict[str, Any]] | None = None,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.errors, self.headers = status, message, errors, dict(headers or {})
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"message": self.message, "documentation_url": DOCS}
+        if self.errors:
+            out["errors"] = self.errors
+        return out
+
+
+class PullHandlers:
+    """Handlers on the state of :class:`~.github.OfflineGitHub` (``repos``, ``_ids``, ``_pr``, ``_bare``, ...)."""
+
+    def _create_pull(self, o: str, r: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        body = body or {}
+        missing = [k for k in ("head", "base") if not body.get(k)]
+        if missing or not (body.get("title") or body.get("issue")):
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "field": f, "code": "missing_field"}
+                                                        for f in (missing or ["title"])])
+        head = body["head"].split(":", 1)[-1]
+        bare = self._bare(repo)
+        head_sha, base_sha = githttp.branch_sha(bare, head), githttp.branch_sha(bare, body["base"])
+        if head_sha is None or base_sha is None:
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "field": "head" if head_sha is None
+                                                        else "base", "code": "invalid"}])
+        if any(p["state"] == "open" and p["head"] == head for p in repo["pulls"].values()):
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "code": "custom", "message":
+                                                        f"A pull request already exists for {repo['owner']}:{head}."}])
+        stats = githttp.commits_between(bare, base_sha, head_sha)
+        if stats[0] == 0:
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "code": "custom", "message":
+                                                        f"No commits between {body['base']} and {head}"}])
+        n = repo["next_number"]
+        repo["next_number"] += 1
+        pr = {"number": n, "id": next(self._ids), "state": "open", "title": body.get("title", ""),
+              "body": body.get("body"), "head": head, "base": body["base"], "head_sha": head_sha,
+              "base_sha": base_sha, "draft": bool(body.get("draft")), "user": self.owner, "labels": [],
+              "assignees": [], "reviewers": [], "comments": [], "reviews": [], "created_at": now(),
+              "updated_at": now(), "closed_at": None, "merged_at": None, "mergeable": True, "stats": stats}
+        repo["pulls"][n] = pr
+        return 201, self._pull_obj(repo, pr)
+
+    def _get_pull(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        return 200, self._pull_obj(repo, pr)
+
+    def _update_pull(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        body = body or {}
+        for key in ("title", "body"):
+            if key in body:
+                pr[key] = body[key]
+        if body.get("state") in ("open", "closed") and pr["merged_at"] is None:
+            pr["state"] = body["state"]
+            pr["closed_at"] = now() if body["state"] == "closed" else None
+        pr["updated_at"] = now()
+        return 200, self._pull_obj(repo, pr)
+
+    def _list_comments(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        if int(params.get("page", 1)) > 1:
+            return 200, []
+        full = f"{repo['owner']}/{repo['name']}"
+        return 200, [objects.issue_comment(self.api_url, self.web_url, full, pr["number"], c, self._user(c["login"]))
+                     for c in pr["comments"]]
+
+    def _create_comment(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        if not (body or {}).get("body"):
+            raise ForgeError(422, "Validation Failed", [{"resource": "IssueComment", "field": "body",
+                                                        "code": "missing_field"}])
+        c = {"id": next(self._ids), "body": body["body"], "login": self.owner, "created_at": now(),
+             "updated_at": now()}
+        pr["comments"].append(c)
+        full = f"{repo['owner']}/{repo['name']}"
+        return 201, objects.issue_comment(self.api_url, self.web_url, full, pr["number"], c, self._user(self.owner))
+
+    def _add_labels(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        names = body.get("labels", []) if isinstance(body, dict) else body if isinstance(body, list) else [body]
+        names = [x["name"] if isinstance(x, dict) else str(x) for x in names]
+        known = {name for name, _ in pr["labels"]}
+        pr["labels"] += [(name, next(self._ids)) for name in names if name not in known]
+        full = f"{repo['owner']}/{repo['name']}"
+        return 200, [objects.label(self.api_url, full, name, lid) for name, lid in pr["labels"]]
+
+    def _request_reviewers(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        wanted = list((body or {}).get("reviewers") or [])
+        if pr["user"] in wanted:
+            raise ForgeError(422, "Reviews may only be requested from collaborators. One or more of the users or "
+                                  "teams you specified is not a collaborator of the "
+                                  f"{repo['owner']}/{repo['name']} repository.")
+        pr["reviewers"] += [w for w in wanted if w not in pr["reviewers"]]
+        return 201, self._pull_obj(repo, pr, full=False)
+
+    def _list_reviews(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        if int(params.get("page", 1)) > 1:
+            return 200, []
+        full = f"{repo['owner']}/{repo['name']}"
+        return 200, [objects.review(self.api_url, self.web_url, full, pr["number"], rv, self._user(rv["login"]))
+                     for rv in pr["reviews"]]
+
+    def _merge_pull(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        body = body or {}
+        method = body.get("merge_method", "merge")
+        if method not in ("merge", "squash", "rebase"):
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "field": "merge_method",
+                                                        "code": "invalid"}])
+        if pr["state"] != "open" or not pr["mergeable"] or pr["draft"]:
+            raise ForgeError(405, "Pull Request is not mergeable")
+        if body.get("sha") and body["sha"] != pr["head_sha"]:
+            raise ForgeError(409, "Head branch was modified. Review and try the merge again.")
+        pr.update(state="closed", merged_at=now(), closed_at=now(), merged_by=self.owner,
+                  merge_commit_sha=pr["head_sha"])
+        return 200, {"sha": pr["head_sha"], "merged": True, "message": "Pull Request successfully merged"}
