@@ -33,7 +33,8 @@ def get_provider_info() -> dict:
                 "integration-name": "Git Worktree Maintenance",
                 "python-modules": ["airflow_provider_worktree.operators.plan",
                                    "airflow_provider_worktree.operators.maintenance",
-                                   "airflow_provider_worktree.operators.batch"],
+                                   "airflow_provider_worktree.operators.batch",
+                                   "airflow_provider_worktree.operators.changesets"],
             }
         ],
         "sensors": [

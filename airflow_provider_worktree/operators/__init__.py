@@ -10,5 +10,6 @@ check_airflow_version()
 __getattr__, __all__ = lazy_exports(__name__, {
     "ClaudeMaintenanceOperator": "airflow_provider_worktree.operators.maintenance",
     "ClaudeBatchSubmitOperator": "airflow_provider_worktree.operators.batch",
+    "ChangesetPublishOperator": "airflow_provider_worktree.operators.changesets",
     "ShardPlanOperator": "airflow_provider_worktree.operators.plan",
 })

@@ -28,8 +28,8 @@ Automated maintenance by airflow-provider-worktree: task **{{ task }}** on `{{ r
 | files changed | {{ totals.files_changed }} |
 | tokens | input {{ totals.input_total }} (uncached {{ totals.input_tokens }} + cache read {{ totals.cache_read_tokens }} + cache write {{ totals.cache_write_tokens }}), output {{ totals.output_tokens }} |
 | cost | ${{ '%.4f' % totals.cost_usd }}{% if totals.offline %} (offline test double, not billed){% endif %} |
-{% if run_url %}| Airflow run | [{{ run_id }}]({{ run_url }}) |
-{% endif %}
+| Airflow run | {% if run_url %}[`{{ run_id }}`]({{ run_url }}){% else %}`{{ run_id }}`{% endif %} |
+
 {% for s in shards %}- `{{ s.shard_id }}` {{ s.status }}{% if s.diffstat %}: {{ s.diffstat.strip().splitlines()[-1] }}{% endif %}{% if s.error_message %}: {{ s.error_message.splitlines()[0] }}{% endif %}
 {% endfor %}
 """

@@ -99,6 +99,10 @@ class GitHubForge:
         except Exception as exc:  # noqa: BLE001 - reworded with the fix
             raise self._error(f"repository {spec_repo}", exc) from None
 
+    def clone_url(self, repository: str) -> str:
+        """Where the repository's branches are pushed (HTTPS; credentials go through git's environment)."""
+        return self._repo(repository).clone_url
+
     def find_open(self, repo: Any, head: str) -> Any | None:
         """The open pull request of ``head`` (this repository's branch), or None."""
         owner = repo.owner.login

@@ -1,0 +1,151 @@
+"""ChangesetPublishOperator: a run's result published as one pull request on GitHub, tracked in the shard database.
+
+A thin face over :class:`airflow_provider_worktree.core.forge.GitHubForge`. The token and Enterprise URL come from
+the official GitHub provider's connection (``GithubHook``, ``github_default``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
+from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+PUBLISH_MODES = ("none", "draft", "ready")
+CLOSE_COMMENT = ("The maintenance run {run_id} found nothing left to change on `{head}`, so this pull request is "
+                 "closed. Its commits stay on the branch.")
+
+
+class ChangesetPublishOperator(BaseOperator):
+    """Publish the run's integration branch as one pull request of ``head`` into ``base``, or update the one open.
+
+    Idempotent: a changeset is identified by (repository, head), and ``head`` should be named from the task or
+    campaign (stable across DAG runs), never from the run id. A re-run finds the open pull request and updates it
+    in place. The head is pushed with a compare-and-swap (``--force-with-lease`` at the sha the forge has), so a
+    concurrent run's push is never overwritten. When the run accepted no change, the open pull request is closed
+    with a comment (``close_when_empty``). The body is a Jinja template over the run's report (sandboxed;
+    model-written text neutralised). The result is recorded in the shard database's ``changesets`` table.
+
+    :param repository: ``owner/name`` on GitHub.
+    :param head: the branch to publish (the example DAG's ``integration_branch``); it must exist in the local
+        repository (``repo``/``git_worktree_conn_id``) and is pushed to the forge's clone URL.
+    :param base: the branch the pull request goes into.
+    :param publish: ``draft`` (default), ``ready`` (a pull request ready for review) or ``none`` (skip). Templated.
+    :param title_template: Jinja; default ``"{{ task }}: automated maintenance (...)"``. Templated names:
+        ``report``, ``totals``, ``shards``, ``task``, ``repository``, ``run_id``, ``run_url``.
+    :param body_template: Jinja; default: the run's totals (shards, files, tokens, cost) and each shard's outcome.
+    :param labels: labels to add. :param reviewers: logins to request reviews from.
+    :param task_name: the maintenance task's name, for the templates.
+    :param github_conn_id: the official GitHub provider's connection (token; Enterprise: host ``https://host/api/v3``).
+    :param rate_limit: ``"shared"`` (default: every write paced by GitHub's content limits, shared by all workers
+        through the shard database) or ``"off"``.
+    """
+
+    template_fields: Sequence[str] = ("repository", "head", "base", "publish", "title_template", "body_template",
+                                      "labels", "reviewers", "task_name", "repo")
+    ui_color = "#d5f5e3"
+
+    def __init__(self, *, repository: str, head: str, base: str = "main", publish: str = "draft",
+                 title_template: str | None = None, body_template: str | None = None, labels: Sequence[str] = (),
+                 reviewers: Sequence[str] = (), task_name: str | None = None, repo: str | None = None,
+                 git_worktree_conn_id: str = GitWorktreeHook.default_conn_name,
+                 github_conn_id: str = "github_default",
+                 shard_status_conn_id: str = ShardStatusHook.default_conn_name, close_when_empty: bool = True,
+                 rate_limit: str = "shared", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.repository, self.head, self.base, self.publish = repository, head, base, publish
+        self.title_template, self.body_template = title_template, body_template
+        self.labels, self.reviewers, self.task_name, self.repo = labels, reviewers, task_name, repo
+        self.git_worktree_conn_id, self.github_conn_id = git_worktree_conn_id, github_conn_id
+        self.shard_status_conn_id, self.close_when_empty, self.rate_limit = (shard_status_conn_id, close_when_empty,
+                                                                              rate_limit)
+
+    def _check(self) -> None:
+        if self.publish not in PUBLISH_MODES:
+            raise AirflowFailException(f"publish={self.publish!r} is not one of {PUBLISH_MODES}: 'draft' opens a "
+                                       "draft pull request, 'ready' one ready for review, 'none' publishes nothing")
+        if not isinstance(self.repository, str) or self.repository.count("/") != 1 or " " in self.repository:
+            raise AirflowFailException(f"repository={self.repository!r}: give the GitHub repository as owner/name")
+        if not self.head or not isinstance(self.head, str):
+            raise AirflowFailException("head is empty: give the branch to publish (e.g. the integration branch)")
+
+    def execute(self, context: Context) -> dict | None:
+        self._check()
+        if self.publish == "none":
+            raise AirflowSkipException("publish='none': nothing is published")
+        from airflow.providers.github.hooks.github import GithubHook
+
+        from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError, GitHubForge
+        from airflow_provider_worktree.core.forge.body import changeset_marker, render_body, render_title
+        from airflow_provider_worktree.core.health.report import build_report
+        from airflow_provider_worktree.core.ratelimit import SharedLimiter
+        from airflow_provider_worktree.core.ratelimit.state import GITHUB_CONTENT_LIMITS, GITHUB_MAX_CONCURRENCY
+
+        run_id = context["run_id"]
+        store = ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
+        report = build_report(store, run_id)
+        hook = GithubHook(github_conn_id=self.github_conn_id)
+        client = hook.get_conn()
+        limiter = None
+        if self.rate_limit == "shared":
+            host = (hook.get_connection(self.github_conn_id).host or "api.github.com").split("//")[-1].split("/")[0]
+            limiter = SharedLimiter(store, f"github:{host}", limits=GITHUB_CONTENT_LIMITS, run_id=run_id,
+                                    max_concurrency=GITHUB_MAX_CONCURRENCY, logger=self.log)
+        forge = GitHubForge(client, limiter=limiter, logger=self.log)
+        names = {"report": report, "totals": report["totals"], "shards": report["shards"], "run_id": run_id,
+                 "task": self.task_name or "maintenance", "repository": self.repository, "run_url": _run_url(context)}
+        try:
+            if report["totals"].get("accepted", 0) == 0:
+                closed = forge.close(self.repository, self.head, CLOSE_COMMENT.format(run_id=run_id, head=self.head)) \
+                    if self.close_when_empty else None
+                if closed is not None:
+                    store.record_changeset(closed.to_dict(), run_id=run_id)
+                    return closed.to_dict()
+                raise AirflowSkipException("the run accepted no change: there is nothing to publish")
+            self._push_head(forge, client, hook)
+            spec = ChangesetSpec(
+                repository=self.repository, head=self.head, base=self.base, draft=self.publish == "draft",
+                title=render_title(self.title_template, names), labels=tuple(self.labels),
+                reviewers=tuple(self.reviewers),
+                body=render_body(self.body_template, names, marker=changeset_marker(self.repository, self.head)))
+            changeset = forge.publish(spec)
+        except ForgeError as exc:
+            store.record_changeset_failure("github", self.repository, self.head, str(exc))
+            if exc.retryable:
+                raise
+            raise AirflowFailException(f"not published: {exc}") from exc
+        except ConfigurationError as exc:
+            raise AirflowFailException(f"not published: {exc}") from exc
+        store.record_changeset(changeset.to_dict(), run_id=run_id)
+        self.log.info("changeset %s %s: %s (%s)", self.repository, self.head, changeset.url, changeset.action)
+        return changeset.to_dict()
+
+    def _push_head(self, forge: Any, client: Any, hook: Any) -> None:
+        """Push ``head`` to the repository's clone URL as a compare-and-swap, the token in git's environment."""
+        from airflow_provider_worktree.core.git.urls import credential_env
+
+        url = forge.clone_url(self.repository)
+        manager = GitWorktreeHook(git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo).get_manager()
+        token = hook.get_connection(self.github_conn_id).password
+        if token:
+            manager.git_env.update(credential_env("x-access-token", token, url, base_env=manager.git_env))
+        manager.push(self.head, remote=url, expect=manager.remote_branch_sha(self.head, url))
+
+
+def _run_url(context: Any) -> str | None:
+    try:
+        from airflow.configuration import conf
+
+        base = conf.get("api", "base_url", fallback="").rstrip("/")
+        dag_run = context.get("dag_run")
+        return f"{base}/dags/{dag_run.dag_id}/runs/{dag_run.run_id}" if base and dag_run else None
+    except Exception:  # noqa: BLE001 - a link is a nicety
+        return None

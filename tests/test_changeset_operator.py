@@ -1,0 +1,114 @@
+"""ChangesetPublishOperator (issue 19): the official GitHub provider's GithubHook and PyGithub against the offline
+GitHub, the head pushed with real git as a compare-and-swap, the changeset recorded in a real SQLite shard
+database; every exchange checked against GitHub's OpenAPI description."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("airflow.providers.github", reason="apache-airflow-providers-github is not installed "
+                                                        "(pip install 'airflow-provider-worktree[github]')")
+
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException  # noqa: E402
+
+import githubapi  # noqa: E402
+from airflow_provider_worktree.core.store import ShardStore  # noqa: E402
+from airflow_provider_worktree.operators.changesets import ChangesetPublishOperator  # noqa: E402
+from airflow_provider_worktree.testing.forge import OfflineGitHub  # noqa: E402
+
+HEAD = "maintenance/todo"
+RUN_1, RUN_2 = "manual__2026-12-07T10:00:00+00:00", "manual__2026-12-08T10:00:00+00:00"
+
+
+def _git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-c", "user.email=t@example.com", "-c", "user.name=t", *args], cwd=cwd, check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def forge(tmp_path, git_repo, monkeypatch):
+    log = tmp_path / "forge-requests.jsonl"
+    with OfflineGitHub(tmp_path / "forge", request_log=log) as srv:
+        srv.full_name = srv.create_repo("demo", git_repo)
+        monkeypatch.setenv("AIRFLOW_CONN_GITHUB_TEST", json.dumps(
+            {"conn_type": "github", "host": srv.api_url, "password": srv.token}))
+        monkeypatch.setenv("AIRFLOW_CONN_SHARD_CS", json.dumps({"conn_type": "sqlite",
+                                                               "host": str(tmp_path / "shard_status.db")}))
+        yield srv
+    checked, problems = githubapi.check_log(log)
+    assert checked > 0 and not problems, "\n".join(problems[:20])
+
+
+def _run(store: ShardStore, run_id: str, git_repo: Path, text: str, *, accepted: bool = True) -> None:
+    """A run whose one shard was committed (``accepted``) or failed, and the integration branch at its result."""
+    store.register_shards(run_id, [{"shard_id": "todo-1", "files": ["src/app.py"], "task": "todo"}])
+    lease = store.assign_shard(run_id, "w:1", "todo-1")
+    if not accepted:
+        store.fail(lease, "verification failed: 1 marker left")
+        return
+    _git(git_repo, "checkout", "-q", "-B", HEAD, "main")
+    (git_repo / "src" / "app.py").write_text(text)
+    _git(git_repo, "commit", "-qam", f"todo: {text[:20]}")
+    sha = _git(git_repo, "rev-parse", "HEAD")
+    _git(git_repo, "checkout", "-q", "main")
+    store.complete(lease, branch=HEAD, commit_sha=sha, diffstat=" 1 file changed, 1 insertion(+)",
+                   files_changed=["src/app.py"], input_tokens=10, output_tokens=5, cost_usd=0.01,
+                   summary={"offline": True})
+
+
+def _operator(git_repo: Path, **kw) -> ChangesetPublishOperator:
+    return ChangesetPublishOperator(**{"task_id": "publish", "repository": "octo-org/demo", "head": HEAD,
+                                       "repo": str(git_repo), "github_conn_id": "github_test",
+                                       "shard_status_conn_id": "shard_cs", "task_name": "todo",
+                                       "labels": ["maintenance"], **kw})
+
+
+def test_publish_then_rerun_updates_the_same_pull_request(forge, git_repo, tmp_path):
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    _run(store, RUN_1, git_repo, "def add(a, b):\n    return a + b\n")
+    first = _operator(git_repo).execute({"run_id": RUN_1})
+    assert first["action"] == "created" and first["publication"] == "draft" and first["number"] == 1
+    _run(store, RUN_2, git_repo, "def add(a: int, b: int) -> int:\n    return a + b\n")
+    second = _operator(git_repo).execute({"run_id": RUN_2})
+    assert second["number"] == 1 and second["action"] == "updated", "the same pull request, updated in place"
+    (pr,) = forge.pulls(forge.full_name)
+    assert RUN_2 in pr["body"] and "offline test double, not billed" in pr["body"]
+    bare = tmp_path / "forge" / "octo-org" / "demo.git"
+    assert _git(bare, "rev-parse", HEAD) == _git(git_repo, "rev-parse", HEAD), "the head was pushed"
+    (row,) = store.changesets()
+    assert (row["number"], row["run_id"], row["last_action"]) == (1, RUN_2, "updated")
+    for where in (pr["body"], (git_repo / ".git" / "config").read_text(), json.dumps(store.changesets())):
+        assert forge.token not in where, "the token never leaves the worker's environment"
+
+
+def test_a_run_that_accepted_nothing_closes_the_open_pull_request(forge, git_repo, tmp_path):
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    _run(store, RUN_1, git_repo, "def add(a, b):\n    return a + b\n")
+    _operator(git_repo).execute({"run_id": RUN_1})
+    _run(store, RUN_2, git_repo, "", accepted=False)
+    closed = _operator(git_repo).execute({"run_id": RUN_2})
+    assert closed["action"] == "closed"
+    (pr,) = forge.pulls(forge.full_name)
+    assert pr["state"] == "closed" and "found nothing left to change" in pr["comments"][0]["body"]
+    with pytest.raises(AirflowSkipException, match="nothing to publish"):
+        _operator(git_repo).execute({"run_id": RUN_2})
+
+
+def test_bad_settings_and_a_bad_token_fail_clearly(forge, git_repo, tmp_path, monkeypatch):
+    with pytest.raises(AirflowFailException, match="publish='sometimes' is not one of"):
+        _operator(git_repo, publish="sometimes").execute({"run_id": RUN_1})
+    with pytest.raises(AirflowFailException, match="give the GitHub repository as owner/name"):
+        _operator(git_repo, repository="demo").execute({"run_id": RUN_1})
+    with pytest.raises(AirflowSkipException):
+        _operator(git_repo, publish="none").execute({"run_id": RUN_1})
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    _run(store, RUN_1, git_repo, "def add(a, b):\n    return a + b\n")
+    monkeypatch.setenv("AIRFLOW_CONN_GITHUB_TEST", json.dumps(
+        {"conn_type": "github", "host": forge.api_url, "password": "ghp_wrong"}))
+    with pytest.raises(AirflowFailException, match="401 Bad credentials: the token is invalid or expired"):
+        _operator(git_repo).execute({"run_id": RUN_1})
+    assert forge.pulls(forge.full_name) == []
