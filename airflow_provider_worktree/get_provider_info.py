@@ -40,14 +40,16 @@ def get_provider_info() -> dict:
         "sensors": [
             {
                 "integration-name": "Git Worktree Maintenance",
-                "python-modules": ["airflow_provider_worktree.sensors.shard_status"],
+                "python-modules": ["airflow_provider_worktree.sensors.shard_status",
+                                   "airflow_provider_worktree.sensors.changesets"],
             }
         ],
         "triggers": [
             {
                 "integration-name": "Git Worktree Maintenance",
                 "python-modules": ["airflow_provider_worktree.triggers.shard_status",
-                                   "airflow_provider_worktree.triggers.batch"],
+                                   "airflow_provider_worktree.triggers.batch",
+                                   "airflow_provider_worktree.triggers.changesets"],
             }
         ],
         "connection-types": [

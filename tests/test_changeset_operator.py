@@ -112,3 +112,73 @@ def test_bad_settings_and_a_bad_token_fail_clearly(forge, git_repo, tmp_path, mo
     with pytest.raises(AirflowFailException, match="401 Bad credentials: the token is invalid or expired"):
         _operator(git_repo).execute({"run_id": RUN_1})
     assert forge.pulls(forge.full_name) == []
+
+
+def test_the_sensor_defers_and_its_trigger_waits_until_merged(forge, git_repo, tmp_path):
+    """The sensor defers (no worker slot); the trigger, run as the triggerer runs it, syncs the pull request from
+    GitHub until it is merged, recording each state in the shard database."""
+    import asyncio
+
+    from airflow.sdk.exceptions import TaskDeferred
+
+    from airflow_provider_worktree.sensors.changesets import ChangesetSensor
+    from airflow_provider_worktree.triggers.changesets import ChangesetTrigger
+
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+    _run(store, RUN_1, git_repo, "def add(a, b):\n    return a + b\n")
+    number = _operator(git_repo, publish="ready").execute({"run_id": RUN_1})["number"]
+    sensor = ChangesetSensor(task_id="wait", condition="merged", github_conn_id="github_test",
+                             shard_status_conn_id="shard_cs", poll_interval=0.2, timeout=60)
+    with pytest.raises(TaskDeferred) as info:
+        sensor.execute({"run_id": RUN_1})
+    trigger = info.value.trigger
+    assert isinstance(trigger, ChangesetTrigger) and trigger.changesets == [
+        {"repository": forge.full_name, "number": number, "head": HEAD}]
+    path, kwargs = trigger.serialize()
+    assert "ghp_" not in json.dumps(kwargs), "no token travels in the trigger's kwargs"
+    rebuilt = ChangesetTrigger(**kwargs)
+
+    async def first_event():
+        async def merge_soon():
+            await asyncio.sleep(0.6)
+            forge.add_review(forge.full_name, number, "APPROVED", login="bob")
+            from github import Auth, Github
+            gh = Github(base_url=forge.api_url, auth=Auth.Token(forge.token), retry=None)
+            await asyncio.to_thread(lambda: gh.get_repo(forge.full_name).get_pull(number).merge(merge_method="squash"))
+        merging = asyncio.create_task(merge_soon())
+        event = await asyncio.wait_for(rebuilt.run().__anext__(), timeout=30)
+        await merging
+        return event
+
+    event = asyncio.run(first_event())
+    assert event.payload["status"] == "success" and event.payload["changesets"][0]["external_state"] == "merged"
+    (row,) = store.changesets()
+    assert (row["external_state"], row["review"], row["last_action"]) == ("merged", "approved", "synced")
+    assert sensor.execute_complete({}, event.payload)[0]["number"] == number
+
+
+def test_the_cli_lists_and_syncs_changesets(forge, git_repo, tmp_path, monkeypatch):
+    import sys
+
+    db = str(tmp_path / "shard_status.db")
+    store = ShardStore.open(db)
+    _run(store, RUN_1, git_repo, "def add(a, b):\n    return a + b\n")
+    number = _operator(git_repo).execute({"run_id": RUN_1})["number"]
+    forge.add_review(forge.full_name, number, "CHANGES_REQUESTED", login="bob")
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        import os
+
+        return subprocess.run([sys.executable, "-m", "airflow_provider_worktree.cli", *args], capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
+
+    listed = cli("changesets", "--db", db, "-o", "json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)["changesets"]
+    assert (row["url"], row["external_state"], row["review"]) == (
+        f"{forge.web_url}/{forge.full_name}/pull/{number}", "open", "pending")
+    synced = cli("changesets", "sync", "--db", db, "--github-conn-id", "github_test")
+    assert synced.returncode == 0, synced.stderr
+    assert "changes_requested" in synced.stdout and f"{forge.web_url}/{forge.full_name}/pull/{number}" in synced.stdout
+    assert cli("changesets", "--db", db, "--review", "approved").stdout.startswith("No changeset")
+    assert ShardStore.open(db).changesets()[0]["review"] == "changes_requested"

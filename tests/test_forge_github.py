@@ -186,3 +186,17 @@ def test_the_contract_check_fails_on_traffic_off_githubs_description(forge, tmp_
     assert c.check(wrong) and "'yes' is not of type 'boolean'" in c.check(wrong)[0]
     assert c.check({**got, "status": 418})[0].endswith("is not one GitHub documents (200, 304, 404, 406, 500, 503)")
     assert "no such operation" in c.check({**got, "path": "/api/v3/nope/x"})[0]
+
+
+def test_polling_an_unchanged_pull_request_is_a_free_304(forge, tmp_path):
+    gh = GitHubForge(_client(forge))
+    c = gh.publish(_spec(forge, reviewers=()))
+    assert gh.sync(forge.full_name, c.number, HEAD).action == "synced"
+    used = forge._used
+    assert gh.sync(forge.full_name, c.number, HEAD).action == "unchanged"
+    assert forge._used == used, "the 304 cost no rate limit"
+    forge.add_review(forge.full_name, c.number, "APPROVED", login="bob")
+    again = gh.sync(forge.full_name, c.number, HEAD)
+    assert again.action == "synced" and again.review == "approved", "a change is never hidden by a 304"
+    statuses = [json.loads(x)["status"] for x in (tmp_path / "forge-requests.jsonl").read_text().splitlines()]
+    assert 304 in statuses

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from airflow_provider_worktree.cli import db, limits, shards
+from airflow_provider_worktree.cli import changesets, db, limits, shards
 from airflow_provider_worktree.cli.common import (
     DEFAULT_CONN_ID,
     EXIT_ERROR,
@@ -64,6 +64,15 @@ COMMANDS: tuple[Command, ...] = (
                      help="show (default) or clear a scope"),
                 _opt("scope", nargs="?", metavar="SCOPE", help="the scope to clear, e.g. anthropic:anthropic_default"),
                 RUN_ID_ALL)),
+    Command("changesets", "the pull requests runs were published as, with their states; `changesets sync` reads "
+            "them from GitHub now", changesets.cmd_changesets, (
+                _opt("action", nargs="?", choices=("list", "sync"), default="list", help="list (default) or sync"),
+                _opt("--repo", metavar="OWNER/NAME", help="only this repository"),
+                _opt("--state", choices=("open", "merged", "closed"), help="only this external state"),
+                _opt("--review", choices=("pending", "approved", "changes_requested"), help="only this review state"),
+                _opt("--checks", choices=("pending", "passing", "failing", "unknown"), help="only this checks state"),
+                _opt("--github-conn-id", default="github_default", metavar="ID",
+                     help="the GitHub connection for sync (default github_default)"))),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),

@@ -9,4 +9,5 @@ check_airflow_version()
 
 __getattr__, __all__ = lazy_exports(__name__, {
     "ShardStatusSensor": "airflow_provider_worktree.sensors.shard_status",
+    "ChangesetSensor": "airflow_provider_worktree.sensors.changesets",
 })

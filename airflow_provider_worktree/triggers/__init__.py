@@ -10,4 +10,5 @@ check_airflow_version()
 __getattr__, __all__ = lazy_exports(__name__, {
     "ShardStatusTrigger": "airflow_provider_worktree.triggers.shard_status",
     "ClaudeBatchTrigger": "airflow_provider_worktree.triggers.batch",
+    "ChangesetTrigger": "airflow_provider_worktree.triggers.changesets",
 })

@@ -45,6 +45,7 @@ class GitHubForge:
         self.client = client
         self.limiter = limiter
         self.log = logger or logging.getLogger(__name__)
+        self._seen: dict[tuple[str, int], tuple[Any, Any, Changeset]] = {}  # (repo, number) -> (repo, pr, states)
 
     # -- pacing ----------------------------------------------------------------------------------------------------
     def _write(self, what: str, call: Any) -> Any:
@@ -173,10 +174,21 @@ class GitHubForge:
         return self.changeset(repo, pr, head, "closed")
 
     def sync(self, repository: str, number: int, head: str) -> Changeset:
-        """The pull request's states now (the client's conditional requests make an unchanged poll free)."""
-        repo = self._repo(repository)
+        """The pull request's states now. Polling again is a conditional request (``If-None-Match`` with the ETag
+        GitHub gave): an unchanged pull request answers ``304``, costs no rate limit and is not read further."""
+        key = (repository, int(number))
         try:
-            pr = repo.get_pull(number)
+            if key in self._seen:
+                repo, pr, last = self._seen[key]
+                if not pr.update():  # 304 Not Modified
+                    return Changeset(**{**last.to_dict(), "action": "unchanged"})
+            else:
+                repo = self._repo(repository)
+                pr = repo.get_pull(number)
+            changeset = self.changeset(repo, pr, head, "synced")
+        except ForgeError:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"read pull request #{number} of {repository}", exc) from None
-        return self.changeset(repo, pr, head, "synced")
+        self._seen[key] = (repo, pr, changeset)
+        return changeset

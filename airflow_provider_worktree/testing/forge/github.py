@@ -76,6 +76,7 @@ class OfflineGitHub(PullHandlers):
         self._users: dict[str, int] = {}
         self.repos: dict[str, dict[str, Any]] = {}
         self._writes: list[float] = []
+        self._generation = 0  # bumped by every change: part of every ETag, so no change is hidden by a 304
         self._used = 0
         self._reset = int(time.time()) + 3600
         self._faults: list[tuple[str, re.Pattern[str], int, str]] = []
@@ -142,6 +143,8 @@ class OfflineGitHub(PullHandlers):
             pr = self.repos[full_name]["pulls"][number]
             pr["reviews"].append({"id": next(self._ids), "body": body, "state": state, "login": login,
                                   "commit_id": pr["head_sha"], "submitted_at": now()})
+            pr["updated_at"] = now()
+            self._generation += 1
 
     def fail_next(self, method: str, path_regex: str, status: int, message: str = "Server Error") -> None:
         """The next API request matching answers ``status`` (5xx, 401, ...) with ``message``."""
@@ -177,6 +180,7 @@ class OfflineGitHub(PullHandlers):
             with self._lock:
                 if full in self.repos:
                     self.repos[full]["pushed_at"] = now()
+                    self._generation += 1
                     self._refresh_heads(full)
         return status, out, payload
 
@@ -214,7 +218,10 @@ class OfflineGitHub(PullHandlers):
                     break
             else:
                 raise ForgeError(404, "Not Found")
-            etag = 'W/"' + hashlib.sha1(json.dumps(payload, sort_keys=True).encode()).hexdigest() + '"'
+            if method in _WRITES:
+                self._generation += 1
+            seen = json.dumps([payload, self._generation], sort_keys=True).encode()
+            etag = 'W/"' + hashlib.sha1(seen).hexdigest() + '"'
             if method == "GET" and headers.get("if-none-match") == etag:
                 return 304, {**self._rate_headers(), "ETag": etag}, None   # conditional: costs no rate limit
             self._used += 1
