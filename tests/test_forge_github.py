@@ -191,12 +191,27 @@ def test_the_contract_check_fails_on_traffic_off_githubs_description(forge, tmp_
 def test_polling_an_unchanged_pull_request_is_a_free_304(forge, tmp_path):
     gh = GitHubForge(_client(forge))
     c = gh.publish(_spec(forge, reviewers=()))
-    assert gh.sync(forge.full_name, c.number, HEAD).action == "synced"
+    forge.add_check(forge.full_name, c.head_sha, "tests", conclusion="success")
+    assert gh.sync(forge.full_name, c.number, HEAD).checks == "passing"
     used = forge._used
     assert gh.sync(forge.full_name, c.number, HEAD).action == "unchanged"
-    assert forge._used == used, "the 304 cost no rate limit"
+    assert forge._used == used, "the 304 cost no rate limit (and settled checks are not polled again)"
     forge.add_review(forge.full_name, c.number, "APPROVED", login="bob")
     again = gh.sync(forge.full_name, c.number, HEAD)
     assert again.action == "synced" and again.review == "approved", "a change is never hidden by a 304"
     statuses = [json.loads(x)["status"] for x in (tmp_path / "forge-requests.jsonl").read_text().splitlines()]
     assert 304 in statuses
+
+
+def test_sync_reads_checks_and_keeps_the_failing_output(forge):
+    gh = GitHubForge(_client(forge))
+    c = gh.publish(_spec(forge, reviewers=()))
+    assert gh.sync(forge.full_name, c.number, HEAD).checks == "unknown", "nothing reports on the head yet"
+    forge.add_check(forge.full_name, c.head_sha, "tests", status="in_progress")
+    forge.add_status(forge.full_name, c.head_sha, "ci/lint", "success")
+    assert gh.sync(forge.full_name, c.number, HEAD).checks == "pending"
+    forge.add_check(forge.full_name, c.head_sha, "tests", conclusion="failure", summary="2 failed",
+                    text="FAILED tests/test_app.py::test_add - assert 3 == 4")
+    red = gh.sync(forge.full_name, c.number, HEAD)
+    assert red.checks == "failing" and red.extra["failing_checks"][0] == {
+        "name": "tests", "summary": "2 failed", "text": "FAILED tests/test_app.py::test_add - assert 3 == 4"}

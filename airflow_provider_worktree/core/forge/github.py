@@ -113,13 +113,36 @@ class GitHubForge:
             raise self._error(f"list pull requests of {repo.full_name}", exc) from None
         return pulls[0] if pulls else None
 
-    def changeset(self, repo: Any, pr: Any, spec_head: str, action: str = "") -> Changeset:
+    def changeset(self, repo: Any, pr: Any, spec_head: str, action: str = "", *, checks: bool = False) -> Changeset:
         merged = bool(pr.merged)
-        return Changeset(
+        c = Changeset(
             forge=self.name, repository=repo.full_name, head=spec_head, base=pr.base.ref, number=pr.number,
             url=pr.html_url, title=pr.title, publication="draft" if pr.draft else "published",
             external_state="merged" if merged else pr.state, review=self._review(pr), head_sha=pr.head.sha,
             action=action)
+        if checks:
+            c.checks, failing = self._checks(repo, pr.head.sha)
+            c.extra["failing_checks"] = failing
+        return c
+
+    @staticmethod
+    def _checks(repo: Any, sha: str) -> tuple[str, list[dict[str, Any]]]:
+        """The head commit's checks: ``failing`` (with each failing check's name, summary and text), ``pending``,
+        ``passing``, or ``unknown`` when nothing reports on it. Check runs and commit statuses both count."""
+        commit = repo.get_commit(sha)
+        runs = list(commit.get_check_runs())
+        combined = commit.get_combined_status()
+        failing = [{"name": r.name, "summary": (r.output.summary if r.output else None) or "",
+                    "text": (r.output.text if r.output else None) or ""} for r in runs
+                   if r.status == "completed" and r.conclusion in ("failure", "timed_out", "cancelled",
+                                                                    "action_required", "startup_failure")]
+        failing += [{"name": s.context, "summary": s.description or "", "text": ""} for s in combined.statuses
+                    if s.state in ("failure", "error")]
+        if failing:
+            return "failing", failing
+        if any(r.status != "completed" for r in runs) or any(s.state == "pending" for s in combined.statuses):
+            return "pending", []
+        return ("passing", []) if runs or combined.statuses else ("unknown", [])
 
     @staticmethod
     def _review(pr: Any) -> str:
@@ -180,15 +203,25 @@ class GitHubForge:
         try:
             if key in self._seen:
                 repo, pr, last = self._seen[key]
-                if not pr.update():  # 304 Not Modified
-                    return Changeset(**{**last.to_dict(), "action": "unchanged"})
+                if not pr.update():  # 304 Not Modified; checks change without changing the pull request
+                    if last.external_state != "open" or last.checks in ("passing", "failing"):
+                        return Changeset(**{**last.to_dict(), "action": "unchanged"})
+                    state, failing = self._checks(repo, pr.head.sha)
+                    if state == last.checks:
+                        return Changeset(**{**last.to_dict(), "action": "unchanged"})
+                    return self._remember(key, repo, pr, Changeset(**{**last.to_dict(), "checks": state,
+                                                                       "extra": {"failing_checks": failing},
+                                                                       "action": "synced"}))
             else:
                 repo = self._repo(repository)
                 pr = repo.get_pull(number)
-            changeset = self.changeset(repo, pr, head, "synced")
+            changeset = self.changeset(repo, pr, head, "synced", checks=pr.state == "open")
         except ForgeError:
             raise
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"read pull request #{number} of {repository}", exc) from None
+        return self._remember(key, repo, pr, changeset)
+
+    def _remember(self, key: tuple[str, int], repo: Any, pr: Any, changeset: Changeset) -> Changeset:
         self._seen[key] = (repo, pr, changeset)
         return changeset

@@ -91,3 +91,16 @@ def commits_between(bare: Path, base: str, head: str) -> tuple[int, int, int, in
         adds += int(a) if a.isdigit() else 0
         dels += int(d) if d.isdigit() else 0
     return int(count or 0), len(stat), adds, dels
+
+
+def commit_info(bare: Path, ref: str) -> dict[str, object] | None:
+    """A commit's fields for the REST commit object, or None when ``ref`` names none."""
+    fmt = "%H%x00%T%x00%P%x00%an%x00%ae%x00%aI%x00%cn%x00%ce%x00%cI%x00%B"
+    done = subprocess.run(["git", "-C", str(bare), "log", "-1", f"--format={fmt}", ref, "--"], capture_output=True,
+                          text=True)
+    if done.returncode != 0 or not done.stdout:
+        return None
+    sha, tree, parents, an, ae, ad, cn, ce, cd, message = done.stdout.split("\x00", 9)
+    return {"sha": sha, "tree": tree, "parents": parents.split(), "author_name": an, "author_email": ae,
+            "author_date": ad, "committer_name": cn, "committer_email": ce, "committer_date": cd,
+            "message": message.rstrip("\n")}

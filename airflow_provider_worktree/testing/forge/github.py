@@ -53,6 +53,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p
     ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/requested_reviewers", "request_reviewers"),
     ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/reviews", "list_reviews"),
     ("PUT", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/merge", "merge_pull"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/commits/(?P<ref>[^/]+)", "get_commit"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/commits/(?P<ref>[^/]+)/check-runs", "list_checks"),
+    ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/commits/(?P<ref>[^/]+)/status", "combined_status"),
 )]
 _WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
@@ -144,6 +147,25 @@ class OfflineGitHub(PullHandlers):
             pr["reviews"].append({"id": next(self._ids), "body": body, "state": state, "login": login,
                                   "commit_id": pr["head_sha"], "submitted_at": now()})
             pr["updated_at"] = now()
+            self._generation += 1
+
+    def add_check(self, full_name: str, sha: str, name: str, status: str = "completed",
+                  conclusion: str | None = "success", summary: str = "", text: str = "") -> None:
+        """A check run on ``sha`` (``status`` queued/in_progress/completed; ``conclusion`` success, failure, ...)."""
+        with self._lock:
+            self.repos[full_name].setdefault("checks", []).append(
+                {"id": next(self._ids), "head_sha": sha, "name": name, "status": status,
+                 "conclusion": conclusion if status == "completed" else None, "started_at": now(),
+                 "completed_at": now() if status == "completed" else None, "title": name, "summary": summary,
+                 "text": text})
+            self._generation += 1
+
+    def add_status(self, full_name: str, sha: str, context: str, state: str, description: str = "") -> None:
+        """A commit status (``pending``, ``success``, ``failure``, ``error``) of ``context`` on ``sha``."""
+        with self._lock:
+            self.repos[full_name].setdefault("statuses", []).append(
+                {"id": next(self._ids), "sha": sha, "context": context, "state": state, "description": description,
+                 "target_url": None, "created_at": now()})
             self._generation += 1
 
     def fail_next(self, method: str, path_regex: str, status: int, message: str = "Server Error") -> None:

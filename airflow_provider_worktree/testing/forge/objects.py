@@ -151,3 +151,22 @@ def check_run(api: str, web: str, full_name: str, c: dict[str, Any], app_owner: 
                    "annotations_count": 0, "annotations_url": f"{api}/repos/{full_name}/check-runs/{c['id']}/annotations"},
         "check_suite": {"id": c["id"]}, "app": None, "pull_requests": [],
     }
+
+
+def commit(api: str, web: str, full_name: str, info: dict[str, Any]) -> dict[str, Any]:
+    """A commit as ``GET /repos/{o}/{r}/commits/{ref}`` returns it (``info`` from ``git log``: sha, tree, parents,
+    author and committer name/email/date, message). Its GitHub users are unknown: null, as for a foreign email."""
+    sha = info["sha"]
+    u = f"{api}/repos/{full_name}/commits/{sha}"
+    person = {k: {"name": info[f"{k}_name"], "email": info[f"{k}_email"], "date": info[f"{k}_date"]}
+              for k in ("author", "committer")}
+    return {
+        "url": u, "sha": sha, "node_id": node_id("commit", int(sha[:8], 16)), "html_url": f"{web}/{full_name}/commit/{sha}",
+        "comments_url": f"{u}/comments", "author": None, "committer": None,
+        "commit": {"url": f"{api}/repos/{full_name}/git/commits/{sha}", "author": person["author"],
+                   "committer": person["committer"], "message": info["message"], "comment_count": 0,
+                   "tree": {"sha": info["tree"], "url": f"{api}/repos/{full_name}/git/trees/{info['tree']}"}},
+        "parents": [{"sha": p, "url": f"{api}/repos/{full_name}/commits/{p}", "html_url": f"{web}/{full_name}/commit/{p}"}
+                    for p in info["parents"]],
+        "stats": {"total": 0, "additions": 0, "deletions": 0}, "files": [],
+    }

@@ -139,3 +139,28 @@ class PullHandlers:
         pr.update(state="closed", merged_at=now(), closed_at=now(), merged_by=self.owner,
                   merge_commit_sha=pr["head_sha"])
         return 200, {"sha": pr["head_sha"], "merged": True, "message": "Pull Request successfully merged"}
+
+    def _list_checks(self, o: str, r: str, ref: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        full = f"{repo['owner']}/{repo['name']}"
+        runs = [c for c in repo.get("checks", []) if c["head_sha"] == ref]
+        if int(params.get("page", 1)) > 1:
+            runs = []
+        return 200, {"total_count": len(runs), "check_runs": [
+            objects.check_run(self.api_url, self.web_url, full, c, self._user(self.owner)) for c in runs]}
+
+    def _combined_status(self, o: str, r: str, ref: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        latest: dict[str, dict[str, Any]] = {}
+        for s in repo.get("statuses", []):
+            if s["sha"] == ref:
+                latest[s["context"]] = s  # the latest status of each context counts
+        return 200, objects.combined_status(self.api_url, f"{repo['owner']}/{repo['name']}", ref,
+                                            list(latest.values()), self._repo_obj(repo))
+
+    def _get_commit(self, o: str, r: str, ref: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        info = githttp.commit_info(self._bare(repo), ref)
+        if info is None:
+            raise ForgeError(422, f"No commit found for SHA: {ref}")
+        return 200, objects.commit(self.api_url, self.web_url, f"{repo['owner']}/{repo['name']}", info)
