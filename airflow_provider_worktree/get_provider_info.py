@@ -25,6 +25,7 @@ def get_provider_info() -> dict:
                 "python-modules": [
                     "airflow_provider_worktree.hooks.git_worktree",
                     "airflow_provider_worktree.hooks.shard_status",
+                    "airflow_provider_worktree.hooks.gitlab",
                 ],
             }
         ],
@@ -53,6 +54,18 @@ def get_provider_info() -> dict:
             }
         ],
         "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_worktree.hooks.gitlab.GitLabHook",
+                "hook-name": "GitLab",
+                "connection-type": "gitlab",
+                "ui-field-behaviour": {
+                    "hidden-fields": ["schema", "port", "login", "extra"],
+                    "relabeling": {"host": "GitLab URL", "password": "Access token (api scope)"},
+                    "placeholders": {"host": "https://gitlab.com or https://gitlab.example.com",
+                                     "password": "glpat-..."},
+                },
+                "conn-fields": {},
+            },
             {
                 "hook-class-name": "airflow_provider_worktree.hooks.git_worktree.GitWorktreeHook",
                 "hook-name": "Git Worktree",

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("airflow.providers.github", reason="apache-airflow-providers-github is not installed "
                                                         "(pip install 'airflow-provider-worktree[github]')")
 
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException  # noqa: E402
+from airflow_provider_worktree.version_compat import AirflowFailException, AirflowSkipException  # noqa: E402
 
 import githubapi  # noqa: E402
 from airflow_provider_worktree.core.store import ShardStore  # noqa: E402
@@ -39,8 +39,9 @@ def forge(tmp_path, git_repo, monkeypatch):
         monkeypatch.setenv("AIRFLOW_CONN_SHARD_CS", json.dumps({"conn_type": "sqlite",
                                                                "host": str(tmp_path / "shard_status.db")}))
         yield srv
-    checked, problems = githubapi.check_log(log)
-    assert checked > 0 and not problems, "\n".join(problems[:20])
+    if log.exists():  # a test refused before any request leaves no log
+        checked, problems = githubapi.check_log(log)
+        assert checked > 0 and not problems, "\n".join(problems[:20])
 
 
 def _run(store: ShardStore, run_id: str, git_repo: Path, text: str, *, accepted: bool = True) -> None:
@@ -101,7 +102,7 @@ def test_a_run_that_accepted_nothing_closes_the_open_pull_request(forge, git_rep
 def test_bad_settings_and_a_bad_token_fail_clearly(forge, git_repo, tmp_path, monkeypatch):
     with pytest.raises(AirflowFailException, match="publish='sometimes' is not one of"):
         _operator(git_repo, publish="sometimes").execute({"run_id": RUN_1})
-    with pytest.raises(AirflowFailException, match="give the GitHub repository as owner/name"):
+    with pytest.raises(AirflowFailException, match="give the repository as owner/name"):
         _operator(git_repo, repository="demo").execute({"run_id": RUN_1})
     with pytest.raises(AirflowSkipException):
         _operator(git_repo, publish="none").execute({"run_id": RUN_1})
@@ -119,7 +120,7 @@ def test_the_sensor_defers_and_its_trigger_waits_until_merged(forge, git_repo, t
     GitHub until it is merged, recording each state in the shard database."""
     import asyncio
 
-    from airflow.sdk.exceptions import TaskDeferred
+    from airflow_provider_worktree.version_compat import TaskDeferred
 
     from airflow_provider_worktree.sensors.changesets import ChangesetSensor
     from airflow_provider_worktree.triggers.changesets import ChangesetTrigger
@@ -133,7 +134,7 @@ def test_the_sensor_defers_and_its_trigger_waits_until_merged(forge, git_repo, t
         sensor.execute({"run_id": RUN_1})
     trigger = info.value.trigger
     assert isinstance(trigger, ChangesetTrigger) and trigger.changesets == [
-        {"repository": forge.full_name, "number": number, "head": HEAD}]
+        {"forge": "github", "repository": forge.full_name, "number": number, "head": HEAD}]
     path, kwargs = trigger.serialize()
     assert "ghp_" not in json.dumps(kwargs), "no token travels in the trigger's kwargs"
     rebuilt = ChangesetTrigger(**kwargs)

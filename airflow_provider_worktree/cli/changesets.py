@@ -1,5 +1,5 @@
-"""``changesets``: the pull requests runs were published as (``changesets list``, the default) and ``changesets
-sync`` (read their states from GitHub now, through the GitHub connection)."""
+"""``changesets``: the pull and merge requests runs were published as (``changesets list``, the default) and
+``changesets sync`` (read their states from the forge now, through its Airflow connection)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def cmd_changesets(args: argparse.Namespace, out: Render) -> tuple[Any, str, int
         rows = [r for r in rows if all(getattr(args, a) in (None, r[col]) for a, col in _FILTERS)]
         failed: list[dict[str, Any]] = []
         if args.action == "sync":
-            rows, failed = _sync(store, rows, args.github_conn_id)
+            rows, failed = _sync(store, rows, {"github": args.github_conn_id, "gitlab": args.gitlab_conn_id})
     finally:
         _close(store)
     data = {"database": desc, "changesets": rows, "failed": failed}
@@ -34,25 +34,27 @@ def cmd_changesets(args: argparse.Namespace, out: Render) -> tuple[Any, str, int
     return data, "\n".join(lines), EXIT_ERROR if failed else EXIT_OK
 
 
-def _sync(store: Any, rows: list[dict[str, Any]], conn_id: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _sync(store: Any, rows: list[dict[str, Any]], conns: dict[str, str],
+          ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Each changeset synced on its own: one failure does not stop the rest (it is recorded on its row)."""
-    try:
-        from airflow.providers.github.hooks.github import GithubHook
-    except ImportError:
-        raise CliError("`changesets sync` needs the GitHub provider: pip install 'airflow-provider-worktree[github]'")
-    from airflow_provider_worktree.core.forge import ForgeError, GitHubForge
+    from airflow_provider_worktree.core.forge import ForgeError
+    from airflow_provider_worktree.hooks.forges import forge_for
 
-    try:
-        forge = GitHubForge(GithubHook(github_conn_id=conn_id).get_conn())
-    except Exception as exc:  # noqa: BLE001 - a missing or bad connection, named with the fix
-        raise CliError(f"GitHub connection {conn_id!r}: {exc}; create it (conn type github, the token as password, "
-                       "host https://HOST/api/v3 for Enterprise) or pass --github-conn-id") from None
+    forges: dict[str, Any] = {}
     synced, failed = [], []
     for r in rows:
         if not r["number"]:
             continue
+        if r["forge"] not in forges:
+            try:
+                forges[r["forge"]] = forge_for(r["forge"], conns.get(r["forge"]))
+            except Exception as exc:  # noqa: BLE001 - a missing provider or connection, named with the fix
+                raise CliError(f"{r['forge']} connection {conns.get(r['forge'])!r}: {exc}; create it (the token as "
+                               "password; GitHub Enterprise host https://HOST/api/v3, GitLab host its URL) or pass "
+                               f"--{r['forge']}-conn-id") from None
         try:
-            synced.append(store.record_changeset(forge.sync(r["repository"], r["number"], r["head"]).to_dict()))
+            synced.append(store.record_changeset(forges[r["forge"]].sync(r["repository"], r["number"],
+                                                                         r["head"]).to_dict()))
         except ForgeError as exc:
             store.record_changeset_failure(r["forge"], r["repository"], r["head"], str(exc))
             failed.append({"repository": r["repository"], "number": r["number"], "error": str(exc)})

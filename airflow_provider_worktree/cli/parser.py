@@ -72,7 +72,9 @@ COMMANDS: tuple[Command, ...] = (
                 _opt("--review", choices=("pending", "approved", "changes_requested"), help="only this review state"),
                 _opt("--checks", choices=("pending", "passing", "failing", "unknown"), help="only this checks state"),
                 _opt("--github-conn-id", default="github_default", metavar="ID",
-                     help="the GitHub connection for sync (default github_default)"))),
+                     help="the GitHub connection for sync (default github_default)"),
+                _opt("--gitlab-conn-id", default="gitlab_default", metavar="ID",
+                     help="the GitLab connection for sync (default gitlab_default)"))),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),

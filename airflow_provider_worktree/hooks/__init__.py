@@ -12,6 +12,7 @@ from airflow_provider_worktree._lazy import lazy_exports
 check_airflow_version()
 
 __getattr__, __all__ = lazy_exports(__name__, {
+    "GitLabHook": "airflow_provider_worktree.hooks.gitlab",
     "GitWorktreeHook": "airflow_provider_worktree.hooks.git_worktree",
     "ShardStatusHook": "airflow_provider_worktree.hooks.shard_status",
 })

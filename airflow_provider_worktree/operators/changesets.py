@@ -1,7 +1,8 @@
-"""ChangesetPublishOperator: a run's result published as one pull request on GitHub, tracked in the shard database.
+"""ChangesetPublishOperator: a run's result published as one pull request on GitHub or merge request on GitLab,
+tracked in the shard database.
 
-A thin face over :class:`airflow_provider_worktree.core.forge.GitHubForge`. The token and Enterprise URL come from
-the official GitHub provider's connection (``GithubHook``, ``github_default``).
+A thin face over :class:`airflow_provider_worktree.core.forge.GitHubForge` (the official GitHub provider's
+``GithubHook``, ``github_default``) and ``GitLabForge`` (this package's ``GitLabHook``, ``gitlab_default``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,11 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+from airflow_provider_worktree.version_compat import AirflowFailException, AirflowSkipException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -44,7 +45,9 @@ class ChangesetPublishOperator(BaseOperator):
     :param body_template: Jinja; default: the run's totals (shards, files, tokens, cost) and each shard's outcome.
     :param labels: labels to add. :param reviewers: logins to request reviews from.
     :param task_name: the maintenance task's name, for the templates.
+    :param forge: ``github`` (default) or ``gitlab``.
     :param github_conn_id: the official GitHub provider's connection (token; Enterprise: host ``https://host/api/v3``).
+    :param gitlab_conn_id: the ``gitlab`` connection (host: the instance URL; password: a token with ``api``).
     :param rate_limit: ``"shared"`` (default: every write paced by GitHub's content limits, shared by all workers
         through the shard database) or ``"off"``.
     """
@@ -57,7 +60,8 @@ class ChangesetPublishOperator(BaseOperator):
                  title_template: str | None = None, body_template: str | None = None, labels: Sequence[str] = (),
                  reviewers: Sequence[str] = (), task_name: str | None = None, repo: str | None = None,
                  git_worktree_conn_id: str = GitWorktreeHook.default_conn_name,
-                 github_conn_id: str = "github_default",
+                 forge: str = "github", github_conn_id: str = "github_default",
+                 gitlab_conn_id: str = "gitlab_default",
                  shard_status_conn_id: str = ShardStatusHook.default_conn_name, close_when_empty: bool = True,
                  rate_limit: str = "shared", **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -65,15 +69,19 @@ class ChangesetPublishOperator(BaseOperator):
         self.title_template, self.body_template = title_template, body_template
         self.labels, self.reviewers, self.task_name, self.repo = labels, reviewers, task_name, repo
         self.git_worktree_conn_id, self.github_conn_id = git_worktree_conn_id, github_conn_id
+        self.forge, self.gitlab_conn_id = forge, gitlab_conn_id
         self.shard_status_conn_id, self.close_when_empty, self.rate_limit = (shard_status_conn_id, close_when_empty,
                                                                               rate_limit)
 
     def _check(self) -> None:
+        if self.forge not in ("github", "gitlab"):
+            raise AirflowFailException(f"forge={self.forge!r} is not one of ('github', 'gitlab')")
         if self.publish not in PUBLISH_MODES:
             raise AirflowFailException(f"publish={self.publish!r} is not one of {PUBLISH_MODES}: 'draft' opens a "
                                        "draft pull request, 'ready' one ready for review, 'none' publishes nothing")
         if not isinstance(self.repository, str) or self.repository.count("/") != 1 or " " in self.repository:
-            raise AirflowFailException(f"repository={self.repository!r}: give the GitHub repository as owner/name")
+            raise AirflowFailException(f"repository={self.repository!r}: give the repository as owner/name (GitLab: "
+                                       "group/name; subgroups are not supported yet)")
         if not self.head or not isinstance(self.head, str):
             raise AirflowFailException("head is empty: give the branch to publish (e.g. the integration branch)")
 
@@ -81,25 +89,27 @@ class ChangesetPublishOperator(BaseOperator):
         self._check()
         if self.publish == "none":
             raise AirflowSkipException("publish='none': nothing is published")
-        from airflow.providers.github.hooks.github import GithubHook
-
-        from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError, GitHubForge
+        from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError
         from airflow_provider_worktree.core.forge.body import changeset_marker, render_body, render_title
         from airflow_provider_worktree.core.health.report import build_report
         from airflow_provider_worktree.core.ratelimit import SharedLimiter
         from airflow_provider_worktree.core.ratelimit.state import GITHUB_CONTENT_LIMITS, GITHUB_MAX_CONCURRENCY
+        from airflow_provider_worktree.hooks.forges import forge_for, forge_host
 
         run_id = context["run_id"]
         store = ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
         report = build_report(store, run_id)
-        hook = GithubHook(github_conn_id=self.github_conn_id)
-        client = hook.get_conn()
+        conn_id = self.github_conn_id if self.forge == "github" else self.gitlab_conn_id
         limiter = None
         if self.rate_limit == "shared":
-            host = (hook.get_connection(self.github_conn_id).host or "api.github.com").split("//")[-1].split("/")[0]
-            limiter = SharedLimiter(store, f"github:{host}", limits=GITHUB_CONTENT_LIMITS, run_id=run_id,
+            # GitHub documents its content limits; GitLab's are per instance, so the same per-minute pace is used
+            limiter = SharedLimiter(store, f"{self.forge}:{forge_host(self.forge, conn_id)}",
+                                    limits=GITHUB_CONTENT_LIMITS, run_id=run_id,
                                     max_concurrency=GITHUB_MAX_CONCURRENCY, logger=self.log)
-        forge = GitHubForge(client, limiter=limiter, logger=self.log)
+        try:
+            forge = forge_for(self.forge, conn_id, limiter=limiter, logger=self.log)
+        except (ImportError, ValueError) as exc:
+            raise AirflowFailException(f"not published: {exc}") from exc
         names = {"report": report, "totals": report["totals"], "shards": report["shards"], "run_id": run_id,
                  "task": self.task_name or "maintenance", "repository": self.repository, "run_url": _run_url(context)}
         try:
@@ -110,7 +120,7 @@ class ChangesetPublishOperator(BaseOperator):
                     store.record_changeset(closed.to_dict(), run_id=run_id)
                     return closed.to_dict()
                 raise AirflowSkipException("the run accepted no change: there is nothing to publish")
-            self._push_head(forge, client, hook)
+            self._push_head(forge, conn_id)
             spec = ChangesetSpec(
                 repository=self.repository, head=self.head, base=self.base, draft=self.publish == "draft",
                 title=render_title(self.title_template, names), labels=tuple(self.labels),
@@ -118,7 +128,7 @@ class ChangesetPublishOperator(BaseOperator):
                 body=render_body(self.body_template, names, marker=changeset_marker(self.repository, self.head)))
             changeset = forge.publish(spec)
         except ForgeError as exc:
-            store.record_changeset_failure("github", self.repository, self.head, str(exc))
+            store.record_changeset_failure(self.forge, self.repository, self.head, str(exc))
             if exc.retryable:
                 raise
             raise AirflowFailException(f"not published: {exc}") from exc
@@ -128,15 +138,18 @@ class ChangesetPublishOperator(BaseOperator):
         self.log.info("changeset %s %s: %s (%s)", self.repository, self.head, changeset.url, changeset.action)
         return changeset.to_dict()
 
-    def _push_head(self, forge: Any, client: Any, hook: Any) -> None:
+    def _push_head(self, forge: Any, conn_id: str) -> None:
         """Push ``head`` to the repository's clone URL as a compare-and-swap, the token in git's environment."""
+        from airflow.sdk import BaseHook
+
         from airflow_provider_worktree.core.git.urls import credential_env
 
         url = forge.clone_url(self.repository)
         manager = GitWorktreeHook(git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo).get_manager()
-        token = hook.get_connection(self.github_conn_id).password
+        token = BaseHook.get_connection(conn_id).password
         if token:
-            manager.git_env.update(credential_env("x-access-token", token, url, base_env=manager.git_env))
+            user = "x-access-token" if self.forge == "github" else "oauth2"
+            manager.git_env.update(credential_env(user, token, url, base_env=manager.git_env))
         manager.push(self.head, remote=url, expect=manager.remote_branch_sha(self.head, url))
 
 

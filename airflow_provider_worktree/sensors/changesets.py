@@ -1,4 +1,5 @@
-"""ChangesetSensor: wait, deferred in the triggerer, until a run's pull requests are merged, closed or reviewed."""
+"""ChangesetSensor: wait, deferred in the triggerer, until a run's pull requests (GitHub) or merge requests (GitLab)
+are merged, closed or reviewed."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseSensorOperator
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 from airflow_provider_worktree.triggers.changesets import CONDITIONS, ChangesetTrigger
+from airflow_provider_worktree.version_compat import AirflowException, AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -30,13 +31,14 @@ class ChangesetSensor(BaseSensorOperator):
     template_fields: Sequence[str] = ("repository", "condition")
 
     def __init__(self, *, condition: str = "merged_or_closed", repository: str | None = None,
-                 github_conn_id: str = "github_default",
+                 github_conn_id: str = "github_default", gitlab_conn_id: str = "gitlab_default",
                  shard_status_conn_id: str = ShardStatusHook.default_conn_name, poll_interval: float = 300.0,
                  **kwargs: Any) -> None:
         kwargs.setdefault("retries", 1)  # a known upstream race can fail short deferred tasks
         super().__init__(**kwargs)
         self.condition, self.repository = condition, repository
         self.github_conn_id, self.shard_status_conn_id = github_conn_id, shard_status_conn_id
+        self.gitlab_conn_id = gitlab_conn_id
         self.poll_interval = poll_interval
 
     def execute(self, context: Context) -> Any:
@@ -48,10 +50,12 @@ class ChangesetSensor(BaseSensorOperator):
             self.log.info("no published changeset%s: nothing to wait for",
                           f" of {self.repository}" if self.repository else "")
             return []
-        targets = [{"repository": r["repository"], "number": r["number"], "head": r["head"]} for r in rows]
+        targets = [{"forge": r["forge"], "repository": r["repository"], "number": r["number"], "head": r["head"]}
+                   for r in rows]
         timeout = float(self.timeout) if self.timeout else None
         self.defer(trigger=ChangesetTrigger(targets, self.condition, self.github_conn_id, self.shard_status_conn_id,
-                                            self.poll_interval, time.time() + timeout if timeout else None),
+                                            self.poll_interval, time.time() + timeout if timeout else None,
+                                            self.gitlab_conn_id),
                    method_name="execute_complete",
                    timeout=timedelta(seconds=timeout) if timeout else None)
 

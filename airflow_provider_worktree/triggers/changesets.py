@@ -37,44 +37,47 @@ def condition_holds(condition: str, changesets: list[dict[str, Any]]) -> bool:
 
 
 class ChangesetTrigger(BaseTrigger):
-    """Sync ``changesets`` (``[{repository, number, head}]``) until ``condition`` holds for all of them.
+    """Sync ``changesets`` (``[{forge, repository, number, head}]``) until ``condition`` holds for all of them.
 
     :param github_conn_id: the GitHub connection (resolved in the triggerer: no token travels in the kwargs).
+    :param gitlab_conn_id: the GitLab connection, likewise.
     :param shard_status_conn_id: where the synced states are recorded.
     :param poll_interval: seconds between polls. :param end_time: wall-clock deadline (epoch seconds) or None.
     """
 
     def __init__(self, changesets: list[dict[str, Any]], condition: str = "merged_or_closed",
                  github_conn_id: str = "github_default", shard_status_conn_id: str | None = None,
-                 poll_interval: float = 300.0, end_time: float | None = None) -> None:
+                 poll_interval: float = 300.0, end_time: float | None = None,
+                 gitlab_conn_id: str = "gitlab_default") -> None:
         super().__init__()
         self.changesets = [dict(c) for c in changesets]
         self.condition = condition
         self.github_conn_id = github_conn_id
+        self.gitlab_conn_id = gitlab_conn_id
         self.shard_status_conn_id = shard_status_conn_id
         self.poll_interval = float(poll_interval)
         self.end_time = end_time
-        self._forge: Any = None
+        self._forges: dict[str, Any] = {}
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (f"{type(self).__module__}.{type(self).__qualname__}",
                 {"changesets": self.changesets, "condition": self.condition, "github_conn_id": self.github_conn_id,
                  "shard_status_conn_id": self.shard_status_conn_id, "poll_interval": self.poll_interval,
-                 "end_time": self.end_time})
+                 "end_time": self.end_time, "gitlab_conn_id": self.gitlab_conn_id})
 
     def _sync_all(self) -> list[dict[str, Any]]:
-        from airflow.providers.github.hooks.github import GithubHook
-
-        from airflow_provider_worktree.core.forge import GitHubForge
+        from airflow_provider_worktree.hooks.forges import forge_for
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
-        if self._forge is None:  # kept across polls: its pull requests carry the ETags of the conditional requests
-            self._forge = GitHubForge(GithubHook(github_conn_id=self.github_conn_id).get_conn(), logger=self.log)
         store = (ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
                  if self.shard_status_conn_id else None)
         out = []
         for c in self.changesets:
-            synced = self._forge.sync(c["repository"], int(c["number"]), c["head"]).to_dict()
+            name = c.get("forge", "github")
+            if name not in self._forges:  # kept across polls: its pull requests carry the ETags of the conditional requests
+                self._forges[name] = forge_for(name, self.github_conn_id if name == "github" else self.gitlab_conn_id,
+                                               logger=self.log)
+            synced = self._forges[name].sync(c["repository"], int(c["number"]), c["head"]).to_dict()
             if store is not None and synced["action"] != "unchanged":
                 store.record_changeset(synced)
             out.append(synced)

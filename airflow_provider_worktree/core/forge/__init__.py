@@ -8,6 +8,7 @@
 ``github``  :class:`GitHubForge` over the official PyGithub client (the Airflow GitHub provider's ``GithubHook``
             gives it): publish idempotently by (repository, head branch), sync, close; every write paced by a
             :class:`~airflow_provider_worktree.core.ratelimit.SharedLimiter` with GitHub's content limits.
+``gitlab``  :class:`GitLabForge` over python-gitlab: the same contract for merge requests.
 
 May import: ``core.errors`` and ``core.ratelimit``. Plain Python, no Airflow.
 """
@@ -21,6 +22,7 @@ __getattr__, __all__ = lazy_exports(__name__, {
     "ChangesetSpec": "airflow_provider_worktree.core.forge.types",
     "ForgeError": "airflow_provider_worktree.core.forge.types",
     "GitHubForge": "airflow_provider_worktree.core.forge.github",
+    "GitLabForge": "airflow_provider_worktree.core.forge.gitlab",
     "MAX_BODY_CHARS": "airflow_provider_worktree.core.forge.body",
     "changeset_marker": "airflow_provider_worktree.core.forge.body",
     "neutralise": "airflow_provider_worktree.core.forge.body",

@@ -1,0 +1,37 @@
+"""The forge of a changeset from its Airflow connection: GitHub through the official provider's ``GithubHook``,
+GitLab through this package's :class:`~.gitlab.GitLabHook`. One place for the operator, the trigger and the CLI."""
+
+from __future__ import annotations
+
+from typing import Any
+
+FORGES = ("github", "gitlab")
+DEFAULT_CONN = {"github": "github_default", "gitlab": "gitlab_default"}
+
+
+def forge_host(forge: str, conn_id: str) -> str:
+    """The host a forge's connection points at (the shared limiter's scope is per host)."""
+    from airflow.sdk import BaseHook
+
+    host = BaseHook.get_connection(conn_id).host or ("api.github.com" if forge == "github" else "gitlab.com")
+    return host.split("//")[-1].split("/")[0]
+
+
+def forge_for(forge: str, conn_id: str | None = None, *, limiter: Any = None, logger: Any = None) -> Any:
+    """A :class:`~airflow_provider_worktree.core.forge.GitHubForge` or ``GitLabForge`` on ``conn_id``."""
+    if forge not in FORGES:
+        raise ValueError(f"forge={forge!r} is not one of {FORGES}")
+    conn_id = conn_id or DEFAULT_CONN[forge]
+    if forge == "github":
+        try:
+            from airflow.providers.github.hooks.github import GithubHook
+        except ImportError:
+            raise ImportError("publishing to GitHub needs the GitHub provider: pip install "
+                              "'airflow-provider-worktree[github]'") from None
+        from airflow_provider_worktree.core.forge import GitHubForge
+
+        return GitHubForge(GithubHook(github_conn_id=conn_id).get_conn(), limiter=limiter, logger=logger)
+    from airflow_provider_worktree.core.forge import GitLabForge
+    from airflow_provider_worktree.hooks.gitlab import GitLabHook
+
+    return GitLabForge(GitLabHook(gitlab_conn_id=conn_id).get_conn(), limiter=limiter, logger=logger)
