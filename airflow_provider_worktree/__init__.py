@@ -11,7 +11,10 @@ from airflow_provider_worktree.__version__ import __version__
 
 __all__ = ["__version__", "MIN_AIRFLOW_VERSION", "check_airflow_version"]
 
-MIN_AIRFLOW_VERSION = "3.3.0"
+#: The oldest supported Apache Airflow, written once: the runtime check below and ``version_compat`` read it;
+#: pyproject.toml's ``apache-airflow>=`` floor is the same (tests/test_airflow_versions.py checks it), and CI runs a
+#: test subset on exactly this version (scripts/test_oldest.sh).
+MIN_AIRFLOW_VERSION = "3.1.8"
 
 
 def check_airflow_version() -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from airflow.exceptions import TaskDeferred
-from airflow.sdk.exceptions import AirflowException
+from airflow_provider_worktree.version_compat import AirflowException
 
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.core.planning import plan_shards

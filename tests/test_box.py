@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+import nobody
+
 from airflow_provider_worktree.core.sandbox import box
 from airflow_provider_worktree.core.sandbox.box import BoxLimits, IsolationUnavailable, run_boxed
 from airflow_provider_worktree.core.errors import ConfigurationError
@@ -313,9 +315,11 @@ def test_fork_bomb_is_bounded_for_an_unprivileged_worker(mode, tmp_path):
     os.chmod(base, 0o777)
     marker = f"box-bomb-{uuid.uuid4().hex}"
     as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.getuid() == 0 else []
+    # nobody reads the package from a copy: the checkout may be in a private (0700) directory
+    package_root = nobody.readable_copy() if as_user else Path(box.__file__).parents[3]
     try:
         done = subprocess.run([*as_user, "env", "-i", "PATH=/usr/bin:/bin",
-                               f"PYTHONPATH={Path(box.__file__).parents[3]}", system_python, "-S", "-c", DRIVER,
+                               f"PYTHONPATH={package_root}", system_python, "-S", "-c", DRIVER,
                                mode, str(base), marker, BOMB], cwd=base, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         out = __import__("json").loads(done.stdout.strip().splitlines()[-1])

@@ -500,7 +500,7 @@ def test_tables_fit_the_terminal_width_and_json_keeps_full_values(tmp_path):
         assert table_lines and all(len(line) <= 80 for line in table_lines), (cmd, out.stdout)
     out = run_cli(tmp_path, "report", "--db", path, env=_env(tmp_path, COLUMNS="80"))
     assert "…" in out.stdout and long_branch not in out.stdout
-    assert "workt" in out.stdout and "/s-000" in out.stdout  # head and tail kept
+    assert "workt…" in out.stdout and "…-000" in out.stdout  # head and tail kept (figures whole: 1,234,567)
     wide = run_cli(tmp_path, "report", "--db", path)  # piped without COLUMNS: no narrowing
     assert long_branch in wide.stdout
     (rep,) = run_json(tmp_path, "report", "--db", path)["runs"]

@@ -22,6 +22,7 @@ from typing import Callable
 
 import pytest
 
+import nobody
 from airflow_provider_worktree.core.store import RUNBOOK_V1_SCHEMA, ShardStore
 
 SCRIPT = Path(sys.executable).with_name("airflow-worktree")
@@ -75,10 +76,11 @@ def run(args: list[str], cwd: Path, *, as_nobody: bool = False) -> subprocess.Co
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "AIRFLOW_WORKTREE_DEBUG")}
     env.update(AIRFLOW_HOME=str(cwd / "airflow-home"), PYTHONWARNINGS="ignore", HOME=str(cwd))
     cmd = [str(SCRIPT), *args]
-    if as_nobody:
-        if SETPRIV is None or os.geteuid() != 0:
-            pytest.skip("needs root and setpriv to run the command as another user")
-        cmd = [SETPRIV, f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", *cmd]
+    if as_nobody:  # from a copy nobody can read: the checkout and its venv may be in a private (0700) directory
+        if nobody.skip_reason():
+            pytest.skip(nobody.skip_reason())
+        env["PYTHONPATH"] = str(nobody.readable_copy())
+        cmd = nobody.as_nobody([nobody.interpreter(), "-m", "airflow_provider_worktree.cli", *args])
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=cwd)
 
 

@@ -91,7 +91,7 @@ def test_colour_only_when_asked_and_tables_fit_a_narrow_terminal(tmp_path, db):
     row = next(line for line in table if line.startswith("s-00"))
     branch = row.split()[2]
     assert "…" in branch and branch.startswith("wor") and branch.endswith("s-00"), "head and tail of a branch kept"
-    assert "$0.0123" in row and "1200/80" in row, "figures are never cut"
+    assert "$0.0123" in row and "1,200/80" in row, "figures are never cut"
 
 
 def test_a_bad_format_is_a_usage_error(tmp_path, db):

@@ -197,15 +197,26 @@ def _poc_dag():
 
 
 def test_poc_params_validate_with_their_defaults_and_reject_bad_values():
-    """The trigger form works with the defaults: Airflow's own ParamsDict validation accepts them, and no
-    Param is required-but-empty (an empty default on a type without "null" disables the Trigger button)."""
+    """Fail in the form, not at run time: Airflow's own ParamsDict validation accepts every default but ``repo``,
+    which is required (no default, a non-empty string: the trigger form disables its Trigger button until it is
+    filled); every other Param with an empty default is nullable, so the form never blocks on it."""
     from airflow.sdk.definitions.param import ParamsDict
-    from airflow.sdk.exceptions import ParamValidationError
+    from airflow_provider_worktree.version_compat import ParamValidationError
 
     dag = _poc_dag()
     params = dag.params
-    resolved = params.validate()
-    assert resolved["repo"] is None and resolved["task"] == "todo" and resolved["isolation"] == "auto"
+    with pytest.raises(ParamValidationError, match="repo"):
+        ParamsDict({k: params.get_param(k) for k in params}).validate()
+    for empty in ("", "   "):
+        trial = ParamsDict({k: params.get_param(k) for k in params})
+        with pytest.raises((ParamValidationError, ValueError)):
+            trial["repo"] = empty
+            trial.validate()
+    assert params.get_param("repo").schema["type"] == "string" and not params.get_param("repo").has_value
+    given = ParamsDict({k: params.get_param(k) for k in params})
+    given["repo"] = "/srv/repo"
+    resolved = given.validate()
+    assert resolved["repo"] == "/srv/repo" and resolved["task"] == "todo" and resolved["isolation"] == "auto"
     assert resolved["parallel_limit"] == 10
     for name in ("task", "lint_command", "verify_command", "prompt", "include", "exclude", "max_files_per_shard",
                  "max_input_tokens", "max_output_tokens", "max_cost_usd", "runner", "model", "allow_commands",
@@ -214,16 +225,18 @@ def test_poc_params_validate_with_their_defaults_and_reject_bad_values():
     for name in params:
         param = params.get_param(name)
         types = param.schema.get("type")
-        if param.value in (None, ""):
+        if name != "repo" and param.value in (None, ""):
             assert isinstance(types, list) and "null" in types, f"{name}: empty default but not nullable"
     # What a user types in the form or the conf: good values pass, bad ones are refused by Airflow itself.
-    good = ParamsDict(params.dump() | {})
+    good = ParamsDict(params.dump() | {"repo": "/srv/repo"})
     good.update({"task": "lint", "lint_command": "ruff check", "include": ["src/**"], "parallel_limit": 3,
                  "isolation": "bwrap", "allow_commands": ["python -m pytest"], "max_cost_usd": 0.5})
     good.validate()
     for bad in ({"parallel_limit": 0}, {"parallel_limit": 10_000}, {"task": "bogus"}, {"isolation": "docker"},
-                {"runner": "shell"}, {"include": "src/**"}):
+                {"runner": "shell"}, {"include": "src/**"}, {"base_ref": "--upload-pack=evil"},
+                {"base_ref": "main branch"}, {"integration_branch": "a:b"}):
         trial = ParamsDict({k: params.get_param(k) for k in params})
+        trial["repo"] = "/srv/repo"
         with pytest.raises((ParamValidationError, ValueError)):
             for key, value in bad.items():
                 trial[key] = value
@@ -270,8 +283,8 @@ def test_poc_nothing_to_do_is_a_green_run_with_a_report_saying_so(airflow_home, 
 @pytest.mark.parametrize(
     ("conf", "message"),
     [({"task": "lint"}, "task 'lint' needs the lint_command Param"),
-     ({"repo": None}, "No repository for this run")],
-    ids=["lint-without-lint_command", "no-repository"],
+     ({"repo": "/nonexistent/repository"}, "does not exist")],
+    ids=["lint-without-lint_command", "missing-repository"],
 )
 def test_poc_failed_plan_fails_the_run_at_once(airflow_home, tmp_path, conf, message):
     repo = make_repo(tmp_path / "repo", n_files=2)
@@ -283,3 +296,26 @@ def test_poc_failed_plan_fails_the_run_at_once(airflow_home, tmp_path, conf, mes
     assert states["plan"] == ["failed"] and states["report"] == ["failed"], states
     # the sensor never started, so nothing waited for shards that will never come
     assert states["watch_shards"][0] in ("upstream_failed", "skipped"), states
+
+
+def test_a_trigger_without_a_repository_is_refused_before_a_run_exists(airflow_home):
+    """``airflow dags trigger`` (the form's POST goes the same way: DAG.create_dagrun validates the Params merged
+    with the conf) refuses a missing or empty repository and a bad value; no DAG run is created."""
+    env = _env(airflow_home)
+    subprocess.run([AIRFLOW, "dags", "reserialize"], env=env, check=True, capture_output=True, timeout=300)
+    code = ("from airflow.models.dagrun import DagRun\nfrom airflow.utils.session import create_session\n"
+            "with create_session() as s:\n"
+            "    print(s.query(DagRun).filter(DagRun.dag_id == 'parallel_maintenance_poc').count())\n")
+
+    def runs() -> str:
+        return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True,
+                              timeout=120).stdout.strip().splitlines()[-1]
+
+    before = runs()
+    for conf in (None, {"repo": ""}, {"repo": "  "}, {"repo": "/srv/repo", "task": "bogus"}):
+        cmd = [AIRFLOW, "dags", "trigger", "parallel_maintenance_poc", *(["-c", json.dumps(conf)] if conf else [])]
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "Invalid input for param" in out, (conf, out[-3000:])
+        assert ("param task" if conf and "task" in conf else "param repo") in out, (conf, out[-3000:])
+    assert runs() == before, "a refused trigger created a DAG run"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import anthropic
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_provider_worktree.version_compat import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, is_permanent, run_shard
 from airflow_provider_worktree.core.runners import ApiRunner, Budget, ModelRequestError, RunResult

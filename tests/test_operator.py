@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_provider_worktree.version_compat import AirflowFailException
 
 from airflow_provider_worktree.core.lifecycle import ShardFailed
 from airflow_provider_worktree.core.store import ShardStore

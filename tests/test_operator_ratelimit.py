@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from airflow_provider_worktree.version_compat import AirflowFailException, TaskDeferred
 
 from airflow_provider_worktree.core.health.report import build_report, render_markdown
 from airflow_provider_worktree.core.planning import plan_shards

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from airflow.sdk import PokeReturnValue
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout, TaskDeferred
+from airflow_provider_worktree.version_compat import AirflowException, AirflowSensorTimeout, TaskDeferred
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.store import ShardStore

@@ -8,7 +8,10 @@ test artefacts (build/test-artifacts/ui/); ``WORKTREE_UPDATE_SCREENSHOTS=1`` ref
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 from urllib.parse import quote
 
 import pytest
@@ -156,7 +159,7 @@ def test_a_run_shows_its_shards_stale_locks_timeline_and_log_links(ui, seeded, b
     assert "tests/test_mod_3.py::test_negative" in failed.inner_text()
     done = page.locator('tr[data-shard="s01"]')
     assert "3f2a9c1d5e" in done.inner_text() and f"worktree/{run_id}/s01" in done.inner_text()
-    assert "6,200 / 340" in done.inner_text()  # tokens in: uncached + cache read
+    assert "6,200/340" in done.inner_text()  # tokens in: uncached + cache read
     # the running shard's worker is a task instance of the DAG run: its log is one click away
     log = page.locator('tr[data-shard="s04"] a[target=_top]')
     assert log.get_attribute("href") == f"../dags/worktree_health/runs/{quote(run_id, safe='')}/tasks/check_health"
@@ -198,7 +201,8 @@ def test_a_shard_shows_files_diffstat_verify_output_and_summary(ui, seeded, brow
     assert "4 passed in 0.12s" in page.get_by_test_id("verify").inner_text()
     assert '"turns": 4' in page.get_by_test_id("summary").inner_text()
     facts = page.get_by_test_id("facts").inner_text()
-    assert "1,200 in + 5,000 cache read" in facts and "worker-b:202" in facts
+    assert "input 6,200 (uncached 1,200 + cache read 5,000 + cache write 0), output 340" in facts
+    assert "worker-b:202" in facts
     uihelpers.screenshot(page, "ui-shard", full_page=True)
     page.goto(f"{ui.base_url}/worktree/#/run/{quote(run_id, safe='')}/shard/s03")
     page.wait_for_selector("[data-testid=shard-error]")
@@ -302,3 +306,78 @@ def test_no_shard_database_yet_is_said_and_not_created(ui, tmp_path, browser):
     assert "no shard database yet" in page.get_by_test_id("empty").inner_text()
     page.context.close()
     assert not missing.exists() and not missing.parent.exists(), "reading must not create the database"
+
+
+def test_a_dag_run_that_planned_no_shards_says_so_without_alarm(ui, seeded, browser):
+    """A parallel_maintenance_poc run whose plan matched no file has no shard row: its Shards tab says so
+    neutrally (it used to show a red "no shard ... check the run id" although the run id was right)."""
+    status, body = ui.request("POST", "/api/v2/dags/parallel_maintenance_poc/dagRuns", user="admin",
+                              body={"logical_date": None, "conf": {"repo": "/srv/clean-repo"}})
+    assert status == 200, body
+    run_id = body["dag_run_id"]
+    with sqlite3.connect(ui.home / "airflow.db") as db:  # the plan task succeeded with nothing to do
+        db.execute("UPDATE task_instance SET state = 'success' WHERE run_id = ? AND task_id = 'plan'", (run_id,))
+    status, view = ui.request("GET", f"/worktree/api/run?run_id={quote(run_id)}", user="viewer")
+    assert status == 200 and view["shards"] == [] and view["dag_id"] == "parallel_maintenance_poc", view
+    assert view["message"] == "this run planned no shards (nothing matched the task's files)"
+    page = _open(ui, browser, "viewer", f"#/run/{quote(run_id, safe='')}")
+    try:
+        assert page.get_by_test_id("error").count() == 0, "a run with no shard is no error"
+        note = page.get_by_test_id("no-shards")
+        assert "This run planned no shards (nothing matched the task's files)." in note.inner_text()
+        assert "check the run id" not in page.locator("main").inner_text()
+        colour = note.evaluate("e => getComputedStyle(e).borderColor + ' ' + getComputedStyle(e).color")
+        assert "217, 52, 43" not in colour, colour  # not the critical red of errors
+        uihelpers.screenshot(page, "ui-run-no-shards")
+    finally:
+        page.context.close()
+    # a run id neither the shard database nor Airflow knows is still a 404
+    status, body = ui.request("GET", "/worktree/api/run?run_id=no_such_run", user="viewer")
+    assert status == 404 and "check the run id" in body["detail"]
+
+
+def test_the_page_prints_the_figures_of_the_cli_report(ui, seeded, browser, tmp_path):
+    """One set of figures: the run page's tokens, cost and durations are the words `airflow-worktree report`
+    prints for the same run; a run against the offline test double is marked on both."""
+    store, run_id, _ = seeded
+    store.register_shards("offline_run", ["o1"])
+    store.complete(store.assign_shard("offline_run", "w:9", "o1"), input_tokens=0, output_tokens=256,
+                   cache_read_tokens=11_000, cache_write_tokens=1_908, cost_usd=0.0076,
+                   summary={"offline": True, "model": "claude-sonnet-4-6"})
+    db = str(tmp_path / "shard_status.db")
+
+    def cli(run: str) -> str:
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "AIRFLOW_HOME": str(tmp_path / "af"),
+               "COLUMNS": "250", **{k: v for k, v in os.environ.items() if k == "PYTHONPATH"}}
+        return subprocess.run([sys.executable, "-m", "airflow_provider_worktree.cli", "report", "--db", db,
+                               "--run-id", run, "--color", "never"], capture_output=True, text=True, check=True,
+                              timeout=120, env=env).stdout
+
+    for run, offline in ((run_id, False), ("offline_run", True)):
+        text = cli(run)
+        tokens = next(ln for ln in text.splitlines() if ln.startswith("  tokens: ")).removeprefix("  tokens: ")
+        cost = next(ln for ln in text.splitlines() if ln.startswith("  cost ")).removeprefix("  cost ").split(";")[0]
+        page = _open(ui, browser, "viewer", f"#/run/{quote(run, safe='')}")
+        try:
+            cards = page.get_by_test_id("cards")
+            assert cards.locator('[data-card="Tokens"] b').inner_text() == tokens
+            assert cards.locator('[data-card="Cost"] b').inner_text() == cost
+            assert (page.get_by_test_id("offline").count() == 1) is offline
+            for row in page.locator("tbody#shard-rows tr").all():
+                shard = row.get_attribute("data-shard")
+                cli_row = next(ln for ln in text.splitlines() if ln.startswith(shard + " "))
+                cells = row.locator("td").all_inner_texts()
+                duration, figures = cells[6], cells[10]
+                if row.get_attribute("data-status") in ("running", "pending"):
+                    duration = ""  # the page counts a running shard's time up to now; the report has no end yet
+                assert figures in cli_row and (not duration or f" {duration} " in cli_row), (cells, cli_row)
+        finally:
+            page.context.close()
+    assert tokens == "input 12,908 (uncached 0 + cache read 11,000 + cache write 1,908), output 256"
+    assert cost == "$0.0076 (offline test double, not billed)"
+    page = _open(ui, browser, "viewer")
+    try:
+        row = page.locator('tr[data-run="offline_run"]')
+        assert "offline test double" in row.inner_text() and "12,908/256" in row.inner_text()
+    finally:
+        page.context.close()

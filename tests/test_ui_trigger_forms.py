@@ -1,5 +1,7 @@
-"""Both example DAGs trigger from the real Airflow UI with their defaults (issue: the form marked ``repo``
-required and kept the Trigger button disabled). One api-server for the module, headless Chromium."""
+"""The example DAGs' trigger forms in the real Airflow UI: worktree_health triggers with its defaults;
+parallel_maintenance_poc needs a repository (issue 22: "fail in the form, not at run time"), so its Trigger button
+stays disabled until ``repo`` is filled, and the run then carries it. One api-server for the module, headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -36,7 +38,47 @@ def _runs(ui, dag_id: str) -> list[dict]:
     return body["dag_runs"]
 
 
-@pytest.mark.parametrize("dag_id", ["parallel_maintenance_poc", "worktree_health"])
+def _open_form(ui, browser, dag_id: str):
+    page = ui.page(browser, "admin")
+    page.goto(f"{ui.base_url}/dags/{dag_id}")
+    page.get_by_role("button", name="Trigger").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    submit = dialog.get_by_role("button", name="Trigger")
+    submit.wait_for()
+    page.wait_for_timeout(500)  # the form validates its Params after rendering them
+    return page, dialog, submit
+
+
+def test_the_poc_form_refuses_a_missing_repository_and_triggers_with_one(ui, browser):
+    dag_id = "parallel_maintenance_poc"
+    before = len(_runs(ui, dag_id))
+    page, dialog, submit = _open_form(ui, browser, dag_id)
+    try:
+        uihelpers.screenshot(page, "trigger-form-poc-no-repo")
+        assert not submit.is_enabled(), "the Trigger button is enabled without a repository"
+        field = dialog.locator("#element_repo")
+        field.fill("/srv/some/repo")
+        page.wait_for_timeout(500)
+        assert submit.is_enabled(), "the Trigger button stays disabled with a repository"
+        field.fill("")
+        page.wait_for_timeout(500)
+        assert not submit.is_enabled(), "clearing the repository enables the Trigger button"
+        field.fill("/srv/some/repo")
+        page.wait_for_timeout(500)
+        submit.click()
+        deadline = time.monotonic() + 60
+        while len(runs := _runs(ui, dag_id)) == before and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        uihelpers.screenshot(page, "trigger-form-poc-after")
+    finally:
+        page.context.close()
+    assert len(runs) == before + 1, runs
+    assert runs[-1]["conf"].get("repo") == "/srv/some/repo", runs[-1]
+    assert len(_runs(ui, dag_id)) == before + 1  # nothing was created while the form refused
+
+
+@pytest.mark.parametrize("dag_id", ["worktree_health"])
 def test_trigger_form_is_enabled_with_the_defaults_and_creates_a_run(ui, browser, dag_id):
     before = len(_runs(ui, dag_id))
     page = ui.page(browser, "admin")

@@ -204,6 +204,7 @@ def _run_ids(store: Any) -> list[str]:
 
 
 def cmd_report(args: argparse.Namespace, out: Render) -> tuple[Any, str, int]:
+    import airflow_provider_worktree.core.health.figures as fig
     from airflow_provider_worktree.core.health.report import build_report
 
     store, desc = open_store(args)
@@ -218,24 +219,24 @@ def cmd_report(args: argparse.Namespace, out: Render) -> tuple[Any, str, int]:
     lines: list[str] = []
     for rep in reports:
         t = rep["totals"]
-        by_status = ", ".join(f"{n} {s}" for s, n in sorted(t["by_status"].items())) or "no shards"
+        by_status = ", ".join(f"{n} {s}" for s, n in sorted(t["by_status"].items())) or fig.NO_SHARDS
         dur = ""
         if t.get("avg_duration_s") is not None:
-            dur = (f"; duration avg {format_value('task_duration_s', t['avg_duration_s'])}, "
-                   f"max {format_value('task_duration_s', t['max_duration_s'])}")
+            dur = (f"; duration avg {fig.format_duration(t['avg_duration_s'])}, "
+                   f"max {fig.format_duration(t['max_duration_s'])}")
         lines += [
-            out.style(f"Run {rep['run_id']}", "bold"),
+            out.style(f"Run {rep['run_id']}", "bold") + (f" ({fig.OFFLINE_MARK})" if t.get("offline") else ""),
             f"  shards: {t['shards']} ({by_status}){dur}",
-            f"  tokens: {t['input_tokens']} in, {t['output_tokens']} out, {t['cache_read_tokens']} cache read, "
-            f"{t['cache_write_tokens']} cache write; cost ${t['cost_usd']:.4f}; files changed {t['files_changed']}",
+            f"  tokens: {fig.format_tokens(t)}",
+            f"  cost {fig.format_cost(t['cost_usd'], t.get('offline'))}; files changed {t['files_changed']}",
             "",
         ]
         rows = [[s["shard_id"], out.status_cell(s["status"]), s["branch"] or "-", (s["commit_sha"] or "-")[:10],
-                 _age(s["duration_s"]) if s["duration_s"] is not None else "-",
-                 f"{s['input_tokens']}/{s['output_tokens']}", f"${s['cost_usd']:.4f}"] for s in rep["shards"]]
+                 fig.format_duration(s["duration_s"]), fig.format_tokens_short(s), fig.format_cost(s["cost_usd"])]
+                for s in rep["shards"]]
         if rows:
-            lines.append(out.table(["SHARD", "STATUS", "BRANCH", "COMMIT", "DURATION", "TOKENS IN/OUT", "COST"],
-                                   rows, right=(4, 5, 6)))
+            lines.append(out.table(["SHARD", "STATUS", "BRANCH", "COMMIT", "DURATION", fig.TOKENS_HEADING.upper(),
+                                    "COST"], rows, right=(4, 5, 6)))
         for f in rep["failed"]:
             room = (out.width or 10**6) - len(f"  failed {f['shard_id']}: ")
             lines.append(f"  {out.style('failed', 'red')} {f['shard_id']}: {_short(f['error'], max(20, room))}")

@@ -10,15 +10,18 @@ results are fine tomorrow morning), then each maintain task applies its shard's 
 shard too large for one prompt, or whose entry failed, runs interactively. ``batch_poll_seconds`` is the first
 wait between polls of the batch (growing 1.5x per poll up to 10 minutes).
 
-Every option of a run is a Param with a default, so the run can be triggered from the UI as it is; only
-``repo`` has no useful default: a run without a repository (no ``repo`` Param, no ``WORKTREE_REPO``, no
-``git_worktree_default`` connection) fails in its plan task with a one-line error saying so.
+Every option of a run is a Param with a default and a JSON schema (type, enum, minimum, pattern), so Airflow
+refuses a bad value before the run is created: the trigger form keeps its Trigger button disabled and
+``airflow dags trigger -c`` answers "Invalid input for param ...". Only ``repo`` has no default (unless
+``WORKTREE_REPO`` was set when the file was parsed): it is required, a non-empty local path or URL, e.g.
+``airflow dags trigger parallel_maintenance_poc -c '{"repo": "/srv/repo"}'``.
 
 Outcomes:
 - **Nothing to do** (the plan finds no file for the task): the maintain map has zero items, the sensor is
-  skipped and the report says "nothing to do" and why (task, globs, files skipped). The run is green.
-- **The plan fails** (no repository, ``task="lint"`` without ``lint_command``, ``task="custom"`` without
-  ``prompt``, a bad ref...): the maintain and watch tasks never start, the report task fails at once naming
+  skipped and the report says "nothing to do" and why (task, globs, files skipped). The run is green; the
+  dashboard's Shards tab says the run planned no shards.
+- **The plan fails** (a repository that does not exist, ``task="lint"`` without ``lint_command``,
+  ``task="custom"`` without ``prompt``, a bad ref...): the maintain and watch tasks never start, the report task fails at once naming
   the plan's error, the run is red. Nothing waits for shards that will never come.
 - **A shard fails**: the report is written, then the run fails.
 
@@ -34,7 +37,7 @@ Parsing does no git or database work: everything happens inside tasks. Settings 
 - ``WORKTREE_PARALLEL_LIMIT`` (default 10): the default of the ``parallel_limit`` Param.
 - ``WORKTREE_MODEL_POOL`` (default ``default_pool``): the pool that bounds model calls across DAGs;
   size it to your rate limit (``airflow pools set claude_model_calls 10 "Claude API"``).
-- ``WORKTREE_REPO`` (default: none): the default of the ``repo`` Param.
+- ``WORKTREE_REPO`` (default: none, the Param is then required): the default of the ``repo`` Param.
 """
 
 from __future__ import annotations
@@ -54,6 +57,12 @@ MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
 PARALLEL_LIMIT = min(int(os.environ.get("WORKTREE_PARALLEL_LIMIT", "10")), MAX_PARALLEL)
 MODEL_POOL = os.environ.get("WORKTREE_MODEL_POOL", "default_pool")
 TASKS = ["todo", "docstrings", "lint", "tests", "custom"]
+#: The repo Param's default: WORKTREE_REPO, else none at all (the Param is then required: the form asks for it).
+REPO_DEFAULT = [os.environ["WORKTREE_REPO"]] if os.environ.get("WORKTREE_REPO") else []
+#: A revision (base_ref: HEAD, main, v1.2, HEAD~1, a commit): no whitespace, no leading "-".
+REV_PATTERN = r"^[^-\s]\S*$"
+#: A branch name: also none of ~ ^ : ? * [ \ (git check-ref-format).
+BRANCH_PATTERN = r"^[^-\s~^:?*\[\\][^\s~^:?*\[\\]*$"
 
 #: The task's own options from the Params: lint_command for lint, prompt for custom, none for the others.
 TASK_OPTIONS = ("{{ {'lint': {'lint_command': params.lint_command}, 'custom': {'prompt': params.prompt}}"
@@ -84,9 +93,9 @@ with DAG(
     max_active_runs=1,
     tags=["worktree", "claude", "maintenance"],
     params={
-        "repo": Param(os.environ.get("WORKTREE_REPO") or None, type=["null", "string"],
-                      description="Repository: a local path or a URL. Empty: the git_worktree_default "
-                                  "connection's host (the run fails at once when there is neither)"),
+        "repo": Param(*REPO_DEFAULT, type="string", minLength=1, pattern=r"\S",
+                      description="Repository (required): a local path on the workers or a URL, e.g. "
+                                  "/srv/repo or https://github.com/org/repo.git"),
         "task": Param("todo", type="string", enum=TASKS,
                       description="todo, docstrings, lint (needs lint_command), tests, custom (needs prompt)"),
         "lint_command": Param(None, type=["null", "string"],
@@ -132,9 +141,10 @@ with DAG(
                            description="How code from the model or the repository runs: auto (bubblewrap "
                                        "when it works here, else a restricted environment), bwrap "
                                        "(required), none"),
-        "base_ref": Param("HEAD", type="string"),
+        "base_ref": Param("HEAD", type="string", minLength=1, pattern=REV_PATTERN,
+                          description="Start point of every shard branch: a branch, tag or commit"),
         "push": Param(False, type="boolean", description="Push each shard branch to origin"),
-        "integration_branch": Param(None, type=["null", "string"],
+        "integration_branch": Param(None, type=["null", "string"], pattern="^$|" + BRANCH_PATTERN,
                                     description="Merge all shard branches into this branch"),
     },
     doc_md=__doc__,

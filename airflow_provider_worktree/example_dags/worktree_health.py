@@ -33,11 +33,13 @@ with DAG(
         "repo": Param(os.environ.get("WORKTREE_REPO") or None, type=["null", "string"],
                       description="Repository whose worktrees to prune; empty: the git_worktree_default "
                                   "connection, or skip the worktree checks"),
-        "worktree_root": Param(None, type=["null", "string"]),
+        "worktree_root": Param(None, type=["null", "string"], pattern="^$|^/",
+                               description="An absolute directory; empty: [worktree] worktree_root, else "
+                                           "$AIRFLOW_HOME/worktrees (where the maintain tasks put them)"),
         "prune_older_than_hours": Param(24, type="number", minimum=0),
         "dry_run": Param(False, type="boolean"),
         "stale_after_s": Param(3600, type="number", minimum=1),
-        "on_stale": Param("reset", enum=["reset", "warn", "fail"]),
+        "on_stale": Param("reset", type="string", enum=["reset", "warn", "fail"]),
         "thresholds": Param({}, type="object", description="Overrides, e.g. {\"stale_locks_warning\": 2}"),
         "archive_older_than_days": Param(
             None, type=["null", "number"], minimum=0,
@@ -65,7 +67,7 @@ with DAG(
     @task
     def prune_worktrees(params: dict | None = None) -> dict:
         """The runbook's "Safe Cleanup Procedures" in one call (dry run lists without changing anything)."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow_provider_worktree.version_compat import AirflowSkipException
 
         manager = _manager(params)
         if manager is None:
@@ -78,7 +80,7 @@ with DAG(
     @task(trigger_rule="all_done")
     def archive_database(params: dict | None = None) -> dict:
         """The runbook's "Database Size > 100MB: Archive old records", when the DAG author asked for it."""
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow_provider_worktree.version_compat import AirflowSkipException
 
         from airflow_provider_worktree.core.store import maintenance as dbmaint
         from airflow_provider_worktree.core.health import Thresholds, format_value
@@ -101,7 +103,7 @@ with DAG(
     @task(trigger_rule="all_done")
     def check_health(params: dict | None = None) -> dict:
         """Reclaim stale locks, evaluate the runbook's thresholds, emit metrics, fail on critical."""
-        from airflow.sdk.observability.stats import Stats
+        from airflow_provider_worktree.version_compat import Stats
 
         from airflow_provider_worktree.core.health import CRITICAL, METRICS, check_health
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook

@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import BaseHook
-from airflow.sdk.exceptions import AirflowNotFoundException
 
 from airflow_provider_worktree.core.errors import ConfigurationError, WorktreeProviderError
 from airflow_provider_worktree.core.git import (
@@ -32,6 +31,7 @@ from airflow_provider_worktree.core.git import (
     strip_url_credentials,
 )
 from airflow_provider_worktree.core.worktrees import WorktreeManager
+from airflow_provider_worktree.version_compat import AirflowNotFoundException
 
 #: Connection extras this hook reads (keep in sync with ``conn-fields`` in get_provider_info.py).
 EXTRA_FIELDS = ("worktree_root", "cache_dir", "author_name", "author_email", "base_ref", "git_conn_id")
@@ -39,7 +39,7 @@ EXTRA_FIELDS = ("worktree_root", "cache_dir", "author_name", "author_email", "ba
 
 def _conf_option(key: str) -> str | None:
     """``[worktree] <key>`` from Airflow's config (env ``AIRFLOW__WORKTREE__<KEY>``), or None."""
-    from airflow.sdk.configuration import conf
+    from airflow_provider_worktree.version_compat import conf
 
     return conf.get("worktree", key, fallback=None) or None
 

@@ -30,13 +30,10 @@ def _get_airflow_connection(conn_id: str) -> Any | None:
     """The Airflow connection ``conn_id``, or None when it does not exist or Airflow is not importable."""
     try:
         from airflow.sdk.bases.hook import BaseHook
-        from airflow.sdk.exceptions import AirflowNotFoundException
-    except ImportError:  # pragma: no cover - airflow missing or older layout
-        try:
-            from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
-            from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
-        except ImportError:
-            return None
+
+        from airflow_provider_worktree.version_compat import AirflowNotFoundException
+    except ImportError:  # pragma: no cover - airflow missing
+        return None
     try:
         return BaseHook.get_connection(conn_id)
     except AirflowNotFoundException:

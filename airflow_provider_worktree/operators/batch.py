@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowException
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.runners import DEFAULT_MAX_PROMPT_BYTES, BatchCoordinator, check_mode
@@ -28,6 +27,7 @@ from airflow_provider_worktree.operators.options import (
     shard_budget,
     templated_number,
 )
+from airflow_provider_worktree.version_compat import AirflowException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

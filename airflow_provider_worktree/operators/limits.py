@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
+from airflow_provider_worktree.version_compat import AirflowFailException
 
 
 def build_limiter(options: dict[str, Any] | None, store: Any, run_id: str, conn_id: str, log: Any) -> Any:

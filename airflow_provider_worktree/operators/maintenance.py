@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.lifecycle import ShardConfig, ShardFailed, run_shard
@@ -32,6 +31,7 @@ from airflow_provider_worktree.operators.options import (
     shard_budget,
     templated_number,
 )
+from airflow_provider_worktree.version_compat import AirflowFailException
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

@@ -14,10 +14,9 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowFailException
-
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.runners import Budget, PriceTable
+from airflow_provider_worktree.version_compat import AirflowFailException
 
 #: ``budget`` keys and their defaults: caps of one shard across all its attempts (``max_turns`` and
 #: ``max_tokens`` per run and per model call). ``prices``: ``{model: {"input": $/MTok, "output": ...,

@@ -99,7 +99,7 @@ class ShardPlanOperator(BaseOperator):
             raise InvalidMaintenanceConfig(f"configuration error, not retried: {exc}") from exc
 
     def _plan(self, context: Context) -> list[dict]:
-        from airflow.sdk.configuration import conf
+        from airflow_provider_worktree.version_compat import conf
 
         params = context.get("params") or {}
         task = self._configured_task(params)

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
+from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from airflow_provider_worktree.core.errors import ConfigurationError
 from airflow_provider_worktree.core.health import ON_STALE_CHOICES, Thresholds, watch_once
 from airflow_provider_worktree.triggers.shard_status import ShardStatusTrigger, open_shard_store
+from airflow_provider_worktree.version_compat import AirflowException, AirflowSensorTimeout, conf
 
 if TYPE_CHECKING:
     from airflow.sdk import Context

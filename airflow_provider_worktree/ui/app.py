@@ -49,8 +49,38 @@ def _allow_reset() -> bool:
     return conf.getboolean("worktree", "ui_allow_reset", fallback=False)
 
 
-def _worktree_root() -> str | None:
-    return _conf("worktree_root") or None
+def _worktree_root() -> tuple[str, str]:
+    """(the worktree root the Health page measures, where it comes from): ``[worktree] worktree_root``, else the
+    default the maintain tasks use (``$AIRFLOW_HOME/worktrees``; a connection's ``worktree_root`` extra is per
+    repository and not read here)."""
+    from airflow_provider_worktree.core.git.repo import default_worktree_root
+
+    configured = _conf("worktree_root") or None
+    if configured:
+        return configured, "[worktree] worktree_root"
+    return default_worktree_root(), "the default of the maintain tasks ([worktree] worktree_root not set)"
+
+
+def _no_shards_message(dag_id: str, run_id: str) -> str:
+    """Why a DAG run has no shard, said neutrally: its plan found nothing, is not done yet, failed, or the DAG
+    plans no shards at all (the Shards tab is on every DAG run)."""
+    from sqlalchemy import select
+
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        states = session.execute(select(TaskInstance.state).where(
+            TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id,
+            TaskInstance.operator == "ShardPlanOperator")).scalars().all()
+    states = {str(getattr(st, "value", st)) for st in states}
+    if not states:
+        return "this DAG run plans no shards (its DAG has no ShardPlanOperator task)"
+    if states <= {"success", "skipped"}:
+        return data.NO_SHARDS
+    if states & {"failed", "upstream_failed"}:
+        return "this run planned no shards: its plan task failed (its log says why)"
+    return "no shard registered yet: the run's plan task has not finished"
 
 
 # ------------------------------------------------------------------------------------------- store
@@ -227,9 +257,13 @@ def create_app() -> FastAPI:
         dag_id = _dag_ids([run_id]).get(run_id)
         if not _readable(user, dag_id):
             raise HTTPException(403, f"Forbidden: you may not read DAG {dag_id}")
-        view = data.run_view(store, run_id, stale_after_s=_stale_after(stale_after)) if store is not None else None
+        view = (data.run_view(store, run_id, stale_after_s=_stale_after(stale_after), known_run=dag_id is not None)
+                if store is not None else None)
         if view is None:
-            raise HTTPException(404, f"run {run_id!r} has no shard in the shard database: check the run id")
+            raise HTTPException(404, f"run {run_id!r} has no shard in the shard database and is no DAG run of this "
+                                "Airflow: check the run id")
+        if not view["shards"] and dag_id is not None:
+            view["message"] = _no_shards_message(dag_id, run_id)
         tis = _task_instances(dag_id, run_id) if dag_id else {}
         for shard in view["shards"]:
             shard["log_path"] = _log_path(dag_id, run_id, tis, shard["worker_id"])
@@ -272,7 +306,8 @@ def create_app() -> FastAPI:
         if store is None:
             return _json({"level": "ok", "metrics": [], "actions": [], "database": None,
                           "message": "no shard database yet"})
-        view = data.health_view(store, run_id=run_id, worktree_root=_worktree_root(),
+        root, source = _worktree_root()
+        view = data.health_view(store, run_id=run_id, worktree_root=root, worktree_root_source=source,
                                 stale_after_s=_stale_after(stale_after))
         view["database"] = store.description
         return _json(view)

@@ -40,6 +40,12 @@ def default_root(sub: str, fallback: str) -> str:
     return fallback
 
 
+def default_worktree_root() -> str:
+    """Where worktrees go when no ``worktree_root`` is configured: ``$AIRFLOW_HOME/worktrees``, else a directory of
+    this user under the temporary directory. The dashboard's Health page reads the same default."""
+    return default_root("worktrees", os.path.join(tempfile.gettempdir(), f"airflow-worktrees-{os.getuid()}"))
+
+
 def lock_file_in_use(path: str) -> bool:
     """Whether a live process on this host has ``path`` open (git keeps its ``*.lock`` files open while it
     works on them). Processes whose file descriptors cannot be read (other users') are not counted."""
@@ -91,8 +97,7 @@ class GitRepo(GitRunner):
                                      "Point repo at a local git clone or give a remote URL.")
         self._init_repo(repo_path)
 
-        root = worktree_root or default_root("worktrees", os.path.join(tempfile.gettempdir(),
-                                                                       f"airflow-worktrees-{os.getuid()}"))
+        root = worktree_root or default_worktree_root()
         self.worktree_root = os.path.realpath(os.path.expanduser(os.fspath(root)))
         for inside in filter(None, (self.work_tree, self.common_dir)):
             if is_within(self.worktree_root, inside):

@@ -3,7 +3,8 @@
 Tokens and cost are every attempt's, summed (the shard row's cumulative columns; each attempt is listed
 too); a shard's Message Batches entry is its attempt 0 (status ``batch``), so batch and interactive cost are
 shown apart. Input tokens are shown whole: uncached plus cache reads plus cache writes. A run against the offline
-test double is labelled as such: its cost is what the model's prices would have been, nothing was billed.
+test double is labelled as such: its cost is what the model's prices would have been, nothing was billed. The
+figures are worded by :mod:`.figures`, as the CLI and the dashboard word them.
 
 Plain Python (no Airflow import); the example DAG's aggregate step and ``airflow-worktree report`` both
 build it here. :func:`merge_branches` makes the optional integration branch, listing conflicts instead of
@@ -17,6 +18,16 @@ from pathlib import Path
 from typing import Any
 
 from airflow_provider_worktree.core.git.command import run_git
+from airflow_provider_worktree.core.health.figures import (
+    NO_SHARDS,
+    TOKENS_HEADING,
+    format_cost,
+    format_duration,
+    format_tokens,
+    format_tokens_short,
+    input_total,
+    is_offline,
+)
 from airflow_provider_worktree.core.health.metrics import to_epoch
 from airflow_provider_worktree.core.ratelimit.limiter import run_figures
 
@@ -30,10 +41,6 @@ def _duration_s(row: dict) -> float | None:
 
 _ATTEMPT_KEYS = ("attempt", "status", "worker_id", "started_at", "ended_at", "isolation", "commit_sha",
                  "error_message", *_TOKEN_KEYS, "cost_usd")
-
-
-def _input_total(d: dict) -> int:
-    return int(d.get("input_tokens") or 0) + int(d.get("cache_read_tokens") or 0) + int(d.get("cache_write_tokens") or 0)
 
 
 def build_report(store: Any, run_id: str) -> dict:
@@ -61,10 +68,10 @@ def build_report(store: Any, run_id: str) -> dict:
             "cost_usd": float(row.get("cost_usd") or 0.0),
             "error_message": row.get("error_message"),
             **{k: int(row.get(k) or 0) for k in _TOKEN_KEYS},
-            "input_total": _input_total(row),
+            "input_total": input_total(row),
             "isolation": row.get("isolation"),
             "model": summary.get("model") if isinstance(summary, dict) else None,
-            "offline": bool(isinstance(summary, dict) and summary.get("offline")),
+            "offline": is_offline(row),
             "excluded_files": (summary.get("excluded_files") if isinstance(summary, dict) else None) or [],
             "verify_output": _verify_output(row, summary),
             "attempts": attempts.get(row["shard_id"], []),
@@ -150,24 +157,15 @@ def _why_unfinished(shard: dict) -> str:
             + (f"; last error: {last}" if last else ""))
 
 
-def _tokens_cell(d: dict) -> str:
-    return (f"{d['input_total']} ({d['input_tokens']}+{d['cache_read_tokens']}+{d['cache_write_tokens']})"
-            f" / {d['output_tokens']}")
-
-
-def _cost_cell(d: dict) -> str:
-    return f"${d['cost_usd']:.4f}" + (" (offline, not billed)" if d.get("offline") else "")
-
-
 def render_markdown(report: dict) -> str:
     """The report as a Markdown page."""
     t = report["totals"]
     statuses = ", ".join(f"{k}: {v}" for k, v in sorted(t["by_status"].items())) or "none"
     if t.get("offline"):
-        cost = (f"- Cost: none billed: this run used the OFFLINE TEST DOUBLE, not Claude (at the model's list "
-                f"prices it would be ${t['cost_usd']:.4f})")
+        cost = (f"- Cost: {format_cost(t['cost_usd'], True)}: this run used the OFFLINE TEST DOUBLE, not Claude; "
+                "the figure is what the model's list prices would have been")
     else:
-        cost = f"- Cost: ${t['cost_usd']:.4f} (every attempt, summed)"
+        cost = f"- Cost: {format_cost(t['cost_usd'])} (every attempt, summed)"
     if t.get("batch_shards"):
         cost += (f"; Message Batches ${t['batch_cost_usd']:.4f} at batch prices ({t['batch_shards']} shard(s)), "
                  f"interactive ${t['interactive_cost_usd']:.4f}")
@@ -175,9 +173,9 @@ def render_markdown(report: dict) -> str:
         f"# Maintenance run `{report['run_id']}`",
         "",
         f"- Shards: {t['shards']} ({statuses}); attempts: {t.get('attempts', 0)}",
-        f"- Tokens in: {t.get('input_total', 0)} ({t['input_tokens']} uncached, {t['cache_read_tokens']} cache "
-        f"read, {t['cache_write_tokens']} cache write); out: {t['output_tokens']}",
+        f"- Tokens: {format_tokens(t)}",
         cost,
+        f"- Duration: avg {format_duration(t.get('avg_duration_s'))}, max {format_duration(t.get('max_duration_s'))}",
         "- Cost per accepted change: " + (f"${t['cost_per_accepted_usd']:.4f} ({t['accepted']} shard(s) verified and "
                                            "committed)" if t.get("cost_per_accepted_usd") is not None
                                            else "none accepted"),
@@ -185,28 +183,29 @@ def render_markdown(report: dict) -> str:
         f"- Isolation: {', '.join(t.get('isolation') or []) or 'not recorded'}",
         f"- Files changed: {t['files_changed']}",
         "",
-        "| shard | status | attempts | branch | commit | diffstat | tokens in (uncached+cache read+cache write) / out "
-        "| cost | isolation | duration |",
+        "| shard | status | attempts | branch | commit | diffstat | tokens | cost | isolation | duration |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if not report["shards"]:  # a plan that matched no file: said plainly, not an empty table
+        lines[-3:] = ["", NO_SHARDS[0].upper() + NO_SHARDS[1:] + "."]
     for s in report["shards"]:
         commit = (s["commit_sha"] or "")[:10]
         stat = (s["diffstat"].strip().splitlines() or [""])[-1].strip()
-        dur = f"{s['duration_s']:.1f}s" if s["duration_s"] is not None else ""
+        dur = format_duration(s["duration_s"], none="")
         lines.append(
             f"| {s['shard_id']} | {s['status']} | {s['attempt'] or 0} | {s['branch'] or ''} | {commit} | {stat} | "
-            f"{_tokens_cell(s)} | {_cost_cell(s)} | {s.get('isolation') or ''} | {dur} |"
+            f"{format_tokens(s)} | {format_cost(s['cost_usd'], s.get('offline'))} | {s.get('isolation') or ''} | "
+            f"{dur} |"
         )
     retried = [s for s in report["shards"] if len([a for a in s.get("attempts") or [] if a["status"] != "batch"]) > 1]
     if retried:
-        lines += ["", "## Attempts", "", "| shard | attempt | status | worker | tokens in / out | cost | error |",
+        lines += ["", "## Attempts", "", f"| shard | attempt | status | worker | {TOKENS_HEADING} | cost | error |",
                   "|---|---|---|---|---|---|---|"]
         for s in retried:
             for a in s["attempts"]:
                 err = (a.get("error_message") or "").splitlines()[0][:120] if a.get("error_message") else ""
                 lines.append(f"| {s['shard_id']} | {a['attempt']} | {a['status']} | {a.get('worker_id') or ''} | "
-                             f"{_input_total(a)} / {int(a.get('output_tokens') or 0)} | "
-                             f"${float(a.get('cost_usd') or 0):.4f} | {err} |")
+                             f"{format_tokens_short(a)} | {format_cost(a.get('cost_usd'))} | {err} |")
     excluded = [s for s in report["shards"] if s.get("excluded_files")]
     if excluded:
         lines += ["", "## Files written outside a shard (not committed)", ""]

@@ -1,6 +1,8 @@
 // The shard dashboard page: no dependencies, no build step. Reads the JSON endpoints beside it (api/...),
 // relative to this page, so it works under any base URL. Every value from the database is escaped: shard
-// errors and file names come from the repository and the model, which are untrusted.
+// errors and file names come from the repository and the model, which are untrusted. Token figures, durations and
+// costs arrive as text (the *_text fields and "figures", worded by core/health/figures.py exactly as
+// `airflow-worktree report` and the Markdown report word them): this page formats none of them itself.
 "use strict";
 
 const STATUSES = ["pending", "running", "completed", "failed"];
@@ -12,12 +14,9 @@ function esc(value) {
 }
 const NUMBER = new Intl.NumberFormat("en-US"); // one formatter: toLocaleString builds one per call (slow)
 function fmtNum(n) { return n == null ? "" : NUMBER.format(n); }
-function fmtCost(c) { return c == null ? "" : "$" + Number(c).toFixed(4); }
-function fmtDur(s) {
-  if (s == null) return "";
-  if (s < 120) return s.toFixed(s < 10 ? 1 : 0) + "s";
-  if (s < 7200) return (s / 60).toFixed(1) + " min";
-  return (s / 3600).toFixed(1) + " h";
+function capital(text) { return text ? text[0].toUpperCase() + text.slice(1) : ""; }
+function offlineBadge(offline) {
+  return offline ? ' <span class="badge offline" data-testid="offline" title="the run used the offline Messages API test double, not Claude: its cost is the list price, nothing was billed">offline test double</span>' : "";
 }
 function fmtTime(epoch) {
   if (epoch == null) return "";
@@ -75,19 +74,19 @@ async function showRuns() {
     return;
   }
   const rows = view.runs.map((r) => `<tr data-run="${esc(r.run_id)}" data-level="${esc(r.health.level)}">
-    <td class="wrap"><a href="${runHref(r.run_id)}">${esc(r.run_id)}</a></td>
+    <td class="wrap"><a href="${runHref(r.run_id)}">${esc(r.run_id)}</a>${offlineBadge(r.offline)}</td>
     <td>${r.dag_id ? airflowLink("dags/" + encodeURIComponent(r.dag_id) + "/runs/" + encodeURIComponent(r.run_id), r.dag_id) : '<span class="dim">-</span>'}</td>
     <td class="wrap">${STATUSES.map((s) => `<span class="badge" data-count="${s}">${s} ${fmtNum(r.counts[s])}</span>`).join("")}${r.stale ? `<span class="badge stale" data-count="stale">stale ${fmtNum(r.stale)}</span>` : ""}</td>
     <td>${progressBar(r.counts, r.total)} <span class="dim">${Math.round(r.progress * 100)}%</span></td>
-    <td class="num">${fmtDur(r.duration_s)}</td>
-    <td class="num">${fmtNum(r.input_tokens)} / ${fmtNum(r.output_tokens)}</td>
-    <td class="num">${fmtCost(r.cost_usd)}</td>
+    <td class="num" data-figure="duration">${esc(r.figures.duration)}</td>
+    <td class="num" data-figure="tokens" title="${esc(r.figures.tokens)}">${esc(r.figures.tokens_short)}</td>
+    <td class="num" data-figure="cost">${esc(r.figures.cost)}</td>
     <td>${level(r.health.level)} ${r.health.actions.map((a) => `<div class="dim">${esc(a.label)}: ${esc(a.action)}</div>`).join("")}</td>
   </tr>`).join("");
   main.innerHTML = `<h1>Runs</h1>
     <div class="hscroll"><table data-testid="runs"><thead><tr><th>Run</th><th>DAG run</th><th>Shards</th><th>Progress</th><th class="num">Duration</th>
-    <th class="num">Tokens in / out</th><th class="num">Cost</th><th>Verdict</th></tr></thead><tbody>${rows}</tbody></table></div>
-    <p class="dim">Stale: running with no heartbeat for ${fmtDur(view.stale_after_s)}. Verdicts: the thresholds of <code>airflow-worktree check</code> per run.</p>`;
+    <th class="num">${esc(capital(view.labels.tokens))}</th><th class="num">Cost</th><th>Verdict</th></tr></thead><tbody>${rows}</tbody></table></div>
+    <p class="dim">Stale: running with no heartbeat for ${esc(view.stale_after_text)}. Verdicts: the thresholds of <code>airflow-worktree check</code> per run.</p>`;
 }
 
 // ------------------------------------------------------------------------------------------------ a run
@@ -95,7 +94,7 @@ const COLUMNS = [ // key, label, numeric, width (px; the table has a fixed layou
   ["shard_id", "Shard", 0, 150], ["status", "Status", 0, 130], ["worker_id", "Worker", 0, 150], ["attempt", "Attempt", 1, 75],
   ["started_at", "Started", 0, 150], ["heartbeat_age_s", "Heartbeat age", 1, 110], ["duration_s", "Duration", 1, 85],
   ["files", "Files", 1, 120], ["branch", "Branch", 0, 220], ["commit_sha", "Commit", 0, 100],
-  ["input_tokens", "Tokens in / out", 1, 130], ["cost_usd", "Cost", 1, 80], ["error", "Error", 0, 280], ["log", "Log", 0, 50],
+  ["input_tokens", "Tokens", 1, 130], ["cost_usd", "Cost", 1, 80], ["error", "Error", 0, 280], ["log", "Log", 0, 50],
 ];
 
 async function showRun(runId) {
@@ -103,16 +102,17 @@ async function showRun(runId) {
   const view = await getJSON("api/run?run_id=" + encodeURIComponent(runId));
   state.run = view;
   const c = view.counts;
+  const f = view.figures;
   const cards = [["Shards", fmtNum(view.total)], ...STATUSES.map((s) => [s, fmtNum(c[s])]), ["stale", fmtNum(view.stale)],
-    ["Progress", Math.round(view.progress * 100) + "%"], ["Duration", fmtDur(view.duration_s)],
-    ["Tokens in / out", fmtNum(view.totals.input_tokens + view.totals.cache_read_tokens + view.totals.cache_write_tokens) + " / " + fmtNum(view.totals.output_tokens)],
-    ["Cost", fmtCost(view.totals.cost_usd)]];
+    ["Progress", Math.round(view.progress * 100) + "%"], ["Duration", f.duration], ["Shard duration", "avg " + f.avg_duration + ", max " + f.max_duration],
+    ["Tokens", f.tokens], ["Cost", f.cost]];
   const reset = view.can_reset && view.stale ? `<button class="danger" id="reset" data-testid="reset">Reset ${view.stale} stale shard(s) to pending</button>` : "";
-  main.innerHTML = `<h1>Run ${esc(view.run_id)}</h1>
+  main.innerHTML = `<h1>Run ${esc(view.run_id)}${offlineBadge(view.offline)}</h1>
     <div>${view.dag_id ? "DAG run: " + airflowLink(view.dag_run_path, view.dag_id + " / " + view.run_id) : '<span class="dim">not a run of this Airflow</span>'}
       · verdict ${level(view.health.level)} ${reset}</div>
     ${actionsBlock(view.health)}
     <div class="cards" data-testid="cards">${cards.map(([k, v]) => `<div class="card" data-card="${esc(k)}"><span class="dim">${esc(k)}</span><b>${esc(v)}</b></div>`).join("")}</div>
+    ${view.message ? `<p class="note" data-testid="no-shards">${esc(capital(view.message))}.</p>` : ""}
     <h2>Timeline</h2>
     <canvas id="timeline" data-testid="timeline" height="120"></canvas><div id="tip"></div>
     <p class="dim" id="timeline-note"></p>
@@ -120,7 +120,7 @@ async function showRun(runId) {
     <div class="filters" data-testid="filters">${["all", ...STATUSES, "stale"].map((f) =>
       `<button data-filter="${f}" class="${state.filter === f ? "active" : ""}">${f} ${f === "all" ? view.total : f === "stale" ? view.stale : c[f]}</button>`).join("")}</div>
     <div class="scroll"><table class="shards" data-testid="shards"><thead><tr>${COLUMNS.map(([k, label, num, width]) =>
-      `<th data-key="${k}" class="${k === "log" ? "" : "sortable"} ${num ? "num" : ""}" style="width:${width}px">${label}</th>`).join("")}</tr></thead><tbody id="shard-rows"></tbody></table></div>`;
+      `<th data-key="${k}" class="${k === "log" ? "" : "sortable"} ${num ? "num" : ""}" style="width:${width}px">${k === "input_tokens" ? esc(capital(view.labels.tokens)) : label}</th>`).join("")}</tr></thead><tbody id="shard-rows"></tbody></table></div>`;
   main.querySelectorAll(".filters button").forEach((b) => b.addEventListener("click", () => { state.filter = b.dataset.filter; renderShardRows(); }));
   main.querySelectorAll("th.sortable").forEach((th) => th.addEventListener("click", () => {
     const key = th.dataset.key;
@@ -148,10 +148,10 @@ function renderShardRows() {
   const rows = shards.map((s) => `<tr data-shard="${esc(s.shard_id)}" data-status="${esc(s.status)}"${s.stale ? ' class="stale" data-stale="1"' : ""}>
     <td><a href="${shardHref(view.run_id, s.shard_id)}">${esc(s.shard_id)}</a></td>
     <td>${statusBadge(s.status, s.stale)}</td><td>${esc(s.worker_id || "")}</td><td class="num">${fmtNum(s.attempt)}</td>
-    <td>${fmtTime(s.started_at)}</td><td class="num">${fmtDur(s.heartbeat_age_s)}</td><td class="num">${fmtDur(s.duration_s)}</td>
+    <td>${fmtTime(s.started_at)}</td><td class="num">${esc(s.heartbeat_age_text)}</td><td class="num">${esc(s.duration_text)}</td>
     <td class="num">${fmtNum(s.files)}${s.files_changed ? ` <span class="dim">(${fmtNum(s.files_changed)} changed)</span>` : ""}</td>
     <td class="wrap">${esc(s.branch || "")}</td><td><code>${esc((s.commit_sha || "").slice(0, 10))}</code></td>
-    <td class="num">${fmtNum(s.input_tokens)} / ${fmtNum(s.output_tokens)}</td><td class="num">${fmtCost(s.cost_usd)}</td>
+    <td class="num" title="${esc(s.tokens_title)}">${esc(s.tokens_text)}</td><td class="num">${esc(s.cost_text)}</td>
     <td class="err" title="${esc(s.error || "")}">${esc(s.error || "")}</td><td>${s.log_path ? airflowLink(s.log_path, "log") : ""}</td></tr>`);
   // One insertion: measured faster than chunks (each chunk lays the growing table out again).
   const tbody = document.getElementById("shard-rows");
@@ -172,7 +172,7 @@ function drawTimeline(view) {
     s, start: s.started_at, end: s.completed_at != null && s.status !== "running" ? s.completed_at : view.generated_at,
   })).sort((a, b) => a.start - b.start);
   const note = document.getElementById("timeline-note");
-  if (!bars.length) { canvas.style.display = "none"; note.textContent = "No shard has started yet."; return; }
+  if (!bars.length) { canvas.style.display = "none"; note.textContent = view.shards.length ? "No shard has started yet." : ""; return; }
   const laneEnds = [];
   for (const bar of bars) {
     let lane = laneEnds.findIndex((end) => end <= bar.start);
@@ -201,7 +201,7 @@ function drawTimeline(view) {
   ctx.fillText(fmtTime(t0), 2, laneEnds.length * laneH + 13);
   const endText = fmtTime(t1);
   ctx.fillText(endText, width - ctx.measureText(endText).width - 2, laneEnds.length * laneH + 13);
-  note.textContent = `${bars.length} shard(s) started over ${fmtDur(t1 - t0)}; peak concurrency ${laneEnds.length}.`;
+  note.textContent = `${bars.length} shard(s) started over ${view.figures.duration}; peak concurrency ${laneEnds.length}.`;
   note.dataset.peak = String(laneEnds.length);
   const tip = document.getElementById("tip");
   canvas.onmousemove = (ev) => {
@@ -209,7 +209,7 @@ function drawTimeline(view) {
     const px = ev.clientX - rect.left, lane = Math.floor((ev.clientY - rect.top) / laneH);
     const hit = bars.find((b) => b.lane === lane && x(b.start) <= px && px <= Math.max(x(b.end), x(b.start) + 2));
     if (!hit) { tip.style.display = "none"; return; }
-    tip.textContent = `${hit.s.shard_id} · ${hit.s.status}${hit.s.stale ? " (stale)" : ""} · ${fmtDur(hit.end - hit.start)} · ${hit.s.worker_id || ""}`;
+    tip.textContent = `${hit.s.shard_id} · ${hit.s.status}${hit.s.stale ? " (stale)" : ""} · ${hit.s.duration_text} · ${hit.s.worker_id || ""}`;
     tip.style.left = ev.clientX + 12 + "px"; tip.style.top = ev.clientY + 12 + "px"; tip.style.display = "block";
   };
   canvas.onmouseleave = () => { tip.style.display = "none"; };
@@ -238,22 +238,21 @@ async function resetStale(runId) {
 async function showShard(runId, shardId) {
   setNav("runs");
   const s = await getJSON("api/shard?run_id=" + encodeURIComponent(runId) + "&shard_id=" + encodeURIComponent(shardId));
-  const t = s.tokens;
   const facts = [["Status", statusBadge(s.status, s.stale)], ["Task", esc(s.task || "")], ["Worker", esc(s.worker_id || "")],
     ["Attempt", fmtNum(s.attempt)], ["Started", fmtTime(s.started_at)], ["Completed", fmtTime(s.completed_at)],
-    ["Heartbeat age", fmtDur(s.heartbeat_age_s)], ["Branch", esc(s.branch || "")], ["Commit", `<code>${esc(s.commit_sha || "")}</code>`],
-    ["Tokens", `${fmtNum(t.input_tokens)} in + ${fmtNum(t.cache_read_tokens)} cache read + ${fmtNum(t.cache_write_tokens)} cache write; ${fmtNum(t.output_tokens)} out`],
-    ["Cost", fmtCost(s.cost_usd)], ["Log", s.log_path ? airflowLink(s.log_path, "task instance log in Airflow")
+    ["Heartbeat age", esc(s.heartbeat_age_text)], ["Branch", esc(s.branch || "")], ["Commit", `<code>${esc(s.commit_sha || "")}</code>`],
+    ["Tokens", esc(s.tokens_text)],
+    ["Cost", esc(s.cost_text)], ["Log", s.log_path ? airflowLink(s.log_path, "task instance log in Airflow")
       : s.dag_run_path ? `<span class="dim">no task instance of the run ran as ${esc(s.worker_id || "-")}:</span> ` + airflowLink(s.dag_run_path, "DAG run")
       : '<span class="dim">not a run of this Airflow</span>']];
   const attempts = s.attempts == null ? '<p class="dim">This shard database keeps only the last attempt (schema before v3).</p>'
     : !s.attempts.length ? '<p class="dim">No attempt yet.</p>'
     : `<table data-testid="attempts"><thead><tr><th class="num">#</th><th>Status</th><th>Worker</th><th>Started</th><th>Ended</th>
-       <th class="num">Tokens in / out</th><th class="num">Cost</th><th>Error</th><th>Log</th></tr></thead><tbody>` + s.attempts.map((a) => `<tr>
+       <th class="num">${esc(capital(s.labels.tokens))}</th><th class="num">Cost</th><th>Error</th><th>Log</th></tr></thead><tbody>` + s.attempts.map((a) => `<tr>
        <td class="num">${fmtNum(a.attempt)}</td><td>${statusBadge(a.status)}</td><td>${esc(a.worker_id || "")}</td>
        <td>${esc(a.started_at || "")}</td><td>${esc(a.ended_at || "")}</td>
-       <td class="num">${fmtNum((a.input_tokens || 0) + (a.cache_read_tokens || 0) + (a.cache_write_tokens || 0))} / ${fmtNum(a.output_tokens)}</td>
-       <td class="num">${fmtCost(a.cost_usd)}</td><td class="err">${esc(a.error_message || "")}</td>
+       <td class="num">${esc(a.tokens_text)}</td>
+       <td class="num">${esc(a.cost_text)}</td><td class="err">${esc(a.error_message || "")}</td>
        <td>${a.log_path ? airflowLink(a.log_path, "log") : ""}</td></tr>`).join("") + "</tbody></table>";
   const verify = s.verify ? `<p>${s.verify.ok ? '<span class="status completed">passed</span>' : '<span class="status failed">failed</span>'} exit ${esc(s.verify.returncode)}</p><pre data-testid="verify">${esc(s.verify.output_tail)}</pre>`
     : '<p class="dim">No verify command ran.</p>';
@@ -281,7 +280,7 @@ async function showHealth() {
     h.stale.map((s) => `<tr><td><a href="${runHref(s.run_id)}">${esc(s.run_id)}</a></td><td><a href="${shardHref(s.run_id, s.shard_id)}">${esc(s.shard_id)}</a></td>
     <td>${esc(s.worker_id || "")}</td><td>${esc(s.heartbeat_at || s.started_at || "")}</td></tr>`).join("") + "</tbody></table>" : "";
   main.innerHTML = `<h1>Health ${level(h.level)}</h1>
-    <p class="dim">The runbook's thresholds, as <code>airflow-worktree check</code> evaluates them${h.worktree_root ? `; worktree root <code>${esc(h.worktree_root)}</code>` : ""}.</p>
+    <p class="dim">The runbook's thresholds, as <code>airflow-worktree check</code> evaluates them${h.worktree_root ? `; worktree root <code data-testid="worktree-root">${esc(h.worktree_root)}</code>` + (h.worktree_root_source ? ` (${esc(h.worktree_root_source)})` : "") : ""}.</p>
     ${actionsBlock(h)}
     <table data-testid="health"><thead><tr><th>Metric</th><th class="num">Value</th><th>Warning</th><th>Critical</th><th>Level</th><th>Action</th></tr></thead><tbody>${rows}</tbody></table>
     ${(h.not_measured || []).length ? `<p class="dim" data-testid="not-measured">Not measured: ${h.not_measured.map((m) => esc(m.label) + " (" + esc(m.why) + ")").join("; ")}</p>` : ""}
