@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("gitlab", reason="python-gitlab is not installed (pip install 'airflow-provider-worktree[gitlab]')")
 
-from airflow.sdk.exceptions import AirflowFailException  # noqa: E402
+from airflow_provider_worktree.version_compat import AirflowFailException  # noqa: E402
 
 from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError, GitLabForge  # noqa: E402
 from airflow_provider_worktree.core.store import ShardStore  # noqa: E402
