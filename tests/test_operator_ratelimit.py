@@ -4,15 +4,12 @@ to the offline server enforcing an organisation's limits."""
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from airflow_provider_worktree.version_compat import AirflowFailException, TaskDeferred
 
 from airflow_provider_worktree.core.health.report import build_report, render_markdown
 from airflow_provider_worktree.core.planning import plan_shards
@@ -20,7 +17,8 @@ from airflow_provider_worktree.core.ratelimit import SharedLimiter, anthropic_ob
 from airflow_provider_worktree.core.runners import ModelRequestError, RunResult, SessionLimitedRunner, Usage
 from airflow_provider_worktree.core.store import ShardStore
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
-from airflow_provider_worktree.testing import OfflineMessagesServer, RateLimits, ScriptedModel, text_reply
+from airflow_provider_worktree.testing import OfflineMessagesServer, RateLimits
+from airflow_provider_worktree.version_compat import AirflowFailException, TaskDeferred
 
 RUN_ID = "manual__2026-12-07T10:00:00+00:00"
 SCOPE = "anthropic:anthropic_rl"
@@ -74,13 +72,13 @@ def test_a_shard_the_limit_would_keep_waiting_defers_before_claiming(git_repo, e
     limiter = SharedLimiter(store, SCOPE)
     limiter.throttled(limiter.acquire({"requests": 1}), anthropic_observation({"retry-after": "500"}, 429))
     op, shard = _operator(git_repo, env)
-    before = time.time()
     with pytest.raises(TaskDeferred) as info:
         op.execute({"run_id": RUN_ID})
     deferred = info.value
     assert deferred.method_name == "execute_after_rate_limit"
-    moment = deferred.trigger.moment.timestamp()
-    assert before + 450 < moment < time.time() + 520, "deferred until the 429's block ends"
+    block_until = store.rate_scopes()[0]["state"]["block_until"]
+    assert deferred.trigger.moment.timestamp() == pytest.approx(block_until, abs=5), \
+        "deferred until the 429's block ends"
     assert store.list_shards(run_id=RUN_ID) == [], "nothing claimed, nothing spent"
     store.rate_clear(SCOPE)
     resumed = op.execute_after_rate_limit({"run_id": RUN_ID}, event={"status": "success"})

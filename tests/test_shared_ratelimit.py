@@ -216,9 +216,7 @@ def test_a_killed_workers_reservation_expires(tmp_path):
     store = ShardStore.open(target)
     limiter = SharedLimiter(store, SCOPE, max_concurrency=1, ttl_s=2.0)
     assert limiter.predicted_wait({"requests": 1})[0] > 0, "the dead worker's call still counts for a while"
-    started = time.monotonic()
-    limiter.release(limiter.acquire({"requests": 1}, max_wait_s=30))
-    assert time.monotonic() - started < 20
+    limiter.release(limiter.acquire({"requests": 1}, max_wait_s=30))   # raises LimitWaitTooLong if it never expires
     assert store.rate_scopes()[0]["state"]["inflight"] == {}
 
 

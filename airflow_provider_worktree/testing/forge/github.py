@@ -25,21 +25,17 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import logging
 import re
 import threading
 import time
 from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from airflow_provider_worktree.testing.forge import githttp, objects
+from airflow_provider_worktree.testing.forge.loopback import LoopbackForge
 from airflow_provider_worktree.testing.forge.pulls import DOCS, ForgeError, PullHandlers, now
-
-log = logging.getLogger(__name__)
-
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p + "$"), h) for m, p, h in (
     ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", "get_repo"),
@@ -60,7 +56,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p
 _WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
-class OfflineGitHub(PullHandlers):
+class OfflineGitHub(LoopbackForge, PullHandlers):
     """The offline GitHub. ``token``: the one token it accepts; ``owner``: the login that token belongs to.
 
     Test helpers (Python, not HTTP): :meth:`create_repo`, :meth:`add_review`, :meth:`pulls`, :meth:`fail_next`.
@@ -83,7 +79,6 @@ class OfflineGitHub(PullHandlers):
         self._used = 0
         self._reset = int(time.time()) + 3600
         self._faults: list[tuple[str, re.Pattern[str], int, str]] = []
-        self._httpd: ThreadingHTTPServer | None = None
 
     # -- life ------------------------------------------------------------------------------------------------------
     @property
@@ -98,30 +93,8 @@ class OfflineGitHub(PullHandlers):
         auth = f"x-access-token:{self.token}@" if with_token else ""
         return f"http://{auth}{self.host}:{self.port}/{full_name}.git"
 
-    def start(self) -> OfflineGitHub:
-        forge = self
-
-        class Handler(_Handler):
-            owner = forge
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, name="offline-github", daemon=True).start()
-        log.info("offline GitHub TEST DOUBLE listening on %s (API %s)", self.web_url, self.api_url)
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-
-    def __enter__(self) -> OfflineGitHub:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _listening(self) -> str:
+        return f"offline GitHub TEST DOUBLE listening on {self.web_url} (API {self.api_url})"
 
     # -- test helpers ----------------------------------------------------------------------------------------------
     def create_repo(self, name: str, source: str | Path | None = None, *, owner: str | None = None,
@@ -186,10 +159,7 @@ class OfflineGitHub(PullHandlers):
             status, out_headers, payload = exc.status, exc.headers, exc.body()
         except ValueError:
             status, out_headers, payload = 400, {}, {"message": "Problems parsing JSON", "documentation_url": DOCS}
-        if self.request_log is not None:
-            with self._lock, self.request_log.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"method": method, "path": path, "query": query, "status": status,
-                                    "request": body, "response": payload}) + "\n")
+        self._log_exchange(method, path, query, status, body, payload)
         return status, out_headers, payload
 
     def _git(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
@@ -309,62 +279,3 @@ class OfflineGitHub(PullHandlers):
                 continue
             out.append(self._pull_obj(repo, pr, full=False))
         return 200, out
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: OfflineGitHub
-    protocol_version = "HTTP/1.1"
-    server_version = "OfflineGitHubTestDouble/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        pass
-
-    def _serve(self, method: str) -> None:
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        if not length and self.headers.get("transfer-encoding", "").lower() == "chunked":
-            raw = self._read_chunked()
-        parts = urlsplit(self.path)
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        headers.update({"Content-Type": self.headers.get("content-type", ""),
-                        "Content-Encoding": self.headers.get("content-encoding", ""),
-                        "Git-Protocol": self.headers.get("git-protocol", ""),
-                        "Authorization": self.headers.get("authorization", "")})
-        status, extra, payload = self.owner.handle(method, parts.path, parts.query, headers, raw)
-        data = payload if isinstance(payload, bytes) else b"" if payload is None else json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            for k, v in extra.items():
-                self.send_header(k, v)
-            if not isinstance(payload, bytes):
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def _read_chunked(self) -> bytes:
-        out = bytearray()
-        while True:
-            size = int(self.rfile.readline().strip().split(b";")[0] or b"0", 16)
-            if size == 0:
-                self.rfile.readline()
-                return bytes(out)
-            out += self.rfile.read(size)
-            self.rfile.readline()
-
-    def do_GET(self) -> None:  # noqa: N802
-        self._serve("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._serve("POST")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._serve("PATCH")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._serve("DELETE")

@@ -14,20 +14,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import logging
 import re
 import threading
 from collections.abc import Mapping
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
 from airflow_provider_worktree.testing.forge import githttp
-from airflow_provider_worktree.testing.forge.github import _Handler
+from airflow_provider_worktree.testing.forge.loopback import LoopbackForge
 from airflow_provider_worktree.testing.forge.pulls import now
 
-log = logging.getLogger(__name__)
 _P = r"/api/v4/projects/(?P<pid>[^/]+)"
 _ROUTES = [(m, re.compile("^" + p + "$"), h) for m, p, h in (
     ("GET", r"/api/v4/users", "users"),
@@ -49,7 +46,7 @@ class GitLabError(Exception):
         self.status, self.message = status, message
 
 
-class OfflineGitLab:
+class OfflineGitLab(LoopbackForge):
     """The offline GitLab. ``token``: the one token it accepts (the user ``owner``'s)."""
 
     def __init__(self, root: str | Path, *, token: str = "glpat-offline-test-token", owner: str = "octo-group",
@@ -60,7 +57,6 @@ class OfflineGitLab:
         self._ids = itertools.count(100)
         self.projects: dict[str, dict[str, Any]] = {}
         self.users: dict[str, int] = {owner: 1}
-        self._httpd: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
@@ -70,30 +66,8 @@ class OfflineGitLab:
         auth = f"oauth2:{self.token}@" if with_token else ""
         return f"http://{auth}{self.host}:{self.port}/{path}.git"
 
-    def start(self) -> OfflineGitLab:
-        forge = self
-
-        class Handler(_Handler):
-            owner = forge  # type: ignore[assignment]
-
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
-        self._httpd.daemon_threads = True
-        self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, name="offline-gitlab", daemon=True).start()
-        log.info("offline GitLab TEST DOUBLE listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-
-    def __enter__(self) -> OfflineGitLab:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _listening(self) -> str:
+        return f"offline GitLab TEST DOUBLE listening on {self.url}"
 
     # -- test helpers ----------------------------------------------------------------------------------------------
     def create_project(self, name: str, source: str | Path | None = None, *, group: str | None = None,
@@ -146,10 +120,7 @@ class OfflineGitLab:
                     raise GitLabError(404, "404 Not Found")
         except GitLabError as exc:
             status, payload = exc.status, {"message": exc.message}
-        if self.request_log is not None:
-            with self._lock, self.request_log.open("a", encoding="utf-8") as f:
-                f.write(json.dumps({"method": method, "path": path, "query": query, "status": status,
-                                    "request": body, "response": payload}) + "\n")
+        self._log_exchange(method, path, query, status, body, payload)
         return status, {}, payload
 
     # -- objects ---------------------------------------------------------------------------------------------------
