@@ -12,8 +12,9 @@ What differs across the supported minors (3.1, 3.2, 3.3):
 - Airflow 3.2 added the provider-info ``cli`` section: ``airflow worktree ...`` exists from 3.2 on. On 3.1 the
   same commands are the ``airflow-worktree`` console script (Airflow 3.1 has no way for a provider to add an
   ``airflow`` subcommand).
-- The human-in-the-loop operators (``airflow.providers.standard.operators.hitl``) need Airflow 3.1: every
-  supported minor has them, so nothing here decides about them.
+- The human-in-the-loop operators (``airflow.providers.standard.operators.hitl``) need Airflow 3.1 and a standard
+  provider that ships them: ``ApprovalOperator`` is None where the installed one does not (the example DAG then
+  publishes without waiting for an approval, and says so in its log).
 
 Imports no Airflow at module level beyond ``airflow.__version__`` for the constants; the shims below import
 Airflow, so ``core`` and the ``airflow-worktree`` command never import this module.
@@ -67,6 +68,11 @@ else:
     )
     from airflow.stats import Stats  # type: ignore[no-redef]
 
+try:
+    from airflow.providers.standard.operators.hitl import ApprovalOperator
+except ImportError:  # a standard provider older than the HITL operators
+    ApprovalOperator = None  # type: ignore[assignment,misc]
+
 __all__ = [
     "AIRFLOW_CLI_COMMANDS_SUPPORTED",
     "AIRFLOW_V_3_1_PLUS",
@@ -78,6 +84,7 @@ __all__ = [
     "AirflowNotFoundException",
     "AirflowSensorTimeout",
     "AirflowSkipException",
+    "ApprovalOperator",
     "ParamValidationError",
     "Stats",
     "TaskDeferred",

@@ -25,6 +25,14 @@ Outcomes:
   the plan's error, the run is red. Nothing waits for shards that will never come.
 - **A shard fails**: the report is written, then the run fails.
 
+Publishing (the ``publish`` Param; ``none`` by default): after a green report, ``publish`` (ChangesetPublishOperator)
+pushes the integration branch (``integration_branch``, default ``worktree/<task>``: stable across runs, so a re-run
+updates the same pull request) to ``forge_repository`` on GitHub (``github_default``) or GitLab
+(``gitlab_default``) and opens a draft pull request, or updates the open one. ``draft`` stops there. ``ready`` then
+waits on Airflow's human-in-the-loop ``ApprovalOperator`` (the task ``approve``: Required actions in the UI, the
+pull requests in its body; it needs a triggerer), and once approved marks the pull request ready for review. A run
+that accepted no change closes the open pull request with a comment. See docs/changesets.md.
+
 The parallel limit is a run-time setting: the ``parallel_limit`` Param sets ``max_active_shards`` of the
 maintain tasks, a slot semaphore in the shard database (at most that many shards of the run do work at
 once). ``max_active_tis_per_dagrun`` stays as the ceiling of maintain task instances running per run, read
@@ -49,9 +57,11 @@ import pendulum
 from airflow.sdk import DAG, Param, TriggerRule, task
 
 from airflow_provider_worktree.operators.batch import ClaudeBatchSubmitOperator
+from airflow_provider_worktree.operators.changesets import ChangesetPublishOperator
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 from airflow_provider_worktree.operators.plan import ShardPlanOperator
 from airflow_provider_worktree.sensors.shard_status import ShardStatusSensor
+from airflow_provider_worktree.version_compat import ApprovalOperator
 
 MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
 PARALLEL_LIMIT = min(int(os.environ.get("WORKTREE_PARALLEL_LIMIT", "10")), MAX_PARALLEL)
@@ -69,6 +79,14 @@ TASK_OPTIONS = ("{{ {'lint': {'lint_command': params.lint_command}, 'custom': {'
                 ".get(params.task) }}")
 #: The commands the model may run, each Param entry split into its argv; None: no command tool.
 ALLOW_COMMANDS = "{{ (params.allow_commands or []) | map('shlex_split') | list or None }}"
+#: The branch a run publishes: the integration branch, named from the task when not given (stable across runs).
+HEAD_BRANCH = "{{ params.integration_branch or ('worktree/' ~ params.task) }}"
+#: What the approval task shows: the draft pull request(s) the publish task opened or updated.
+APPROVAL_BODY = ("{% set cs = ti.xcom_pull(task_ids='publish') %}"
+                 "Run `{{ run_id }}` published a draft for review:\n\n"
+                 "- [{{ cs.repository }} #{{ cs.number }}]({{ cs.url }}): {{ cs.title }} ({{ cs.action }})\n\n"
+                 "**Approve** marks it ready for review (its reviewers are notified); **Reject** leaves it a draft.")
+
 #: The per-shard budget, from the Params (the batch submit task checks every request against it too).
 BUDGET = {"max_turns": "{{ params.max_turns }}", "max_input_tokens": "{{ params.max_input_tokens }}",
           "max_output_tokens": "{{ params.max_output_tokens }}", "max_cost_usd": "{{ params.max_cost_usd }}"}
@@ -145,7 +163,19 @@ with DAG(
                           description="Start point of every shard branch: a branch, tag or commit"),
         "push": Param(False, type="boolean", description="Push each shard branch to origin"),
         "integration_branch": Param(None, type=["null", "string"], pattern="^$|" + BRANCH_PATTERN,
-                                    description="Merge all shard branches into this branch"),
+                                    description="Merge all shard branches into this branch (publishing: default "
+                                                "worktree/<task>)"),
+        "publish": Param("none", type="string", enum=["none", "draft", "ready"],
+                         description="none: no pull request; draft: open or update a draft pull request; ready: "
+                                     "the draft, then an approval in Airflow, then ready for review"),
+        "forge": Param("github", type="string", enum=["github", "gitlab"],
+                       description="Where to publish: github (connection github_default) or gitlab "
+                                   "(gitlab_default)"),
+        "forge_repository": Param(None, type=["null", "string"], pattern=r"^[^/\s]+/[^/\s]+$",
+                                  description="Publishing: the repository on the forge as owner/name, e.g. "
+                                              "octo-org/demo"),
+        "base_branch": Param("main", type="string", minLength=1, pattern=BRANCH_PATTERN,
+                             description="Publishing: the branch the pull request goes into"),
     },
     doc_md=__doc__,
 ) as dag:
@@ -236,10 +266,11 @@ with DAG(
         result = build_report(hook.get_store(), run_id)
         result["plan"] = planned
         branches = [s["branch"] for s in result["shards"] if s["status"] == "completed" and s["commit_sha"]]
-        if params["integration_branch"] and branches:
+        target = params["integration_branch"] or (f"worktree/{params['task']}" if params["publish"] != "none" else None)
+        if target and branches:
             manager = GitWorktreeHook(repo=params["repo"] or None).get_manager()
-            result["integration"] = merge_branches(manager, branches, params["integration_branch"],
-                                                   run_id=run_id, base_ref=params["base_ref"])
+            result["integration"] = merge_branches(manager, branches, target, run_id=run_id,
+                                                   base_ref=params["base_ref"])
         nothing = planned["shards"] == 0
         if nothing:
             why = (f"no file of {planned['repo']} at {planned['base_ref']} needs the {planned['task']!r} task"
@@ -252,7 +283,8 @@ with DAG(
             with open(paths["markdown"], "a") as fh:
                 fh.write(f"\n## Nothing to do\n\n{result['nothing_to_do']}.\n")
             print(f"Nothing to do: {result['nothing_to_do']}")
-        print(open(paths["markdown"]).read())
+        with open(paths["markdown"]) as fh:
+            print(fh.read())
         t = result["totals"]
         not_done = result["failed"] + result["unfinished"]
         if not_done:  # the report is written either way; the run is green only when every shard's work is done
@@ -264,4 +296,26 @@ with DAG(
                 "failed": result["failed"][:20], "unfinished": result["unfinished"][:20], "integration": result["integration"],
                 "nothing_to_do": result.get("nothing_to_do")}
 
-    plan >> submit >> maintain >> watch >> report()
+    # After a green report: the integration branch as a draft pull request (skipped when publish is "none").
+    publish_kwargs = {"repository": "{{ params.forge_repository }}", "head": HEAD_BRANCH,
+                      "base": "{{ params.base_branch }}", "task_name": "{{ params.task }}",
+                      "repo": "{{ params.repo or None }}", "forge": "{{ params.forge }}",
+                      "retries": 2, "retry_delay": pendulum.duration(seconds=5)}
+    publish = ChangesetPublishOperator(
+        task_id="publish", publish="{{ 'none' if params.publish == 'none' else 'draft' }}", **publish_kwargs)
+
+    plan >> submit >> maintain >> watch >> report() >> publish
+
+    @task.short_circuit(retries=0)
+    def wants_ready(params: dict | None = None, ti=None) -> bool:
+        """publish="ready" goes on to the approval; "draft" (or nothing published) stops here."""
+        return params["publish"] == "ready" and bool(ti.xcom_pull(task_ids="publish"))
+
+    ready = ChangesetPublishOperator(task_id="ready_for_review", publish="ready", **publish_kwargs)
+    if ApprovalOperator is not None:
+        # A human decides in Airflow (Required actions); deferred meanwhile (a triggerer), so retries >= 1.
+        approve = ApprovalOperator(task_id="approve", subject="Mark the draft pull request ready for review?",
+                                   body=APPROVAL_BODY, retries=1, retry_delay=pendulum.duration(seconds=5))
+        publish >> wants_ready() >> approve >> ready
+    else:  # a standard provider without the human-in-the-loop operators: no approval step
+        publish >> wants_ready() >> ready

@@ -80,11 +80,10 @@ with DAG(
     @task(trigger_rule="all_done")
     def archive_database(params: dict | None = None) -> dict:
         """The runbook's "Database Size > 100MB: Archive old records", when the DAG author asked for it."""
-        from airflow_provider_worktree.version_compat import AirflowSkipException
-
-        from airflow_provider_worktree.core.store import maintenance as dbmaint
         from airflow_provider_worktree.core.health import Thresholds, format_value
+        from airflow_provider_worktree.core.store import maintenance as dbmaint
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+        from airflow_provider_worktree.version_compat import AirflowSkipException
 
         days = params.get("archive_older_than_days")
         if days is None or days == "":
@@ -103,10 +102,9 @@ with DAG(
     @task(trigger_rule="all_done")
     def check_health(params: dict | None = None) -> dict:
         """Reclaim stale locks, evaluate the runbook's thresholds, emit metrics, fail on critical."""
-        from airflow_provider_worktree.version_compat import Stats
-
         from airflow_provider_worktree.core.health import CRITICAL, METRICS, check_health
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+        from airflow_provider_worktree.version_compat import Stats
 
         manager = _manager(params)
         hc = check_health(

@@ -53,7 +53,7 @@ class ChangesetPublishOperator(BaseOperator):
     """
 
     template_fields: Sequence[str] = ("repository", "head", "base", "publish", "title_template", "body_template",
-                                      "labels", "reviewers", "task_name", "repo")
+                                      "labels", "reviewers", "task_name", "repo", "forge")
     ui_color = "#d5f5e3"
 
     def __init__(self, *, repository: str, head: str, base: str = "main", publish: str = "draft",
@@ -81,14 +81,16 @@ class ChangesetPublishOperator(BaseOperator):
                                        "draft pull request, 'ready' one ready for review, 'none' publishes nothing")
         if not isinstance(self.repository, str) or self.repository.count("/") != 1 or " " in self.repository:
             raise AirflowFailException(f"repository={self.repository!r}: give the repository as owner/name (GitLab: "
-                                       "group/name; subgroups are not supported yet)")
+                                       "group/name; subgroups are not supported yet; the example DAG's "
+                                       "forge_repository Param). The branch stays as it is: clear this task to "
+                                       "publish it")
         if not self.head or not isinstance(self.head, str):
             raise AirflowFailException("head is empty: give the branch to publish (e.g. the integration branch)")
 
     def execute(self, context: Context) -> dict | None:
-        self._check()
         if self.publish == "none":
             raise AirflowSkipException("publish='none': nothing is published")
+        self._check()
         from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError
         from airflow_provider_worktree.core.forge.body import changeset_marker, render_body, render_title
         from airflow_provider_worktree.core.health.report import build_report
