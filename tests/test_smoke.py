@@ -144,6 +144,7 @@ def test_options_defaults_param_flags_and_conf():
     assert options.parse_args(["--modules", "5", "--help"]) is None
     o = options.parse_args(["--batch", "--batch-delay", "2"])
     assert o.batch and o.batch_delay == 2.0 and o.conf("/r")["mode"] == "batch"
+    assert options.parse_args([]).publish == "" and options.parse_args(["--publish", "gitlab"]).publish == "gitlab"
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -157,6 +158,7 @@ def test_options_defaults_param_flags_and_conf():
     (["--isolation", "docker"], "--isolation must be auto, bwrap or none"),
     (["--conf", "{nope"], "--conf is not valid JSON"),
     (["--conf", "[1]"], "--conf must be a JSON object"),
+    (["--publish", "bitbucket"], "--publish must be github, gitlab or none"),
     (["--repo"], "--repo needs a value"),
     (["--no-such-flag"], "unknown option --no-such-flag"),
     (["--batch-delay", "soon"], "--batch-delay must be a number of seconds"),
@@ -313,10 +315,17 @@ def test_smoke_run_passes(tmp_path: Path):
         "[SUCCESS] no worktree left",
         "[SUCCESS] airflow-worktree status",
         "[SUCCESS] the DAG's report",
+        # the default run publishes a draft to the offline GitHub (issue 19)
+        "[SUCCESS] offline github TEST DOUBLE at",
+        "[SUCCESS] one pull request for octo-org/demo: http://127.0.0.1:",
+        "[SUCCESS] its body holds the run's report",
+        "[SUCCESS] its body holds no secret",
         "[SUCCESS] smoke run passed",
     ):
         assert line in log, f"missing {line!r} in:\n{log[-6000:]}"
     assert "[ERROR]" not in log
+    assert "second run of the same conf" not in log  # only an explicit --publish runs twice
+    assert (home / "forge-requests.jsonl").is_file()
     assert "\033[" not in log
     for phase in ("Pre-flight checks", "Isolated AIRFLOW_HOME", "DAG registration", "DAG run", "Post-run verification"):
         assert re.search(rf"{re.escape(phase)}.* took [0-9.]+s", log), phase
@@ -341,6 +350,33 @@ def test_smoke_run_passes(tmp_path: Path):
     assert sorted(branches) == ["feature", "main"]
     assert watch.leftovers() == []
     print(f"smoke run took {time.monotonic() - started:.0f}s")
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_smoke_run_publishes_to_gitlab_and_a_second_run_updates_the_same_merge_request(tmp_path: Path):
+    """Issue 19: ``--publish gitlab`` publishes a draft merge request on the offline GitLab through python-gitlab,
+    then runs again and finds the same one updated; ``changesets -o json`` lists it with its url and state."""
+    pytest.importorskip("gitlab", reason="python-gitlab is not installed (pip install 'airflow-provider-worktree[gitlab]')")
+    home = tmp_path / "smoke"
+    rc, watch = _run_watched(["--home", str(home), "--python", sys.executable, "--publish", "gitlab", "--modules", "8",
+                              "--metadata-db", "sqlite"], tmp_path / "out.txt", timeout=540)
+    log = (tmp_path / "out.txt").read_text()
+    assert rc == 0, log[-6000:]
+    for line in ("[SUCCESS] offline gitlab TEST DOUBLE at", "[SUCCESS] all 4 shards completed",
+                 "[SUCCESS] one pull request for octo-group/demo: http://127.0.0.1:",
+                 "[SUCCESS] its body holds no secret", "[INFO] second run of the same conf",
+                 "[SUCCESS] the second run (manual__", "shows one pull request created", "[SUCCESS] smoke run passed"):
+        assert line in log, f"missing {line!r} in:\n{log[-6000:]}"
+    assert "[ERROR]" not in log
+    listed = subprocess.run([str(Path(sys.executable).with_name("airflow-worktree")), "changesets", "--db",
+                             str(home / "shard_status.db"), "-o", "json"], capture_output=True, text=True, check=True)
+    (row,) = json.loads(listed.stdout)["changesets"]
+    assert row["forge"] == "gitlab" and "/octo-group/demo/-/merge_requests/" in row["url"]
+    assert (row["publication"], row["external_state"]) == ("draft", "open")
+    requests = [json.loads(x) for x in (home / "forge-requests.jsonl").read_text().splitlines()]
+    assert any(r["method"] == "PUT" and "/merge_requests/" in r["path"] for r in requests), "no update in place"
+    assert watch.leftovers() == []
 
 
 @pytest.mark.integration

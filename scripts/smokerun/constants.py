@@ -11,6 +11,7 @@ PROG = "smoke_run.sh"
 TASKS = ("todo", "docstrings", "lint", "tests", "custom")
 MODES = ("scheduler", "executor", "sequential")
 METADATA_DBS = ("auto", "sqlite", "postgres")
+PUBLISH = ("github", "gitlab", "none")
 
 USAGE = f"""Usage: ./scripts/smoke_run.sh [options]
 
@@ -48,6 +49,11 @@ Options:
                       shards below that are warnings, not errors (the DAG run itself then fails, as it should)
   --timeout S         seconds the DAG run may take (default 900)
   --keep-going        run every phase and check even after a failure (default: stop at the first failed phase)
+  --publish FORGE     github or gitlab: publish the run as a draft pull request on the offline forge (a test
+                      double on loopback, git over HTTP), check it (one per repository, the report in its body,
+                      no secret), then run again and check the same pull request was updated. Without the
+                      flag the run publishes a draft to the offline GitHub once; none publishes nothing.
+                      The forge's requests: HOME/forge-requests.jsonl
 
 The run's Params (see the DAG's doc; each one is passed in the run's conf):
   --task NAME         todo (default), docstrings, lint, tests, custom

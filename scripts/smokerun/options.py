@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smokerun.constants import METADATA_DBS, MODES, PROJECT, TASKS, UsageError
+from smokerun.constants import METADATA_DBS, MODES, PROJECT, PUBLISH, TASKS, UsageError
 
 
 def _positive_int(flag: str):
@@ -64,6 +64,7 @@ class Options:
     python: str = ""
     venv: str = ""
     conf_json: str = ""
+    publish: str = ""  # "": the default (a draft on the offline GitHub, one run); github, gitlab, none
     params: dict = field(default_factory=dict)  # Params given by their own flags
 
     def conf(self, repo: str) -> dict:
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--python", type=_value("--python"))
     add("--venv", type=_value("--venv"))
     add("--conf", dest="conf_json", type=_value("--conf"))
+    add("--publish", type=_choice("--publish", PUBLISH, "github, gitlab or none"))
     for flag in _PARAM_FLAGS:
         add(flag, dest=f"param_{_PARAM_FLAGS[flag]}", type=_value(flag))
     add("--include", action="append", type=_value("--include"))

@@ -26,11 +26,12 @@ from smokerun.checks import (
 from smokerun.constants import DAG_ID, PROG, USAGE, Fatal, Interrupted, UsageError
 from smokerun.options import Options, parse_args
 from smokerun.output import Out
+from smokerun.publish import PublishPhases
 from smokerun.setup import SetupPhases
 from smokerun.verify import VerifyPhases
 
 
-class SmokeRun(SetupPhases, VerifyPhases):
+class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
     """One smoke run: :meth:`main` runs the phases in order and always ends with :meth:`cleanup`."""
 
     def __init__(self, opts: Options, out: Out) -> None:
@@ -51,6 +52,9 @@ class SmokeRun(SetupPhases, VerifyPhases):
         self.conf: dict = {}
         self.run_ok = False
         self.tis: list[list] = []
+        self.forge_info: dict = {}
+        self.publish_conf: dict = {}
+        self.services_started = False
 
     # -- small tools ------------------------------------------------------------------------------------
     def run(self, argv: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -96,23 +100,25 @@ class SmokeRun(SetupPhases, VerifyPhases):
         return popen.returncode == 0
 
     # -- phases -----------------------------------------------------------------------------------------
-    def dag_run(self) -> None:
+    def dag_run(self, again: bool = False) -> None:
+        """Run the DAG once; ``again``: a second run with the same conf (the scheduler and api-server already up)."""
         out, o = self.out, self.o
-        self.conf = o.conf(str(self.clone))
+        self.conf = {**self.publish_conf, **o.conf(str(self.clone))}
         conf = json.dumps(self.conf)
         out.info(f"conf: {conf}")
         isolation = self.conf.get("isolation", "auto")
         out.info(f"isolation configured: {isolation} (the run's records say which one was in force; see below)")
         ok = False
         t0 = time.monotonic()
-        run_log = self.slog / "dag_run.log"
+        run_log = self.slog / ("dag_run_2.log" if again else "dag_run.log")
         if o.mode == "sequential":
             out.warning("sequential mode: airflow dags test runs the mapped shards one at a time, so they will not "
                         "overlap")
             popen = self.bg.start("dags-test", run_log, [*self.airflow, "dags", "test", DAG_ID, "-c", conf], self.env)
             ok = self.wait_run(popen, "airflow dags test")
         elif o.mode == "executor":
-            if self._start_api_server():
+            if self.services_started or self._start_api_server():
+                self.services_started = True
                 if o.deferrable or o.batch:
                     self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
                     out.success("airflow triggerer started (deferred tasks)")
@@ -121,15 +127,17 @@ class SmokeRun(SetupPhases, VerifyPhases):
                 popen = self.bg.start("dags-test", run_log,
                                       [*self.airflow, "dags", "test", DAG_ID, "-c", conf, "--use-executor"], self.env)
                 ok = self.wait_run(popen, "airflow dags test --use-executor")
-        elif self._start_api_server():
-            self.bg.start("scheduler", self.slog / "scheduler.log", [*self.airflow, "scheduler"], self.env)
-            self.bg.start("dag-processor", self.slog / "dag_processor.log", [*self.airflow, "dag-processor"], self.env)
-            triggerer = o.deferrable or o.batch
-            if triggerer:
-                self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
-            out.success(f"airflow scheduler{', triggerer' if triggerer else ''} and dag-processor started")
-            if self.af("dags", "unpause", DAG_ID, log=self.slog / "unpause.log").returncode != 0:
-                out.error(f"airflow dags unpause {DAG_ID} failed: see {self.slog / 'unpause.log'}")
+        elif again or self._start_api_server():
+            if not again:
+                self.bg.start("scheduler", self.slog / "scheduler.log", [*self.airflow, "scheduler"], self.env)
+                self.bg.start("dag-processor", self.slog / "dag_processor.log", [*self.airflow, "dag-processor"],
+                              self.env)
+                triggerer = o.deferrable or o.batch
+                if triggerer:
+                    self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
+                out.success(f"airflow scheduler{', triggerer' if triggerer else ''} and dag-processor started")
+                if self.af("dags", "unpause", DAG_ID, log=self.slog / "unpause.log").returncode != 0:
+                    out.error(f"airflow dags unpause {DAG_ID} failed: see {self.slog / 'unpause.log'}")
             trig = self.af("dags", "trigger", DAG_ID, "-c", conf, "-o", "json")
             (self.slog / "trigger.err").write_text(trig.stderr)
             try:
@@ -144,7 +152,7 @@ class SmokeRun(SetupPhases, VerifyPhases):
                 # Poll the metadata database with one long-lived Python (an airflow CLI call costs seconds).
                 watcher = self.slog / "run_watcher.py"
                 watcher.write_text(RUN_WATCHER)
-                popen = self.bg.start("run-watcher", self.slog / "run_watcher.log",
+                popen = self.bg.start("run-watcher", self.slog / ("run_watcher_2.log" if again else "run_watcher.log"),
                                       [self.py, str(watcher), DAG_ID, self.run_id], self.env)
                 ok = self.wait_run(popen, "scheduler run")
         secs = time.monotonic() - t0
@@ -217,6 +225,7 @@ class SmokeRun(SetupPhases, VerifyPhases):
             ("DAG registration", self.registration),
             ("Repository clone", self.repository),
             ("Model API", self.model_api),
+            *([("Offline forge", self.offline_forge)] if self.publishing else []),
             (f"DAG run ({self.o.mode}, parallel limit {self.o.parallel})", self.dag_run),
             ("Post-run verification", self.verification),
         ]

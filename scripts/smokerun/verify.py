@@ -56,6 +56,8 @@ class VerifyPhases:
             out.indent(git("-C", str(self.clone), "worktree", "list").stdout + "\n".join(left[:10]))
 
         self._isolation_in_force(report)
+        if self.publishing:
+            self.check_publish()
         if self.o.batch:
             self._check_batch(report)
         if self.shard_db.is_file():
@@ -148,8 +150,11 @@ class VerifyPhases:
             out.error("no completed shard recorded a commit")
         if no_commit:
             out.warning(f"{no_commit} completed shard(s) changed nothing and recorded no commit")
-        branches = git("-C", clone, "for-each-ref", "--format=%(refname:short)", "refs/heads/worktree/").stdout
-        out.info(f"the clone has {len(branches.split())} shard branch(es) under refs/heads/worktree/")
+        branches = git("-C", clone, "for-each-ref", "--format=%(refname:short)", "refs/heads/worktree/").stdout.split()
+        integration = f"worktree/{self.conf.get('task', 'todo')}"  # what the example DAG publishes
+        shards = [b for b in branches if b != integration]
+        out.info(f"the clone has {len(shards)} shard branch(es) under refs/heads/worktree/"
+                 + (f", and the integration branch {integration}" if integration in branches else ""))
 
         # Overlap: the largest number of shards running at the same instant (from started_at/completed_at).
         spans = [(_epoch(a), _epoch(b)) for a, b in shard_rows(
@@ -241,6 +246,7 @@ airflow-worktree report --db $AIRFLOW_HOME/shard_status.db --run-id '{self.run_i
 sqlite3 $AIRFLOW_HOME/shard_status.db "SELECT shard_id, status, started_at, completed_at, branch FROM shard_status ORDER BY started_at;"
 sqlite3 $AIRFLOW_HOME/shard_status.db "SELECT status, COUNT(*) FROM shard_status GROUP BY status;"
 git -C {self.clone} branch --list 'worktree/*'
-less {self.slog}/dag_run.log {self.slog}/scheduler.log   # whichever exists; task logs: $AIRFLOW_HOME/logs/dag_id={DAG_ID}/""")
+less {self.slog}/dag_run.log {self.slog}/scheduler.log   # whichever exists; task logs: $AIRFLOW_HOME/logs/dag_id={DAG_ID}/"""
+                        + "".join(f"\n{line}" for line in self.publish_hint()))
 
     # -- driver -----------------------------------------------------------------------------------------
