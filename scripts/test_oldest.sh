@@ -14,7 +14,8 @@ VENV="${VENV_OLDEST:-.ci-venv-oldest}"
 PYTHON="${PYTHON:-python3}"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_WARN_SCRIPT_LOCATION=1
 
-AIRFLOW_VERSION="$(sed -n 's/^MIN_AIRFLOW_VERSION = "\(.*\)"$/\1/p' airflow_provider_worktree/__init__.py)"
+# AIRFLOW_VERSION=3.2.2 (and EXTRA_PINS="pkg<ver ...") tries another supported minor the same way.
+AIRFLOW_VERSION="${AIRFLOW_VERSION:-$(sed -n 's/^MIN_AIRFLOW_VERSION = "\(.*\)"$/\1/p' airflow_provider_worktree/__init__.py)}"
 [ -n "$AIRFLOW_VERSION" ] || { echo "[test_oldest] no MIN_AIRFLOW_VERSION in airflow_provider_worktree/__init__.py" >&2; exit 1; }
 
 # The lowest versions pyproject.toml allows for the providers and the SDK this package uses directly.
@@ -29,6 +30,8 @@ FLOORS=(
 OLD_LINE_PINS=(
   "cryptography<51"
 )
+# shellcheck disable=SC2206
+[ -n "${EXTRA_PINS:-}" ] && OLD_LINE_PINS+=(${EXTRA_PINS})
 
 # The subset: install and discovery (providers list), both example DAGs parse without import errors and run (the
 # maintenance operator, the sensor and its trigger), the plugin in a real api-server and the scheduler preload,

@@ -155,6 +155,9 @@ def contract() -> Contract:
 def check_log(log: Path) -> tuple[int, list[str]]:
     """(exchanges checked, problems) of a request log written by the offline GitHub."""
     lines = [json.loads(x) for x in log.read_text().splitlines() if x.strip()]
+    # GraphQL (``POST /api/graphql``, the double's one mutation markPullRequestReadyForReview) is not part of the
+    # REST description: excluded here on purpose; tests/test_changeset_bulk.py checks its data/errors envelope.
+    lines = [x for x in lines if not x["path"].endswith("/graphql")]
     c = contract()
     problems = [p for x in lines for p in c.check(x)]
     return len(lines), problems

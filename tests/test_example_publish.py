@@ -126,3 +126,82 @@ def test_a_publish_that_the_forge_refuses_fails_the_run_naming_the_fix_and_keeps
     # the run's work is on its branch, ready for a retry of the publish task
     assert subprocess.run(["git", "rev-parse", "--verify", "worktree/todo"], cwd=repo, capture_output=True,
                           check=False).returncode == 0
+
+
+def _wait(what: str, probe, timeout: float, ui) -> object:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = probe()
+        if value:
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{what} did not happen within {timeout:.0f}s; api-server log:\n{ui.log_tail()}")
+
+
+@pytest.mark.timeout(600)
+def test_publish_ready_waits_for_the_approval_in_airflow_then_marks_the_pull_request_ready(tmp_path):
+    """publish="ready" under the real scheduler and triggerer: the draft is opened, the approve task waits for a human
+    (Airflow's HITL REST API, as the UI's Required actions page answers it) with the pull request in its body, and
+    only once approved is the pull request marked ready for review."""
+    import uihelpers
+
+    repo = make_repo(tmp_path / "demo", n_files=2)
+    with OfflineGitHub(tmp_path / "forge") as gh, OfflineMessagesServer() as srv:
+        full = gh.create_repo("demo", repo)
+        conns = {"AIRFLOW_CONN_ANTHROPIC_DEFAULT": json.dumps({"conn_type": "anthropic", "host": srv.base_url,
+                                                               "password": "sk-ant-dummy"}),
+                 "AIRFLOW_CONN_GITHUB_DEFAULT": json.dumps({"conn_type": "github", "host": gh.api_url,
+                                                            "password": gh.token}),
+                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                 "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5"}
+        # (the tasks reach the execution API at [api] base_url + /execution/, the api-server started here)
+        ui = uihelpers.AirflowUI.start(tmp_path, **conns)
+        procs = []
+        try:
+            for service in ("scheduler", "dag-processor", "triggerer"):
+                log = open(tmp_path / f"{service}.log", "w")
+                procs.append(subprocess.Popen([str(BIN / "airflow"), service], env=ui.env, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True))
+            assert ui.request("PATCH", f"/api/v2/dags/{DAG_ID}", user="admin", body={"is_paused": False})[0] == 200
+            status, run = ui.request("POST", f"/api/v2/dags/{DAG_ID}/dagRuns", user="admin", body={
+                "logical_date": None, "conf": {"repo": str(repo), "publish": "ready", "forge_repository": full}})
+            assert status == 200, run
+            run_id = run["dag_run_id"]
+            hitl = f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+
+            def waiting() -> dict | None:
+                # the task is paused for input (3.3: awaiting_input; before: deferred on the HITL trigger). An
+                # answer within milliseconds of the request, before the pause is recorded, races in Airflow
+                # itself (the resumed task asks again); a human is never that fast.
+                code, ti = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances/approve",
+                                      user="admin")
+                if code != 200 or ti.get("state") not in ("awaiting_input", "deferred"):
+                    return None
+                code, body = ui.request("GET", hitl, user="admin")
+                return body if code == 200 and not body.get("response_received") else None
+
+            detail = _wait("the approval request", waiting, 400, ui)
+            (pr,) = gh.pulls(full)
+            assert pr["draft"], "marked ready before anyone approved"
+            assert f"[{full} #1](" in detail["body"] and pr["title"] in detail["body"], detail
+            code, answer = ui.request("PATCH", hitl, user="admin", body={"chosen_options": ["Approve"]})
+            assert code == 200, answer
+
+            def finished() -> str | None:
+                code, body = ui.request("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{run_id}", user="admin")
+                return body["state"] if code == 200 and body["state"] in ("success", "failed") else None
+
+            assert _wait("the end of the run", finished, 300, ui) == "success", ui.log_tail()
+            (pr,) = gh.pulls(full)
+            assert not pr["draft"] and pr["number"] == 1, "approved, but the pull request is still a draft"
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            ui.stop()

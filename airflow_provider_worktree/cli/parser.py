@@ -64,17 +64,27 @@ COMMANDS: tuple[Command, ...] = (
                      help="show (default) or clear a scope"),
                 _opt("scope", nargs="?", metavar="SCOPE", help="the scope to clear, e.g. anthropic:anthropic_default"),
                 RUN_ID_ALL)),
-    Command("changesets", "the pull requests runs were published as, with their states; `changesets sync` reads "
-            "them from GitHub now", changesets.cmd_changesets, (
-                _opt("action", nargs="?", choices=("list", "sync"), default="list", help="list (default) or sync"),
+    Command("changesets", "the pull requests runs were published as, with their states; `sync` reads them from the "
+            "forge now; `ready|comment|close|merge` act on every changeset the filters select (one result each)",
+            changesets.cmd_changesets, (
+                _opt("action", nargs="?", choices=changesets.ACTIONS, default="list",
+                     help="list (default), sync, or a bulk action: ready (drafts become ready for review), comment "
+                          "(--body), close (optionally with --body), merge (--method, falling back to the others)"),
                 _opt("--repo", metavar="OWNER/NAME", help="only this repository"),
                 _opt("--state", choices=("open", "merged", "closed"), help="only this external state"),
                 _opt("--review", choices=("pending", "approved", "changes_requested"), help="only this review state"),
                 _opt("--checks", choices=("pending", "passing", "failing", "unknown"), help="only this checks state"),
                 _opt("--github-conn-id", default="github_default", metavar="ID",
-                     help="the GitHub connection for sync (default github_default)"),
+                     help="the GitHub connection (default github_default)"),
                 _opt("--gitlab-conn-id", default="gitlab_default", metavar="ID",
-                     help="the GitLab connection for sync (default gitlab_default)"))),
+                     help="the GitLab connection (default gitlab_default)"),
+                _opt("--body", metavar="TEXT", help="comment/close: the comment's text (Markdown)"),
+                _opt("--body-file", metavar="FILE", help="comment/close: read the comment's text from FILE"),
+                _opt("--method", choices=("squash", "merge", "rebase"), default=None,
+                     help="merge: the method tried first (default squash, then merge, then rebase, each tried only "
+                          "when the repository refuses the one before)"),
+                _opt("--dry-run", action="store_true",
+                     help="bulk actions: list the changesets the action would touch; send nothing"))),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),

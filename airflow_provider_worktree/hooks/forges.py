@@ -35,3 +35,15 @@ def forge_for(forge: str, conn_id: str | None = None, *, limiter: Any = None, lo
     from airflow_provider_worktree.hooks.gitlab import GitLabHook
 
     return GitLabForge(GitLabHook(gitlab_conn_id=conn_id).get_conn(), limiter=limiter, logger=logger)
+
+
+def shared_limiter(store: Any, forge: str, conn_id: str | None = None, *, run_id: str | None = None,
+                   logger: Any = None) -> Any:
+    """The forge's write limiter shared through the shard database by every worker and CLI call on the same host:
+    GitHub documents its content limits; GitLab's are per instance, so the same per-minute pace is used."""
+    from airflow_provider_worktree.core.ratelimit import SharedLimiter
+    from airflow_provider_worktree.core.ratelimit.state import GITHUB_CONTENT_LIMITS, GITHUB_MAX_CONCURRENCY
+
+    return SharedLimiter(store, f"{forge}:{forge_host(forge, conn_id or DEFAULT_CONN[forge])}",
+                         limits=GITHUB_CONTENT_LIMITS, run_id=run_id, max_concurrency=GITHUB_MAX_CONCURRENCY,
+                         logger=logger)

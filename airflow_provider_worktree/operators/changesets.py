@@ -94,20 +94,14 @@ class ChangesetPublishOperator(BaseOperator):
         from airflow_provider_worktree.core.forge import ChangesetSpec, ForgeError
         from airflow_provider_worktree.core.forge.body import changeset_marker, render_body, render_title
         from airflow_provider_worktree.core.health.report import build_report
-        from airflow_provider_worktree.core.ratelimit import SharedLimiter
-        from airflow_provider_worktree.core.ratelimit.state import GITHUB_CONTENT_LIMITS, GITHUB_MAX_CONCURRENCY
-        from airflow_provider_worktree.hooks.forges import forge_for, forge_host
+        from airflow_provider_worktree.hooks.forges import forge_for, shared_limiter
 
         run_id = context["run_id"]
         store = ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
         report = build_report(store, run_id)
         conn_id = self.github_conn_id if self.forge == "github" else self.gitlab_conn_id
-        limiter = None
-        if self.rate_limit == "shared":
-            # GitHub documents its content limits; GitLab's are per instance, so the same per-minute pace is used
-            limiter = SharedLimiter(store, f"{self.forge}:{forge_host(self.forge, conn_id)}",
-                                    limits=GITHUB_CONTENT_LIMITS, run_id=run_id,
-                                    max_concurrency=GITHUB_MAX_CONCURRENCY, logger=self.log)
+        limiter = shared_limiter(store, self.forge, conn_id, run_id=run_id, logger=self.log) \
+            if self.rate_limit == "shared" else None
         try:
             forge = forge_for(self.forge, conn_id, limiter=limiter, logger=self.log)
         except (ImportError, ValueError) as exc:

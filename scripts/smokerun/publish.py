@@ -125,6 +125,11 @@ class PublishPhases:
         if not self.run_ok or not getattr(self, "forge_info", None):
             return
         states = {t: s for t, _, s, _ in self.tis}
+        accepted = shard_rows(self.shard_db, "SELECT COUNT(*) FROM shard_status WHERE run_id = ? AND status = 'completed' "
+                              "AND commit_sha IS NOT NULL AND commit_sha != ''", (self.run_id,))
+        if states.get("publish") == "skipped" and accepted and accepted[0][0] == 0:
+            out.success("the publish task skipped: the run accepted no change, so there is nothing to publish")
+            return
         if states.get("publish") != "success":
             out.error(f"the publish task ended {states.get('publish', 'missing')}")
             return

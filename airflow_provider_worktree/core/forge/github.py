@@ -1,7 +1,8 @@
 """:class:`GitHubForge`: changesets on GitHub and GitHub Enterprise through the official PyGithub client.
 
 Publishing is idempotent. A changeset is identified by (repository, head branch). The open pull request of that
-head is looked up first and updated in place (title, body, draft left as it is). When none is open, one is
+head is looked up first and updated in place (title, body; a draft is marked ready when the spec is not a draft,
+a ready pull request never goes back to draft). When none is open, one is
 created; GitHub's ``422 "A pull request already exists"`` (another worker created it between the lookup and the
 create) is read again as "already exists" and updated. A second pull request is never opened. Labels and
 reviewers are added, never removed.
@@ -62,7 +63,7 @@ class GitHubForge:
             if ticket is not None:
                 headers = getattr(exc, "headers", None) or {}
                 obs = github_observation(headers, _status(exc))
-                if obs.block_s is not None:
+                if obs.block_s is not None and self._error(what, exc).retryable:  # a rate limit, not a scope's 403
                     self.limiter.throttled(ticket, obs)
                 else:
                     self.limiter.release(ticket)
@@ -175,6 +176,10 @@ class GitHubForge:
         if action != "created" and (pr.title != spec.title or (pr.body or "") != spec.body):
             self._write(f"update pull request #{pr.number}", lambda: pr.edit(title=spec.title, body=spec.body))
             action = "updated"
+        if not spec.draft and pr.draft:  # publish="ready": the draft becomes ready for review (GraphQL mutation)
+            self._write(f"mark pull request #{pr.number} ready for review", pr.mark_ready_for_review)
+            pr = repo.get_pull(pr.number)
+            action = "readied" if action == "unchanged" else action
         have = {label.name for label in pr.labels}
         if set(spec.labels) - have:
             self._write(f"label pull request #{pr.number}",

@@ -102,8 +102,10 @@ class GitLabForge:
 
     def publish(self, spec: ChangesetSpec) -> Changeset:
         project = self._project(spec.repository)
-        title = (DRAFT + spec.title) if spec.draft and not spec.title.startswith("Draft:") else spec.title
         mr = self.find_open(project, spec.head)
+        # a draft is marked ready when the spec is not a draft; a ready merge request never goes back to draft
+        draft = spec.draft and (mr is None or str(mr.title).startswith("Draft:"))
+        title = (DRAFT + spec.title) if draft and not spec.title.startswith("Draft:") else spec.title
         action = "unchanged"
         if mr is None:
             data = {"source_branch": spec.head, "target_branch": spec.base, "title": title,

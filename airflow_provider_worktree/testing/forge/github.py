@@ -141,20 +141,68 @@ class OfflineGitHub(LoopbackForge, PullHandlers):
                  "target_url": None, "created_at": now()})
             self._generation += 1
 
-    def fail_next(self, method: str, path_regex: str, status: int, message: str = "Server Error") -> None:
-        """The next API request matching answers ``status`` (5xx, 401, ...) with ``message``."""
+    def fail_next(self, method: str, path_regex: str, status: int, message: str = "Server Error", *,
+                  headers: Mapping[str, str] | None = None, after: bool = False) -> None:
+        """The next API request matching answers ``status`` (5xx, 401, a secondary limit's 403/429 with
+        ``headers={"retry-after": "1"}``) with ``message``. ``after``: the request is carried out first and only
+        its response is lost (a POST that landed although the client saw an error)."""
         with self._lock:
-            self._faults.append((method, re.compile(path_regex), status, message))
+            self._faults.append((method, re.compile(path_regex), status, message, dict(headers or {}), after))
+
+    def set_merge_methods(self, full_name: str, *, merge: bool = True, squash: bool = True,
+                          rebase: bool = True) -> None:
+        """The repository's allowed merge methods (``allow_merge_commit``, ``allow_squash_merge``, ...)."""
+        with self._lock:
+            self.repos[full_name].update(allow_merge_commit=merge, allow_squash_merge=squash,
+                                         allow_rebase_merge=rebase)
+            self._generation += 1
+
+    def protect_branch(self, full_name: str, branch: str, required_check: str = "ci") -> None:
+        """``branch`` requires the status check ``required_check`` (a merge answers GitHub's 405)."""
+        with self._lock:
+            self.repos[full_name].setdefault("protected", {})[branch] = required_check
+
+    def set_mergeable(self, full_name: str, number: int, mergeable: bool) -> None:
+        """``False``: the pull request has a merge conflict (``mergeable_state`` dirty; a merge answers 405)."""
+        with self._lock:
+            self.repos[full_name]["pulls"][number]["mergeable"] = mergeable
+            self._generation += 1
 
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
                ) -> tuple[int, dict[str, str], Any]:
+        if path == "/api/graphql":
+            return self._graphql(method, path, query, headers, raw)
         if not path.startswith("/api/v3/"):
             return self._git(method, path, query, headers, raw)
         body: Any = None
         try:
             body = json.loads(raw) if raw else None
             status, out_headers, payload = self._api(method, path, query, headers, body)
+        except ForgeError as exc:
+            status, out_headers, payload = exc.status, exc.headers, exc.body()
+        except ValueError:
+            status, out_headers, payload = 400, {}, {"message": "Problems parsing JSON", "documentation_url": DOCS}
+        self._log_exchange(method, path, query, status, body, payload)
+        return status, out_headers, payload
+
+    def _graphql(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
+                 ) -> tuple[int, dict[str, str], Any]:
+        """``POST /api/graphql`` (GitHub Enterprise's GraphQL endpoint), for exactly one mutation:
+        ``markPullRequestReadyForReview`` (what PyGithub's ``mark_ready_for_review`` sends). GraphQL's contract:
+        ``200`` with ``{"data": ...}``, or ``{"data": null|{...}, "errors": [{"type", "message", "path"}]}``; a
+        bad token is REST's ``401 Bad credentials``. Gated like REST writes (faults, the secondary limit)."""
+        body: Any = None
+        try:
+            body = json.loads(raw) if raw else {}
+            if method != "POST":
+                raise ForgeError(404, "Not Found")
+            with self._lock:
+                lost = self._gate("POST", path, headers)
+                payload = self._graphql_mutation(body)
+                if lost is not None:
+                    raise lost
+            status, out_headers = 200, self._rate_headers()
         except ForgeError as exc:
             status, out_headers, payload = exc.status, exc.headers, exc.body()
         except ValueError:
@@ -183,14 +231,27 @@ class OfflineGitHub(LoopbackForge, PullHandlers):
 
     def _api(self, method: str, path: str, query: str, headers: Mapping[str, str], body: Any,
              ) -> tuple[int, dict[str, str], Any]:
+        with self._lock:
+            lost = self._gate(method, path, headers)
+            status, extra, payload = self._route(method, path, query, headers, body)
+            if lost is not None:
+                raise lost
+            return status, extra, payload
+
+    def _gate(self, method: str, path: str, headers: Mapping[str, str]) -> ForgeError | None:
+        """Authentication, injected faults, the primary and secondary limits; a fault whose request is carried
+        out first (``after``) is returned to be raised once it is."""
         auth = (headers.get("authorization") or "").split(None, 1)
         if len(auth) != 2 or auth[0].lower() not in ("token", "bearer") or auth[1] != self.token:
             raise ForgeError(401, "Bad credentials")
         with self._lock:
-            for i, (m, rx, status, message) in enumerate(self._faults):
+            for i, (m, rx, status, message, extra, after) in enumerate(self._faults):
                 if m == method and rx.search(path):
                     del self._faults[i]
-                    raise ForgeError(status, message, headers=self._rate_headers())
+                    fault = ForgeError(status, message, headers={**self._rate_headers(), **extra})
+                    if after:
+                        return fault
+                    raise fault
             if self._used >= self.primary_limit:
                 raise ForgeError(403, "API rate limit exceeded for user ID 1.", headers=self._rate_headers())
             if method in _WRITES:
@@ -202,6 +263,11 @@ class OfflineGitHub(LoopbackForge, PullHandlers):
                                           "before you try again.", headers={**self._rate_headers(),
                                                                             "retry-after": str(wait)})
                 self._writes.append(now)
+        return None
+
+    def _route(self, method: str, path: str, query: str, headers: Mapping[str, str], body: Any,
+               ) -> tuple[int, dict[str, str], Any]:
+        with self._lock:
             for m, rx, handler in _ROUTES:
                 match = rx.match(path)
                 if m == method and match:

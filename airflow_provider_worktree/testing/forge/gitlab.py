@@ -37,6 +37,7 @@ _ROUTES = [(m, re.compile("^" + p + "$"), h) for m, p, h in (
     ("POST", _P + r"/merge_requests/(?P<iid>\d+)/notes", "create_note"),
     ("GET", _P + r"/merge_requests/(?P<iid>\d+)/approvals", "approvals"),
     ("PUT", _P + r"/merge_requests/(?P<iid>\d+)/merge", "merge_mr"),
+    ("PUT", _P + r"/merge_requests/(?P<iid>\d+)/rebase", "rebase_mr"),
 )]
 
 
@@ -57,6 +58,7 @@ class OfflineGitLab(LoopbackForge):
         self._ids = itertools.count(100)
         self.projects: dict[str, dict[str, Any]] = {}
         self.users: dict[str, int] = {owner: 1}
+        self._faults: list[tuple[str, re.Pattern[str], int, str, bool]] = []
 
     @property
     def url(self) -> str:
@@ -92,6 +94,24 @@ class OfflineGitLab(LoopbackForge):
         with self._lock:
             self.projects[path]["mrs"][iid]["pipeline"] = status
 
+    def fail_next(self, method: str, path_regex: str, status: int, message: str = "500 Internal Server Error", *,
+                  after: bool = False) -> None:
+        """The next API request matching answers ``status`` with ``message``; ``after``: carried out first, only
+        its response lost."""
+        with self._lock:
+            self._faults.append((method, re.compile(path_regex), status, message, after))
+
+    def set_merge_method(self, path: str, method: str) -> None:
+        """The project's merge method: ``merge`` (default), ``rebase_merge`` or ``ff`` (fast-forward only: a merge
+        request whose source is behind its target answers ``406 Branch cannot be merged`` until rebased)."""
+        with self._lock:
+            self.projects[path]["merge_method"] = method
+
+    def set_behind(self, path: str, iid: int, behind: bool = True) -> None:
+        """The merge request's source branch is behind its target (a rebase fixes it)."""
+        with self._lock:
+            self.projects[path]["mrs"][iid]["behind"] = behind
+
     def merge_requests(self, path: str) -> list[dict[str, Any]]:
         with self._lock:
             return [dict(m) for m in self.projects[path]["mrs"].values()]
@@ -110,6 +130,14 @@ class OfflineGitLab(LoopbackForge):
             if token != self.token:
                 raise GitLabError(401, "401 Unauthorized")
             with self._lock:
+                lost = None
+                for i, (m, rx, status, message, after) in enumerate(self._faults):
+                    if m == method and rx.search(path):
+                        del self._faults[i]
+                        lost = GitLabError(status, message)
+                        if not after:
+                            raise lost
+                        break
                 for m, rx, handler in _ROUTES:
                     match = rx.match(path)
                     if m == method and match:
@@ -118,6 +146,8 @@ class OfflineGitLab(LoopbackForge):
                         break
                 else:
                     raise GitLabError(404, "404 Not Found")
+                if lost is not None:
+                    raise lost
         except GitLabError as exc:
             status, payload = exc.status, {"message": exc.message}
         self._log_exchange(method, path, query, status, body, payload)
@@ -236,7 +266,21 @@ class OfflineGitLab(LoopbackForge):
 
     def _merge_mr(self, pid: str, iid: str, params: dict, body: Any) -> tuple[int, Any]:
         p, mr = self._mr(pid, iid)
+        args = {**params, **(body or {})}
         if mr["state"] != "opened" or mr["title"].startswith("Draft:"):
             raise GitLabError(405, "405 Method Not Allowed")
+        if mr.get("behind") and p.get("merge_method") == "ff":
+            raise GitLabError(406, "406 Branch cannot be merged")
+        if args.get("sha") and args["sha"] != mr["sha"]:
+            raise GitLabError(409, "SHA does not match HEAD of source branch: " + str(args["sha"]))
+        mr["squashed"] = str(args.get("squash")).lower() == "true"
         mr.update(state="merged", merged_at=now(), updated_at=now())
         return 200, self._mr_obj(p, mr)
+
+    def _rebase_mr(self, pid: str, iid: str, params: dict, body: Any) -> tuple[int, Any]:
+        """Rebase at once (GitLab does it in the background; ``rebase_in_progress`` is already false here)."""
+        p, mr = self._mr(pid, iid)
+        if mr["state"] != "opened":
+            raise GitLabError(405, "405 Method Not Allowed")
+        mr["behind"], mr["updated_at"] = False, now()
+        return 202, {"rebase_in_progress": True}

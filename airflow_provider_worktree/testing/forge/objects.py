@@ -61,8 +61,9 @@ def repository(api: str, web: str, repo: dict[str, Any], owner: dict[str, Any], 
         "allow_forking": True, "web_commit_signoff_required": False, "license": None,
     }
     if full:
-        out.update(network_count=0, subscribers_count=0, allow_merge_commit=True, allow_squash_merge=True,
-                   allow_rebase_merge=True, delete_branch_on_merge=False)
+        out.update(network_count=0, subscribers_count=0, allow_merge_commit=repo.get("allow_merge_commit", True),
+                   allow_squash_merge=repo.get("allow_squash_merge", True),
+                   allow_rebase_merge=repo.get("allow_rebase_merge", True), delete_branch_on_merge=False)
     return out
 
 

@@ -4,6 +4,7 @@ DOUBLE, built to GitHub's OpenAPI description."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -62,6 +63,29 @@ class PullHandlers:
               "updated_at": now(), "closed_at": None, "merged_at": None, "mergeable": True, "stats": stats}
         repo["pulls"][n] = pr
         return 201, self._pull_obj(repo, pr)
+
+    def _graphql_mutation(self, body: Any) -> dict[str, Any]:
+        query = str((body or {}).get("query") or "")
+        if not re.search(r"\bmutation\b.*\bmarkPullRequestReadyForReview\s*\(", query, re.DOTALL):
+            return {"errors": [{"message": "this offline GitHub TEST DOUBLE serves only the "
+                                           "markPullRequestReadyForReview mutation", "locations": [],
+                                "extensions": {"code": "undefinedField"}}]}
+        args = ((body.get("variables") or {}).get("input") or {})
+        node = args.get("pullRequestId")
+        for repo in self.repos.values():
+            for pr in repo["pulls"].values():
+                if objects.node_id("pr", pr["id"]) == node:
+                    if pr["state"] != "open":
+                        return {"data": {"markPullRequestReadyForReview": None}, "errors": [
+                            {"type": "UNPROCESSABLE", "path": ["markPullRequestReadyForReview"], "locations": [],
+                             "message": "Pull request is closed and cannot be marked ready for review"}]}
+                    pr["draft"], pr["updated_at"] = False, now()
+                    self._generation += 1
+                    return {"data": {"markPullRequestReadyForReview": {
+                        "clientMutationId": args.get("clientMutationId"), "pullRequest": {"isDraft": False}}}}
+        return {"data": {"markPullRequestReadyForReview": None}, "errors": [
+            {"type": "NOT_FOUND", "path": ["markPullRequestReadyForReview"], "locations": [],
+             "message": f"Could not resolve to a node with the global id of '{node}'"}]}
 
     def _get_pull(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
         repo, pr = self._pr(o, r, n)
@@ -132,8 +156,16 @@ class PullHandlers:
         if method not in ("merge", "squash", "rebase"):
             raise ForgeError(422, "Validation Failed", [{"resource": "PullRequest", "field": "merge_method",
                                                         "code": "invalid"}])
+        allowed = {"merge": "allow_merge_commit", "squash": "allow_squash_merge", "rebase": "allow_rebase_merge"}
+        if not repo.get(allowed[method], True):
+            what = {"merge": "Merge commits", "squash": "Squash merges", "rebase": "Rebase merges"}[method]
+            raise ForgeError(405, f"{what} are not allowed on this repository.")
         if pr["state"] != "open" or not pr["mergeable"] or pr["draft"]:
             raise ForgeError(405, "Pull Request is not mergeable")
+        check = repo.get("protected", {}).get(pr["base"])
+        statuses = {s["context"]: s["state"] for s in repo.get("statuses", []) if s["sha"] == pr["head_sha"]}
+        if check and statuses.get(check) != "success":
+            raise ForgeError(405, f"Required status check \"{check}\" is expected.")
         if body.get("sha") and body["sha"] != pr["head_sha"]:
             raise ForgeError(409, "Head branch was modified. Review and try the merge again.")
         pr.update(state="closed", merged_at=now(), closed_at=now(), merged_by=self.owner,
