@@ -53,7 +53,12 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
 fi
-pip_q() { "$VENV/bin/python" -m pip install -q "$@" 2>&1 | grep -v "^WARNING: Location" || true; }
+pip_q() {  # pip's own exit code counts (a ResolutionImpossible must stop here, not install something else)
+  local rc=0
+  "$VENV/bin/python" -m pip install -q "$@" > "$VENV/pip.log" 2>&1 || rc=$?
+  grep -v "^WARNING: Location" "$VENV/pip.log" || true
+  [ "$rc" = 0 ] || { echo "[test_oldest] pip install $* failed (exit $rc)" >&2; exit 1; }
+}
 
 echo "[test_oldest] Airflow $AIRFLOW_VERSION with ${FLOORS[*]} ${OLD_LINE_PINS[*]}"
 pip_q "apache-airflow==$AIRFLOW_VERSION" "${FLOORS[@]}" "${OLD_LINE_PINS[@]}" pytest pytest-timeout

@@ -41,7 +41,7 @@ class Clock:
 
 def test_every_attempt_is_kept_and_the_row_sums_them(target):
     store = ShardStore.open(target)
-    assert store.schema_version() == CURRENT_SCHEMA_VERSION == 6
+    assert store.schema_version() == CURRENT_SCHEMA_VERSION == 7
     store.register_shards(RUN, [{"shard_id": "s1", "files": ["a.py"]}])
     first = store.assign_shard(RUN, "host-a:1", "s1")
     store.fail(first, "verification failed: 1 marker left", input_tokens=100, output_tokens=20,

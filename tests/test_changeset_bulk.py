@@ -209,7 +209,7 @@ def test_gitlab_ready_comment_close_and_merge_after_a_rebase(tmp_path, git_repo,
 
         srv.set_merge_method(one, "ff")          # fast-forward only and behind: squash and merge refused (406)
         srv.set_behind(one, 1)
-        srv.fail_next("POST", rf"/projects/[^/]+/merge_requests/1/notes$", 500)  # two's first close comment fails
+        srv.fail_next("POST", r"/projects/[^/]+/merge_requests/1/notes$", 500)  # two's first close comment fails
         rows = store.changesets()
         closed = run_bulk("close", [r for r in rows if r["repository"] == two], lambda _: forge, store,
                           body="Superseded.")
@@ -223,3 +223,18 @@ def test_gitlab_ready_comment_close_and_merge_after_a_rebase(tmp_path, git_repo,
         assert merged[0].result == "ok" and merged[0].reason == "merged (rebase; squash, merge refused)"
         states = {r["repository"]: r["external_state"] for r in store.changesets()}
         assert states == {one: "merged", two: "closed"}
+
+
+def test_a_forge_that_cannot_be_reached_fails_each_changeset_with_the_fix(github):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    away = GitHubForge(Github(base_url=f"http://127.0.0.1:{dead}/api/v3", auth=Auth.Token(github.token), retry=None,
+                              timeout=5))
+    results = run_bulk("merge", github.store.changesets(), lambda _: away, github.store)
+    assert [r.result for r in results] == ["failed"] * 3
+    assert all("could not be reached" in r.reason and "resumes" in r.reason for r in results), results
+    assert {r["external_state"] for r in github.store.changesets()} == {"open"}
+    assert {r["failures"] for r in github.store.changesets()} == {1}

@@ -117,7 +117,7 @@ def cmd_example_dags(args: argparse.Namespace, out: Render) -> tuple[Any, str, i
     """Copy the package's example DAGs (package data) into a dags folder."""
     import importlib.resources
 
-    dest = Path(os.path.expanduser(args.dest)).absolute()
+    dest = Path(os.path.expanduser(args.dest or _dags_folder())).absolute()
     if dest.exists() and not dest.is_dir():
         raise CliError(f"{dest} is a file: pass the dags folder (a directory) to copy the example DAGs into")
     source = importlib.resources.files("airflow_provider_worktree") / "example_dags"
@@ -129,5 +129,16 @@ def cmd_example_dags(args: argparse.Namespace, out: Render) -> tuple[Any, str, i
     for name in names:
         (dest / name).write_bytes((source / name).read_bytes())
     data = {"dest": str(dest), "dags": [str(dest / n) for n in names]}
+    hint = [] if args.dest is None else ["", "Point Airflow's [core] dags_folder at it (or copy them into yours)."]
     return data, "\n".join([f"Copied {len(names)} example DAG(s) into {dest}:"] + [f"  {n}" for n in names]
-                           + ["", "Point Airflow's [core] dags_folder at it (or copy them into yours)."]), EXIT_OK
+                           + hint), EXIT_OK
+
+
+def _dags_folder() -> str:
+    """Airflow's own ``[core] dags_folder`` (``$AIRFLOW_HOME/dags``, ``~/airflow/dags`` when AIRFLOW_HOME is unset)."""
+    try:
+        from airflow.configuration import conf
+    except ImportError:
+        raise CliError("Airflow is not importable here to read [core] dags_folder: pass the dags folder as DEST") \
+            from None
+    return conf.get("core", "dags_folder")

@@ -8,7 +8,7 @@ import argparse
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from airflow_provider_worktree.cli import changesets, db, limits, shards
+from airflow_provider_worktree.cli import campaigns, changesets, db, limits, shards
 from airflow_provider_worktree.cli.common import (
     DEFAULT_CONN_ID,
     EXIT_ERROR,
@@ -85,6 +85,32 @@ COMMANDS: tuple[Command, ...] = (
                           "when the repository refuses the one before)"),
                 _opt("--dry-run", action="store_true",
                      help="bulk actions: list the changesets the action would touch; send nothing"))),
+    Command("campaign", "one change across many repositories: `campaign create NAME --task T (--repository "
+            "PATH_OR_URL ... | --org ORG ...)`, `list`, `show NAME`, `plan NAME` (what a run would create, update, "
+            "close, keep or skip; sends nothing), `retry-failed NAME` (the plan of only the failed repositories)",
+            campaigns.cmd_campaign, (
+                _opt("action", choices=campaigns.ACTIONS, help="list, show, create, plan or retry-failed"),
+                _opt("name", nargs="?", metavar="NAME", help="the campaign (names its branch campaign/NAME)"),
+                _opt("--task", help="create: the maintenance task (todo, docstrings, lint, tests, ...)"),
+                _opt("--repository", action="append", metavar="PATH_OR_URL",
+                     help="create: a repository (a checkout path or a clone URL); repeatable"),
+                _opt("--org", help="create: select the repositories of this GitHub organisation"),
+                _opt("--user", help="create: select the repositories of this GitHub user"),
+                _opt("--topic", action="append", help="create: only repositories with this topic; repeatable"),
+                _opt("--language", help="create: only repositories in this language"),
+                _opt("--name-contains", metavar="TEXT", help="create: only repositories whose name has TEXT"),
+                _opt("--include-forks", action="store_true", help="create: forks too (skipped by default)"),
+                _opt("--forge", choices=("github", "gitlab"), default="github", help="create: where the pull "
+                     "requests go (default github)"),
+                _opt("--base", help="create: the base branch (default: each repository's default branch)"),
+                _opt("--max-new-prs", type=int, default=10, metavar="K",
+                     help="create: at most K new pull requests per --window (default 10)"),
+                _opt("--window", type=parse_duration, default=3600.0, metavar="DURATION",
+                     help="create: the pacing window (default 1h)"),
+                _opt("--max-pending-checks", type=int, default=20, metavar="M",
+                     help="create: no new pull request while more than M have checks pending (default 20)"),
+                _opt("--github-conn-id", default="github_default", metavar="ID",
+                     help="plan: the GitHub connection for a search selection (default github_default)"))),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),
@@ -98,7 +124,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("thresholds", "print the alert thresholds in force (runbook defaults + overrides)", shards.cmd_thresholds,
             (THRESHOLD,)),
     Command("example-dags", "copy the example DAGs (parallel_maintenance_poc, worktree_health) into a dags folder",
-            db.cmd_example_dags, (_opt("dest", metavar="DEST", help="the dags folder (created if missing)"),
+            db.cmd_example_dags, (_opt("dest", metavar="DEST", nargs="?", default=None,
+                                       help="the dags folder (created if missing; default: Airflow's "
+                                            "[core] dags_folder, ~/airflow/dags when AIRFLOW_HOME is unset)"),
                                   _opt("--overwrite", action="store_true", help="replace DAG files of the same name"))),
 )
 

@@ -40,6 +40,7 @@ from airflow_provider_worktree.core.health import (
     to_epoch,
     worst_level,
 )
+from airflow_provider_worktree.core.health.figures import format_duration
 
 
 def _shard_age(shard: dict, key: str, now: float) -> float | None:
@@ -112,7 +113,7 @@ def cmd_status(args: argparse.Namespace, out: Render) -> tuple[Any, str, int]:
     rows = []
     for status, n in counts.items():
         avg = data["avg_duration_s"].get(status)
-        rows.append([out.status_cell(status), str(n), "" if avg is None else format_value("task_duration_s", avg)])
+        rows.append([out.status_cell(status), str(n), format_duration(avg, none="")])  # as the report and the UI
     rows.append([("total", "bold"), str(len(shards)), ""])
     lines += ["", out.table(["STATUS", "COUNT", "AVG DURATION"], rows, right=(1,))]
     if running:

@@ -50,10 +50,14 @@ class ChangesetPublishOperator(BaseOperator):
     :param gitlab_conn_id: the ``gitlab`` connection (host: the instance URL; password: a token with ``api``).
     :param rate_limit: ``"shared"`` (default: every write paced by GitHub's content limits, shared by all workers
         through the shard database) or ``"off"``.
+    :param campaign: the campaign this publish belongs to (``airflow-worktree campaign``): a new pull request is
+        opened only within the campaign's pacing (otherwise the task skips with the reason, outcome ``paced``), and
+        the repository's outcome (``pr-opened``, ``pr-updated``, ``pr-closed``, ``no-diff``, ``failed``,
+        ``rate-limited``) is recorded on the campaign. Templated.
     """
 
     template_fields: Sequence[str] = ("repository", "head", "base", "publish", "title_template", "body_template",
-                                      "labels", "reviewers", "task_name", "repo", "forge")
+                                      "labels", "reviewers", "task_name", "repo", "forge", "campaign")
     ui_color = "#d5f5e3"
 
     def __init__(self, *, repository: str, head: str, base: str = "main", publish: str = "draft",
@@ -63,7 +67,7 @@ class ChangesetPublishOperator(BaseOperator):
                  forge: str = "github", github_conn_id: str = "github_default",
                  gitlab_conn_id: str = "gitlab_default",
                  shard_status_conn_id: str = ShardStatusHook.default_conn_name, close_when_empty: bool = True,
-                 rate_limit: str = "shared", **kwargs: Any) -> None:
+                 rate_limit: str = "shared", campaign: str | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.repository, self.head, self.base, self.publish = repository, head, base, publish
         self.title_template, self.body_template = title_template, body_template
@@ -72,6 +76,7 @@ class ChangesetPublishOperator(BaseOperator):
         self.forge, self.gitlab_conn_id = forge, gitlab_conn_id
         self.shard_status_conn_id, self.close_when_empty, self.rate_limit = (shard_status_conn_id, close_when_empty,
                                                                               rate_limit)
+        self.campaign = campaign
 
     def _check(self) -> None:
         if self.forge not in ("github", "gitlab"):
@@ -108,14 +113,18 @@ class ChangesetPublishOperator(BaseOperator):
             raise AirflowFailException(f"not published: {exc}") from exc
         names = {"report": report, "totals": report["totals"], "shards": report["shards"], "run_id": run_id,
                  "task": self.task_name or "maintenance", "repository": self.repository, "run_url": _run_url(context)}
+        outcome = self._outcome(store, run_id)
         try:
             if report["totals"].get("accepted", 0) == 0:
                 closed = forge.close(self.repository, self.head, CLOSE_COMMENT.format(run_id=run_id, head=self.head)) \
                     if self.close_when_empty else None
                 if closed is not None:
                     store.record_changeset(closed.to_dict(), run_id=run_id)
+                    outcome("pr-closed", "the run found no diff: its pull request was closed", closed.url)
                     return closed.to_dict()
+                outcome("no-diff", "the run accepted no change")
                 raise AirflowSkipException("the run accepted no change: there is nothing to publish")
+            self._pace(store, outcome)
             self._push_head(forge, conn_id)
             spec = ChangesetSpec(
                 repository=self.repository, head=self.head, base=self.base, draft=self.publish == "draft",
@@ -125,14 +134,41 @@ class ChangesetPublishOperator(BaseOperator):
             changeset = forge.publish(spec)
         except ForgeError as exc:
             store.record_changeset_failure(self.forge, self.repository, self.head, str(exc))
+            outcome("rate-limited" if exc.retryable and "rate limit" in str(exc).lower() else "failed", str(exc))
             if exc.retryable:
                 raise
             raise AirflowFailException(f"not published: {exc}") from exc
         except ConfigurationError as exc:
+            outcome("failed", str(exc))
             raise AirflowFailException(f"not published: {exc}") from exc
         store.record_changeset(changeset.to_dict(), run_id=run_id)
+        from airflow_provider_worktree.core.campaigns.types import OUTCOME_OF_ACTION
+
+        outcome(OUTCOME_OF_ACTION.get(changeset.action, "pr-updated"), f"#{changeset.number} {changeset.action}",
+                changeset.url)
         self.log.info("changeset %s %s: %s (%s)", self.repository, self.head, changeset.url, changeset.action)
         return changeset.to_dict()
+
+    def _outcome(self, store: Any, run_id: str) -> Any:
+        """A recorder of this repository's outcome on the campaign (a no-op without ``campaign``)."""
+        def record(outcome: str, reason: str, url: str | None = None) -> None:
+            if self.campaign:
+                store.record_campaign_outcome(self.campaign, self.repository, outcome, reason=reason, run_id=run_id,
+                                              url=url)
+        return record
+
+    def _pace(self, store: Any, outcome: Any) -> None:
+        """A campaign opens a new pull request only within its pacing; an update always goes ahead."""
+        if not self.campaign:
+            return
+        import time
+
+        from airflow_provider_worktree.core.campaigns.pacing import gate
+
+        allowed, reason = gate(store, self.campaign, self.forge, self.repository, self.head, time.time())
+        if not allowed:
+            outcome("paced", reason)
+            raise AirflowSkipException(f"campaign {self.campaign}: not opened now: {reason}; the next run opens it")
 
     def _push_head(self, forge: Any, conn_id: str) -> None:
         """Push ``head`` to the repository's clone URL as a compare-and-swap, the token in git's environment."""

@@ -13,7 +13,7 @@ PENDING, RUNNING, COMPLETED, FAILED = "pending", "running", "completed", "failed
 STATUSES: tuple[str, ...] = (PENDING, RUNNING, COMPLETED, FAILED)
 LEGACY_RUN_ID = "legacy"
 DEFAULT_STALE_AFTER_S = 600.0
-CURRENT_SCHEMA_VERSION = 6
+CURRENT_SCHEMA_VERSION = 7
 #: Statuses of a row in ``shard_attempts``: the attempt's own outcome. ``lost``: fenced out (taken over,
 #: reclaimed as stale) before it recorded an outcome; ``released``: gave the shard back; ``batch``: attempt 0,
 #: the spend of the shard's Message Batches entry (``core.batchstore``).

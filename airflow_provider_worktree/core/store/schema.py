@@ -204,6 +204,29 @@ def _migrate_5_to_6(d: _Dialect, cur: Any) -> None:
 )""")
 
 
+def _migrate_6_to_7(d: _Dialect, cur: Any) -> None:
+    """Version 7: ``campaigns`` (name, spec as JSON) and ``campaign_repositories`` (the last outcome per repository)."""
+    ts = d.ts_type
+    cur.execute(f"""CREATE TABLE campaigns (
+    name TEXT PRIMARY KEY,
+    spec TEXT NOT NULL,
+    created_at {ts},
+    updated_at {ts}
+)""")
+    cur.execute(f"""CREATE TABLE campaign_repositories (
+    campaign TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    location TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    run_id TEXT,
+    url TEXT,
+    updated_at {ts},
+    PRIMARY KEY (campaign, repository)
+)""")
+
+
 MIGRATIONS: dict[int, Callable[[_Dialect, Any], None]] = {1: _migrate_0_to_1, 2: _migrate_1_to_2,
                                                           3: _migrate_2_to_3, 4: migrate_3_to_4,
-                                                          5: _migrate_4_to_5, 6: _migrate_5_to_6}
+                                                          5: _migrate_4_to_5, 6: _migrate_5_to_6,
+                                                          7: _migrate_6_to_7}

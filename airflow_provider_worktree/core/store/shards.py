@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from airflow_provider_worktree.core.store.base import StoreConnection
 from airflow_provider_worktree.core.store.batches import BatchRecords
+from airflow_provider_worktree.core.store.campaigns import CampaignRecords
 from airflow_provider_worktree.core.store.changesets import ChangesetRecords
 from airflow_provider_worktree.core.store.claims import ClaimRecords
 from airflow_provider_worktree.core.store.queries import ShardQueries
@@ -53,7 +54,7 @@ from airflow_provider_worktree.core.store.results import ResultRecords
 
 
 class ShardStore(ClaimRecords, ResultRecords, ShardQueries, BatchRecords, RateLimitRecords, ChangesetRecords,
-                 StoreConnection):
+                 CampaignRecords, StoreConnection):
     """The shard status database (seed component *ShardCoordinator*, with ``core.planning``).
 
     Build it with :meth:`open` from a target string, or directly from a DB-API connection factory::
@@ -66,5 +67,6 @@ class ShardStore(ClaimRecords, ResultRecords, ShardQueries, BatchRecords, RateLi
     :class:`~.base.StoreConnection`, registration and claims in :class:`~.claims.ClaimRecords`, the lease holder's
     fenced writes in :class:`~.results.ResultRecords`, reads in :class:`~.queries.ShardQueries`, batch mode's
     records in :class:`~.batches.BatchRecords`, the shared rate limiter's state in
-    :class:`~.ratelimits.RateLimitRecords`, published changesets in :class:`~.changesets.ChangesetRecords`.
+    :class:`~.ratelimits.RateLimitRecords`, published changesets in :class:`~.changesets.ChangesetRecords`, campaigns
+    and their repositories' outcomes in :class:`~.campaigns.CampaignRecords`.
     """

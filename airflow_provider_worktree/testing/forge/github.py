@@ -36,8 +36,10 @@ from urllib.parse import parse_qs
 from airflow_provider_worktree.testing.forge import githttp, objects
 from airflow_provider_worktree.testing.forge.loopback import LoopbackForge
 from airflow_provider_worktree.testing.forge.pulls import DOCS, ForgeError, PullHandlers, now
+from airflow_provider_worktree.testing.forge.search import SearchHandlers
 
 _ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p + "$"), h) for m, p, h in (
+    ("GET", r"/search/repositories", "search_repos"),
     ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)", "get_repo"),
     ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls", "list_pulls"),
     ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls", "create_pull"),
@@ -56,7 +58,7 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [(m, re.compile("^/api/v3" + p
 _WRITES = ("POST", "PATCH", "PUT", "DELETE")
 
 
-class OfflineGitHub(LoopbackForge, PullHandlers):
+class OfflineGitHub(LoopbackForge, PullHandlers, SearchHandlers):
     """The offline GitHub. ``token``: the one token it accepts; ``owner``: the login that token belongs to.
 
     Test helpers (Python, not HTTP): :meth:`create_repo`, :meth:`add_review`, :meth:`pulls`, :meth:`fail_next`.
