@@ -123,7 +123,8 @@ COMMANDS: tuple[Command, ...] = (
         THRESHOLD)),
     Command("thresholds", "print the alert thresholds in force (runbook defaults + overrides)", shards.cmd_thresholds,
             (THRESHOLD,)),
-    Command("example-dags", "copy the example DAGs (parallel_maintenance_poc, worktree_health) into a dags folder",
+    Command("example-dags", "copy the example DAGs (parallel_maintenance_poc, worktree_health, campaign_maintenance) into a dags "
+            "folder",
             db.cmd_example_dags, (_opt("dest", metavar="DEST", nargs="?", default=None,
                                        help="the dags folder (created if missing; default: Airflow's "
                                             "[core] dags_folder, ~/airflow/dags when AIRFLOW_HOME is unset)"),

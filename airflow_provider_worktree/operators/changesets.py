@@ -54,10 +54,11 @@ class ChangesetPublishOperator(BaseOperator):
         opened only within the campaign's pacing (otherwise the task skips with the reason, outcome ``paced``), and
         the repository's outcome (``pr-opened``, ``pr-updated``, ``pr-closed``, ``no-diff``, ``failed``,
         ``rate-limited``) is recorded on the campaign. Templated.
+    :param shard_prefix: only the run's shards whose id starts with it (one repository of a campaign run). Templated.
     """
 
     template_fields: Sequence[str] = ("repository", "head", "base", "publish", "title_template", "body_template",
-                                      "labels", "reviewers", "task_name", "repo", "forge", "campaign")
+                                      "labels", "reviewers", "task_name", "repo", "forge", "campaign", "shard_prefix")
     ui_color = "#d5f5e3"
 
     def __init__(self, *, repository: str, head: str, base: str = "main", publish: str = "draft",
@@ -67,7 +68,8 @@ class ChangesetPublishOperator(BaseOperator):
                  forge: str = "github", github_conn_id: str = "github_default",
                  gitlab_conn_id: str = "gitlab_default",
                  shard_status_conn_id: str = ShardStatusHook.default_conn_name, close_when_empty: bool = True,
-                 rate_limit: str = "shared", campaign: str | None = None, **kwargs: Any) -> None:
+                 rate_limit: str = "shared", campaign: str | None = None, shard_prefix: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.repository, self.head, self.base, self.publish = repository, head, base, publish
         self.title_template, self.body_template = title_template, body_template
@@ -76,7 +78,7 @@ class ChangesetPublishOperator(BaseOperator):
         self.forge, self.gitlab_conn_id = forge, gitlab_conn_id
         self.shard_status_conn_id, self.close_when_empty, self.rate_limit = (shard_status_conn_id, close_when_empty,
                                                                               rate_limit)
-        self.campaign = campaign
+        self.campaign, self.shard_prefix = campaign, shard_prefix
 
     def _check(self) -> None:
         if self.forge not in ("github", "gitlab"):
@@ -103,7 +105,7 @@ class ChangesetPublishOperator(BaseOperator):
 
         run_id = context["run_id"]
         store = ShardStatusHook(shard_status_conn_id=self.shard_status_conn_id).get_store()
-        report = build_report(store, run_id)
+        report = build_report(store, run_id, shard_prefix=self.shard_prefix or None)
         conn_id = self.github_conn_id if self.forge == "github" else self.gitlab_conn_id
         limiter = shared_limiter(store, self.forge, conn_id, run_id=run_id, logger=self.log) \
             if self.rate_limit == "shared" else None

@@ -43,9 +43,12 @@ _ATTEMPT_KEYS = ("attempt", "status", "worker_id", "started_at", "ended_at", "is
                  "error_message", *_TOKEN_KEYS, "cost_usd")
 
 
-def build_report(store: Any, run_id: str) -> dict:
-    """Collect the run's shards (and each shard's attempts) from the store into a JSON-safe report."""
+def build_report(store: Any, run_id: str, *, shard_prefix: str | None = None) -> dict:
+    """Collect the run's shards (and each shard's attempts) from the store into a JSON-safe report; with
+    ``shard_prefix``, only the shards whose id starts with it (one repository of a campaign run)."""
     rows = store.list_shards(run_id=run_id)
+    if shard_prefix:
+        rows = [r for r in rows if r["shard_id"].startswith(shard_prefix)]
     attempts: dict[str, list[dict]] = {}
     for a in (store.list_attempts(run_id) if hasattr(store, "list_attempts") else []):
         attempts.setdefault(a["shard_id"], []).append({k: a.get(k) for k in _ATTEMPT_KEYS})

@@ -1,0 +1,91 @@
+"""The campaign DAG (issue 20): one ``airflow dags test`` run over three repositories on the offline GitHub (cloned
+over git's smart HTTP into the worker's cache), every repository's shards mapped in the one run, one draft pull
+request each through the GitHub provider and PyGithub; a second run opens no new pull request; a repository that
+cannot be cloned fails only itself, the run names it, and ``retry_failed`` runs only it. Every exchange is checked
+against GitHub's OpenAPI description."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("airflow.providers.github", reason="apache-airflow-providers-github is not installed "
+                                                        "(pip install 'airflow-provider-worktree[github]')")
+
+import githubapi  # noqa: E402
+from conftest import airflow_home_env, make_repo  # noqa: E402
+
+from airflow_provider_worktree.core.campaigns.run import repo_prefix  # noqa: E402
+from airflow_provider_worktree.core.store import ShardStore  # noqa: E402
+from airflow_provider_worktree.testing import OfflineMessagesServer  # noqa: E402
+from airflow_provider_worktree.testing.forge import OfflineGitHub  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+DAG_ID = "campaign_maintenance"
+pytestmark = pytest.mark.integration
+
+
+def _dags_test(env: dict, conf: dict) -> str:
+    proc = subprocess.run([str(BIN / "airflow"), "dags", "test", DAG_ID, "-c", json.dumps(conf)], env=env,
+                          capture_output=True, text=True, timeout=900, check=False)
+    return proc.stdout + proc.stderr
+
+
+def _run_state(out: str) -> str:
+    (line,) = [x for x in out.splitlines() if "DagRun Finished:" in x] or [""]
+    return line.split(" state=", 1)[-1].split(",", 1)[0] if line else "not finished"
+
+
+@pytest.mark.timeout(1500)
+def test_one_run_over_three_repositories_opens_one_pull_request_each_and_a_rerun_opens_none(tmp_path):
+    home = tmp_path / "airflow-home"
+    (home / "dags").mkdir(parents=True)
+    shutil.copy(ROOT / "airflow_provider_worktree" / "example_dags" / f"{DAG_ID}.py", home / "dags")
+    log = tmp_path / "forge-requests.jsonl"
+    with OfflineGitHub(tmp_path / "forge", request_log=log) as gh, OfflineMessagesServer() as srv:
+        urls = {}
+        for name in ("billing", "payments", "search"):
+            full = gh.create_repo(name, make_repo(tmp_path / name, n_files=2))
+            urls[full] = gh.git_url(full)  # a clone URL without the token: cloned anonymously like a public repo
+        env = airflow_home_env(
+            home, AIRFLOW_CONN_ANTHROPIC_DEFAULT=json.dumps({"conn_type": "anthropic", "host": srv.base_url,
+                                                             "password": "sk-ant-dummy"}),
+            AIRFLOW_CONN_GITHUB_DEFAULT=json.dumps({"conn_type": "github", "host": gh.api_url, "password": gh.token}))
+        subprocess.run([str(BIN / "airflow"), "db", "migrate"], env=env, check=True, capture_output=True, timeout=300)
+        missing = f"{gh.web_url}/octo-org/gone.git"
+        conf = {"campaign": "todo-sweep", "task": "todo", "repositories": [*urls.values(), missing]}
+
+        out = _dags_test(env, conf)
+        assert _run_state(out) == "failed", out[-5000:]  # one repository could not be cloned: the run says so
+        assert "1 of 4 repositories failed: octo-org/gone: not planned" in out, out[-5000:]
+        store = ShardStore.open(str(home / "shard_status.db"))
+        outcomes = {r["repository"]: r["outcome"] for r in store.campaign_repositories("todo-sweep")}
+        assert outcomes == {**{full: "pr-opened" for full in urls}, "octo-org/gone": "failed"}, outcomes
+        for full in urls:
+            (pr,) = gh.pulls(full)
+            assert pr["head"] == "campaign/todo-sweep" and pr["draft"] and pr["base"] == "main"
+            others = [repo_prefix(o) for o in urls if o != full]
+            assert repo_prefix(full) in pr["body"] and not any(o in pr["body"] for o in others), pr["body"]
+        # each repository's pull request reports its own shards only
+        ids = [s["shard_id"] for s in store.list_shards()]
+        assert len(ids) == len(set(ids)) >= 3 and all("--" in i for i in ids)
+
+        retry = _dags_test(env, {**conf, "retry_failed": True})  # only the failed one runs again
+        assert "retry_failed: 1 of 4 repositories" in retry, retry[-4000:]
+        again = _dags_test(env, {"campaign": "todo-sweep", "repositories": list(urls.values())})
+        states = {r["repository"]: r["outcome"] for r in store.campaign_repositories("todo-sweep")}
+        assert all(states[full] == "pr-updated" for full in urls), (states, again[-4000:])
+        assert [len(gh.pulls(full)) for full in urls] == [1, 1, 1], "a re-run opened a second pull request"
+        summaries = sorted((home / "reports").glob("campaign-todo-sweep-*.md"))
+        assert summaries and "cost per merged change: none merged yet" in summaries[-1].read_text()
+    checked, problems = githubapi.check_log(log)
+    assert checked > 0 and not problems, "\n".join(problems[:20])
+    created = [json.loads(x) for x in log.read_text().splitlines()
+               if '"POST"' in x and '"status": 201' in x and x.count("/pulls") and '"/api/v3/repos/' in x]
+    assert len([c for c in created if c["path"].endswith("/pulls")]) == 3
