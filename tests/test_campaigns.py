@@ -214,3 +214,31 @@ def test_the_publish_operator_records_outcomes_and_paces_new_pull_requests(githu
     rows = {r["repository"]: r for r in store.campaign_repositories("typing")}
     assert rows[f"{github.owner}/a"]["outcome"] == "pr-opened" and rows[f"{github.owner}/a"]["url"]
     assert rows[f"{github.owner}/b"]["outcome"] == "paced" and "a place frees up in" in rows[f"{github.owner}/b"]["reason"]
+
+
+def test_a_gitlab_group_selects_its_projects_and_subgroups_and_lists_what_it_skips(tmp_path, git_repo):
+    pytest.importorskip("gitlab", reason="python-gitlab is not installed (pip install 'airflow-provider-worktree[gitlab]')")
+    import gitlab
+
+    from airflow_provider_worktree.core.campaigns.select import select_from_gitlab
+    from airflow_provider_worktree.testing.forge import OfflineGitLab
+
+    with OfflineGitLab(tmp_path / "gl", request_log=tmp_path / "gitlab.jsonl") as srv:
+        for name, group in (("api", "acme"), ("worker", "acme/backend"), ("old", "acme"), ("copy", "acme"),
+                            ("blank", "acme"), ("other", "elsewhere")):
+            srv.create_project(name, git_repo, group=group)
+        for path in ("acme/api", "acme/backend/worker", "acme/old", "acme/copy", "acme/blank"):
+            srv.set_project(path, topics=["python"])
+        srv.set_project("acme/old", archived=True)
+        srv.set_project("acme/copy", forked=True)
+        srv.set_project("acme/blank", empty=True)
+        client = gitlab.Gitlab(srv.url, private_token=srv.token)
+        sel = select_from_gitlab(client, group="acme", topics=["python"])
+        assert [t.repository for t in sel.targets] == ["acme/api", "acme/backend/worker"]
+        assert all(t.forge == "gitlab" and t.location.endswith(".git") for t in sel.targets)
+        assert {s.repository: s.reason.split(" ")[0] for s in sel.skipped} == {
+            "acme/old": "archived", "acme/copy": "a", "acme/blank": "empty"}
+        with pytest.raises(gitlab.exceptions.GitlabGetError):
+            select_from_gitlab(client, group="nosuch")
+    with pytest.raises(ConfigurationError, match="forge='gitlab'"):
+        CampaignSpec(name="x", task="todo", query={"group": "acme"})

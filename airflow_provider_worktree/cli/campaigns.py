@@ -48,8 +48,9 @@ def cmd_campaign(args: argparse.Namespace, out: Render) -> tuple[Any, str, int]:
 def _spec(args: argparse.Namespace) -> Any:
     from airflow_provider_worktree.core.campaigns import CampaignSpec, Pacing
 
-    query = {k: v for k, v in (("org", args.org), ("user", args.user), ("topics", args.topic or []),
-                               ("language", args.language), ("name", args.name_contains)) if v}
+    query = {k: v for k, v in (("org", args.org), ("user", args.user), ("group", args.group),
+                               ("topics", args.topic or []), ("language", args.language),
+                               ("name", args.name_contains)) if v}
     if not args.task:
         raise CliError("campaign create needs --task (one of the catalog's tasks, e.g. todo or docstrings)")
     return CampaignSpec(name=args.name, task=args.task, repositories=tuple(args.repository or ()), query=query,
@@ -114,22 +115,11 @@ def _plan(args: argparse.Namespace, store: Any, desc: str, record: dict[str, Any
 
 
 def _select(spec: Any, args: argparse.Namespace) -> Any:
-    from airflow_provider_worktree.core.campaigns.select import select_from_github, select_from_list
+    from airflow_provider_worktree.hooks.forges import campaign_selection
 
-    if spec.repositories:
-        return select_from_list(spec.repositories)
-    if spec.forge != "github":
-        raise CliError(f"campaign {spec.name}: a {spec.forge} query is not supported yet; list the repositories")
     try:
-        from airflow.providers.github.hooks.github import GithubHook
-
-        client = GithubHook(github_conn_id=args.github_conn_id).get_conn()
-        return select_from_github(client, include_forks=spec.include_forks, **spec.query)
-    except ImportError:
-        raise CliError("a GitHub selection needs the GitHub provider: pip install "
-                       "'airflow-provider-worktree[github]'") from None
-    except CliError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a missing connection or the forge's refusal, named with the fix
-        raise CliError(f"the GitHub search for campaign {spec.name} failed: {exc}; check the connection "
-                       f"{args.github_conn_id!r} (token as password) or pass --github-conn-id", EXIT_ERROR) from None
+        return campaign_selection(spec, github_conn_id=args.github_conn_id, gitlab_conn_id=args.gitlab_conn_id)
+    except Exception as exc:  # noqa: BLE001 - a missing provider or connection, the forge's refusal: named
+        conn = args.gitlab_conn_id if spec.forge == "gitlab" else args.github_conn_id
+        raise CliError(f"the {spec.forge} selection of campaign {spec.name} failed: {exc}; check the connection "
+                       f"{conn!r} (token as password) or pass --{spec.forge}-conn-id", EXIT_ERROR) from None

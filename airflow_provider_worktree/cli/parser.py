@@ -96,6 +96,8 @@ COMMANDS: tuple[Command, ...] = (
                      help="create: a repository (a checkout path or a clone URL); repeatable"),
                 _opt("--org", help="create: select the repositories of this GitHub organisation"),
                 _opt("--user", help="create: select the repositories of this GitHub user"),
+                _opt("--group", help="create: select the projects of this GitLab group and its subgroups "
+                                     "(with --forge gitlab)"),
                 _opt("--topic", action="append", help="create: only repositories with this topic; repeatable"),
                 _opt("--language", help="create: only repositories in this language"),
                 _opt("--name-contains", metavar="TEXT", help="create: only repositories whose name has TEXT"),
@@ -110,7 +112,9 @@ COMMANDS: tuple[Command, ...] = (
                 _opt("--max-pending-checks", type=int, default=20, metavar="M",
                      help="create: no new pull request while more than M have checks pending (default 20)"),
                 _opt("--github-conn-id", default="github_default", metavar="ID",
-                     help="plan: the GitHub connection for a search selection (default github_default)"))),
+                     help="plan: the GitHub connection for a search selection (default github_default)"),
+                _opt("--gitlab-conn-id", default="gitlab_default", metavar="ID",
+                     help="plan: the GitLab connection for a group selection (default gitlab_default)"))),
     Command("prune", "remove leftover shard worktrees older than --older-than", shards.cmd_prune, (
         _opt("--repo", default=".", metavar="PATH", help="the repository (default: the current directory)"),
         WORKTREE_ROOT, _older_than(86400.0, "worktree age before it may be pruned (the runbook's 24h)"), DRY_RUN)),

@@ -66,10 +66,10 @@ with DAG(
         """The campaign's repositories, cloned where needed, and every repository's shards (registered)."""
         from airflow_provider_worktree.core.campaigns import CampaignSpec
         from airflow_provider_worktree.core.campaigns.run import prefixed, repo_prefix, shard_budget
-        from airflow_provider_worktree.core.campaigns.select import select_from_github, select_from_list
         from airflow_provider_worktree.core.campaigns.types import RETRY_OUTCOMES
         from airflow_provider_worktree.core.planning import plan_repository
         from airflow_provider_worktree.core.tasks import get_task
+        from airflow_provider_worktree.hooks.forges import campaign_selection
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
         from airflow_provider_worktree.version_compat import conf
@@ -87,12 +87,7 @@ with DAG(
             store.save_campaign(name, spec.to_dict())
         else:
             spec = CampaignSpec.from_dict(record["spec"])
-        if spec.repositories:
-            selection = select_from_list(spec.repositories)
-        else:
-            from airflow.providers.github.hooks.github import GithubHook
-
-            selection = select_from_github(GithubHook().get_conn(), include_forks=spec.include_forks, **spec.query)
+        selection = campaign_selection(spec)
         for s in selection.skipped:
             store.record_campaign_outcome(name, s.repository, "skipped", reason=s.reason, run_id=run_id)
         targets = selection.targets

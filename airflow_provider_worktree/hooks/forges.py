@@ -47,3 +47,24 @@ def shared_limiter(store: Any, forge: str, conn_id: str | None = None, *, run_id
     return SharedLimiter(store, f"{forge}:{forge_host(forge, conn_id or DEFAULT_CONN[forge])}",
                          limits=GITHUB_CONTENT_LIMITS, run_id=run_id, max_concurrency=GITHUB_MAX_CONCURRENCY,
                          logger=logger)
+
+
+def campaign_selection(spec: Any, *, github_conn_id: str | None = None, gitlab_conn_id: str | None = None) -> Any:
+    """The repositories of a :class:`~airflow_provider_worktree.core.campaigns.CampaignSpec`: its list, a GitHub
+    search through the official provider's ``GithubHook``, or a GitLab group through :class:`~.gitlab.GitLabHook`."""
+    from airflow_provider_worktree.core.campaigns import select
+
+    if spec.repositories:
+        return select.select_from_list(spec.repositories)
+    if spec.forge == "gitlab":
+        from airflow_provider_worktree.hooks.gitlab import GitLabHook
+
+        client = GitLabHook(gitlab_conn_id=gitlab_conn_id or DEFAULT_CONN["gitlab"]).get_conn()
+        return select.select_from_gitlab(client, include_forks=spec.include_forks, **spec.query)
+    try:
+        from airflow.providers.github.hooks.github import GithubHook
+    except ImportError:
+        raise ImportError("a GitHub selection needs the GitHub provider: pip install "
+                          "'airflow-provider-worktree[github]'") from None
+    client = GithubHook(github_conn_id=github_conn_id or DEFAULT_CONN["github"]).get_conn()
+    return select.select_from_github(client, include_forks=spec.include_forks, **spec.query)

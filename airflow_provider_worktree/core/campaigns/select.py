@@ -1,4 +1,4 @@
-"""Which repositories a campaign covers: a list of paths or URLs, or a GitHub repository search.
+"""Which repositories a campaign covers: a list of paths or URLs, a GitHub repository search, or a GitLab group.
 
 A GitHub selection is one search (``GET /search/repositories``, through PyGithub's ``search_repositories``) with the
 owner, topic, language and name qualifiers GitHub documents. Forks and archived repositories are asked for too
@@ -102,4 +102,28 @@ def select_from_github(client: Any, *, include_forks: bool = False, **query: Any
             sel.skipped.append(Skipped(repo.full_name, "a fork (pass include_forks to include forks)"))
         else:
             sel.targets.append(Target(repo.full_name, repo.clone_url, "github", repo.default_branch))
+    return sel
+
+
+def select_from_gitlab(client: Any, *, group: str, topics: Iterable[str] = (), include_forks: bool = False,
+                       **unknown: Any) -> Selection:
+    """The projects of a GitLab group and its subgroups (``client``: a ``gitlab.Gitlab``), through python-gitlab's
+    ``groups.get(group).projects.list(include_subgroups=True)``; only those with every topic in ``topics``."""
+    if unknown:
+        raise ConfigurationError(f"a GitLab selection takes group and topics, not {sorted(unknown)}")
+    wanted = set(topics)
+    sel = Selection()
+    for p in client.groups.get(group).projects.list(include_subgroups=True, get_all=True):
+        attrs = p.attributes
+        if wanted - set(attrs.get("topics") or []):
+            continue
+        name = attrs["path_with_namespace"]
+        if attrs.get("archived"):
+            sel.skipped.append(Skipped(name, "archived (read-only on GitLab)"))
+        elif attrs.get("empty_repo"):
+            sel.skipped.append(Skipped(name, "empty (no commits to change)"))
+        elif attrs.get("forked_from_project") and not include_forks:
+            sel.skipped.append(Skipped(name, "a fork (pass include_forks to include forks)"))
+        else:
+            sel.targets.append(Target(name, attrs["http_url_to_repo"], "gitlab", attrs.get("default_branch")))
     return sel

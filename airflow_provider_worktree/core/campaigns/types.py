@@ -58,6 +58,9 @@ class CampaignSpec:
                                      "'-', starting with a letter or digit (it names the branch campaign/<name>)")
         if not self.task:
             raise ConfigurationError(f"campaign {self.name!r} has no task: give one of the catalog's tasks")
+        if "group" in self.query and self.forge != "gitlab":
+            raise ConfigurationError(f"campaign {self.name!r}: a group selects GitLab projects: pass forge='gitlab' "
+                                     "(or org/user for GitHub)")
         if bool(self.repositories) == bool(self.query):
             raise ConfigurationError(f"campaign {self.name!r}: give either repositories (paths or URLs) or a query "
                                      "(e.g. {\"org\": \"my-org\", \"topics\": [\"python\"]}), not both and not neither")

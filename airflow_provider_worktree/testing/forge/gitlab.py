@@ -28,6 +28,8 @@ from airflow_provider_worktree.testing.forge.pulls import now
 _P = r"/api/v4/projects/(?P<pid>[^/]+)"
 _ROUTES = [(m, re.compile("^" + p + "$"), h) for m, p, h in (
     ("GET", r"/api/v4/users", "users"),
+    ("GET", r"/api/v4/groups/(?P<gid>[^/]+)", "get_group"),
+    ("GET", r"/api/v4/groups/(?P<gid>[^/]+)/projects", "group_projects"),
     ("GET", _P, "get_project"),
     ("GET", _P + r"/merge_requests", "list_mrs"),
     ("POST", _P + r"/merge_requests", "create_mr"),
@@ -80,6 +82,14 @@ class OfflineGitLab(LoopbackForge):
             self.projects[f"{group}/{name}"] = {"id": next(self._ids), "name": name, "group": group,
                                                 "default_branch": default_branch, "mrs": {}, "next_iid": 1}
         return f"{group}/{name}"
+
+    def set_project(self, path: str, *, archived: bool | None = None, empty: bool | None = None,
+                    forked: bool | None = None, topics: list[str] | None = None) -> None:
+        """What a group's project list reports of ``path``: archived, empty (``empty_repo``), a fork, topics."""
+        with self._lock:
+            for key, value in (("archived", archived), ("empty", empty), ("forked", forked), ("topics", topics)):
+                if value is not None:
+                    self.projects[path][key] = value
 
     def add_user(self, username: str) -> int:
         with self._lock:
@@ -190,12 +200,40 @@ class OfflineGitLab(LoopbackForge):
         name = params.get("username")
         return 200, [self._user(uid) for n, uid in self.users.items() if name in (None, n)]
 
-    def _get_project(self, pid: str, params: dict, body: Any) -> tuple[int, Any]:
-        project = self._project(pid)
+    def _project_obj(self, project: dict[str, Any]) -> dict[str, Any]:
         path = f"{project['group']}/{project['name']}"
-        return 200, {"id": project["id"], "name": project["name"], "path": project["name"],
-                     "path_with_namespace": path, "default_branch": project["default_branch"],
-                     "web_url": f"{self.url}/{path}", "http_url_to_repo": self.git_url(path), "archived": False}
+        out = {"id": project["id"], "name": project["name"], "path": project["name"], "path_with_namespace": path,
+               "default_branch": None if project.get("empty") else project["default_branch"],
+               "web_url": f"{self.url}/{path}", "http_url_to_repo": self.git_url(path),
+               "archived": bool(project.get("archived")), "empty_repo": bool(project.get("empty")),
+               "topics": list(project.get("topics", [])), "namespace": {"full_path": project["group"]}}
+        if project.get("forked"):
+            out["forked_from_project"] = {"id": 1, "path_with_namespace": "upstream/" + project["name"]}
+        return out
+
+    def _get_project(self, pid: str, params: dict, body: Any) -> tuple[int, Any]:
+        return 200, self._project_obj(self._project(pid))
+
+    def _get_group(self, gid: str, params: dict, body: Any) -> tuple[int, Any]:
+        """A group is any namespace a project lives in (or a parent of one): ``GET /groups/:id`` by full path."""
+        full = unquote(gid)
+        if not any(p["group"] == full or p["group"].startswith(full + "/") for p in self.projects.values()):
+            raise GitLabError(404, "404 Group Not Found")
+        return 200, {"id": full, "name": full.rsplit("/", 1)[-1], "path": full.rsplit("/", 1)[-1],
+                     "full_path": full, "web_url": f"{self.url}/groups/{full}"}
+
+    def _group_projects(self, gid: str, params: dict, body: Any) -> tuple[int, Any]:
+        """``GET /groups/:id/projects``: its projects, with ``include_subgroups=true`` those of its subgroups too,
+        ``archived=true|false`` filtering; every match on the first page."""
+        self._get_group(gid, params, body)
+        full, deep = unquote(gid), str(params.get("include_subgroups")).lower() == "true"
+        if int(params.get("page", 1)) > 1:
+            return 200, []
+        out = [self._project_obj(p) for _, p in sorted(self.projects.items())
+               if p["group"] == full or (deep and p["group"].startswith(full + "/"))]
+        if "archived" in params:
+            out = [p for p in out if str(p["archived"]).lower() == str(params["archived"]).lower()]
+        return 200, out
 
     def _list_mrs(self, pid: str, params: dict, body: Any) -> tuple[int, Any]:
         p = self._project(pid)
