@@ -55,6 +55,13 @@ def test_each_format_counts_each_finding_once(tmp_path):
                     "m.py"], tmp_path)
     assert "Found" in concise and len(concise.strip().splitlines()) > len(raw), "summary lines are there..."
     assert len(parse_findings(concise)) == len(raw), "...and do not count"
+    full = _run([RUFF, "check", "--isolated", "--no-cache", f"--select={RULES}", "--output-format=full", "m.py"],
+                tmp_path)
+    assert " --> m.py:" in full and len(parse_findings(full)) == len(raw), "ruff's default format, one per finding"
+    assert {f.code for f in parse_findings(full)} == {f.code for f in as_json}
+    (tmp_path / "clean.py").write_text("X = 1\n")
+    clean = _run([RUFF, "check", "--isolated", "--no-cache", "clean.py"], tmp_path)
+    assert clean.strip() == "All checks passed!" and parse_findings(clean) == [], "a clean run has no finding"
     flake8 = _run([FLAKE8, f"--select={RULES}", "--count", "m.py"], tmp_path)
     found = parse_findings(flake8)
     assert len(found) == len(flake8.strip().splitlines()) - 1, "flake8's --count total is not a finding"

@@ -13,6 +13,8 @@ outcome was ``failed`` or ``rate-limited``.
   with a failed shard is not published (outcome ``failed`` with the shard's reason) and the others go on.
 - ``publish``: one pull request per repository on the forge (a draft by default), updated in place by a re-run,
   closed when the run finds no diff, within the campaign's pacing (``paced`` otherwise).
+- ``merge_green`` (``auto_merge``): each open pull request synced; those with passing checks and an approving review
+  merged (squash, else merge, else rebase), outcome ``merged``; drafts are never merged.
 - ``summary``: the per-repository table and the campaign's totals (cost per merged change) beside the shard
   database; the run fails when a repository failed, naming them (``airflow-worktree campaign retry-failed``).
 
@@ -30,6 +32,20 @@ from airflow_provider_worktree.operators.changesets import ChangesetPublishOpera
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 
 MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
+
+
+def forge_of_run(store, run_id):
+    """Each forge of the campaign from its default connection, writes paced by the shared limiter."""
+    from airflow_provider_worktree.hooks.forges import forge_for, shared_limiter
+
+    forges: dict = {}
+
+    def forge_of(name: str):
+        if name not in forges:
+            forges[name] = forge_for(name, limiter=shared_limiter(store, name, run_id=run_id))
+        return forges[name]
+
+    return forge_of
 TASKS = ["todo", "docstrings", "lint", "tests", "custom"]
 BUDGET = {"max_input_tokens": "{{ params.max_input_tokens }}", "max_output_tokens": "{{ params.max_output_tokens }}"}
 
@@ -54,6 +70,16 @@ with DAG(
         "publish": Param("draft", type="string", enum=["none", "draft", "ready"]),
         "forge": Param("github", type="string", enum=["github", "gitlab"]),
         "base_branch": Param("main", type="string", description="Used when the forge does not say"),
+        "auto_merge": Param(False, type="boolean",
+                            description="Merge each pull request whose checks pass and whose review approved it "
+                                        "(squash, else merge, else rebase); drafts are never merged"),
+        "fix_red": Param(False, type="boolean",
+                         description="Fix on red: each open pull request whose checks fail gets a round on its branch "
+                                     "(the failing checks' output to the model), pushed and commented"),
+        "max_fix_rounds": Param(3, type="integer", minimum=1, description="Fix rounds per pull request at most"),
+        "fix_task": Param("custom", type="string", enum=TASKS,
+                          description="The task of a fix round (lint with lint_command for lint checks)"),
+        "lint_command": Param(None, type=["null", "string"], description="For the lint task, e.g. 'ruff check'"),
         "max_files_per_shard": Param(5, type="integer", minimum=1),
         "parallel_limit": Param(10, type="integer", minimum=1, maximum=MAX_PARALLEL),
         "max_input_tokens": Param(200_000, type="integer", minimum=1),
@@ -65,6 +91,7 @@ with DAG(
     def select(params: dict | None = None, run_id: str | None = None) -> list[dict]:
         """The campaign's repositories, cloned where needed, and every repository's shards (registered)."""
         from airflow_provider_worktree.core.campaigns import CampaignSpec
+        from airflow_provider_worktree.core.campaigns.fixes import cause_of, fix_prompt, fix_shard, red_changesets
         from airflow_provider_worktree.core.campaigns.run import prefixed, repo_prefix, shard_budget
         from airflow_provider_worktree.core.campaigns.types import RETRY_OUTCOMES
         from airflow_provider_worktree.core.planning import plan_repository
@@ -97,35 +124,53 @@ with DAG(
             print(f"retry_failed: {len(targets)} of {len(selection.targets)} repositories: {sorted(failed)}")
         budget = shard_budget(conf.getint("core", "max_map_length", fallback=1024), len(targets))
         task_ = get_task(spec.task, **({"prompt": params["prompt"]} if params["prompt"] else {}))
+        options = {"lint_command": params["lint_command"]} if params["lint_command"] else None
+        red = {}
+        if params["fix_red"]:  # fix on red: only the pull requests whose checks fail, one round each
+            red = {r["row"]["repository"]: r for r in
+                   red_changesets(store, forge_of_run(store, run_id), spec.head, params["max_fix_rounds"])}
+            targets = [t for t in targets if t.repository in red]
+            for r in red.values():
+                print(f"{r['row']['repository']}: " + (r.get("reason") or f"fix round {r['round']} "
+                                                       f"({cause_of(r['failing'])})"))
         out = []
         for t in targets:
+            base = spec.base or t.default_branch or params["base_branch"]
+            fix = red.get(t.repository)
+            if fix is not None and fix["round"] is None:
+                continue
             try:  # one repository that cannot be cloned or planned stops none of the others
                 path = (t.location if os.path.isdir(t.location)
                         else GitWorktreeHook(repo=t.location).get_manager().repo_path)
-                plan = plan_repository(path, task_, max_files=params["max_files_per_shard"], max_shards=budget)
+                if fix is None:
+                    plan = plan_repository(path, task_, max_files=params["max_files_per_shard"], max_shards=budget)
+                    shards, prompt, base_ref = prefixed(plan.shards, t), params["prompt"], "HEAD"
+                    print(f"{t.repository}: {len(shards)} shard(s) ({plan.summary()})")
+                else:
+                    shards = [fix_shard(path, fix, repo_prefix(t.repository), params["fix_task"], base)]
+                    prompt, base_ref = fix_prompt(fix["failing"], fix["round"]), fix["row"]["head_sha"]
             except Exception as exc:  # noqa: BLE001 - recorded as the repository's outcome, with the reason
                 store.record_campaign_outcome(name, t.repository, "failed", reason=f"not planned: {exc}",
                                               run_id=run_id, location=t.location)
                 print(f"{t.repository}: not planned: {exc}")
                 continue
-            shards = prefixed(plan.shards, t)
             hook.register_shards(run_id, shards)
-            print(f"{t.repository}: {len(shards)} shard(s) ({plan.summary()})")
-            out.append({"repository": t.repository, "path": path, "forge": t.forge or spec.forge,
-                        "base": spec.base or t.default_branch or params["base_branch"], "head": spec.head,
-                        "prefix": repo_prefix(t.repository), "shards": shards, "task": spec.task,
-                        "remote": not os.path.isdir(t.location)})
+            out.append({"repository": t.repository, "path": path, "forge": t.forge or spec.forge, "base": base,
+                        "head": spec.head, "prefix": repo_prefix(t.repository), "shards": shards,
+                        "task": spec.task, "prompt": prompt, "base_ref": base_ref, "task_options": options,
+                        "fix": None if fix is None else {"round": fix["round"], "cause": cause_of(fix["failing"]),
+                                                         "number": fix["row"]["number"]}})
         return out
 
     @task(retries=0)
     def shards_of(targets: list[dict]) -> list[dict]:
         """Every repository's shards, one mapped maintain task each."""
-        return [{"repo": t["path"], "shard": s} for t in targets for s in t["shards"]]
+        return [{"repo": t["path"], "shard": s, "prompt": t["prompt"], "base_ref": t["base_ref"],
+                 "task_options": t["task_options"]} for t in targets for s in t["shards"]]
 
     targets = select()
     maintain = ClaudeMaintenanceOperator.partial(
         task_id="maintain",
-        prompt="{{ params.prompt }}",
         budget=BUDGET,
         max_active_shards="{{ params.parallel_limit }}",
         retries=2,
@@ -143,6 +188,8 @@ with DAG(
         store = ShardStatusHook().get_store()
         publish = []
         for t in targets:
+            if t["fix"] is not None:  # a fix round is pushed onto the pull request's head by push_fixes
+                continue
             rep = build_report(store, run_id, shard_prefix=t["prefix"])
             not_done = rep["failed"] + rep["unfinished"]
             if not_done:
@@ -175,6 +222,62 @@ with DAG(
         retry_delay=pendulum.duration(seconds=5),
     ).expand_kwargs(merged)
 
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=1, retry_delay=pendulum.duration(seconds=5))
+    def push_fixes(targets: list[dict], params: dict | None = None, run_id: str | None = None) -> list[dict]:
+        """fix_red: each round's verified commit pushed onto its pull request's head, a comment, the round recorded."""
+        from airflow_provider_worktree.core.campaigns.fixes import round_comment
+        from airflow_provider_worktree.core.forge.actions import run_bulk
+        from airflow_provider_worktree.core.forge.types import ForgeError
+        from airflow_provider_worktree.core.health.report import build_report
+        from airflow_provider_worktree.hooks.forges import DEFAULT_CONN, push_head
+        from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+
+        store = ShardStatusHook().get_store()
+        forge_of, name, results = forge_of_run(store, run_id), params["campaign"], []
+        for t in (t for t in targets if t["fix"] is not None):
+            fix, rep = t["fix"], build_report(store, run_id, shard_prefix=t["prefix"])
+            (shard,) = rep["shards"] or [{"status": "missing", "commit_sha": None, "error_message": "never ran",
+                                          "files_changed": [], "cost_usd": 0.0}]
+            outcome, reason, pushed = "no change", shard.get("error_message"), None
+            try:
+                if shard["status"] == "failed" or shard["status"] not in ("completed",):
+                    outcome = "failed"
+                elif shard["commit_sha"]:
+                    pushed = push_head(forge_of(t["forge"]), t["forge"], DEFAULT_CONN[t["forge"]], t["repository"],
+                                       t["head"], repo=t["path"], source=shard["commit_sha"])
+                    outcome = "pushed" if pushed else "no change"
+            except ForgeError as exc:
+                outcome, reason = "failed", f"not pushed: {exc}"
+            text = round_comment(fix["round"], fix["cause"], outcome + (f": {reason}" if reason else ""),
+                                 shard.get("files_changed") or [], shard.get("cost_usd") or 0.0,
+                                 offline=rep["totals"].get("offline", False))
+            row = next(r for r in store.changesets() if r["repository"] == t["repository"] and r["head"] == t["head"])
+            run_bulk("comment", [row], forge_of, store, body=text)
+            store.record_round(t["forge"], t["repository"], t["head"], fix["round"], kind="checks", cause=fix["cause"],
+                               run_id=run_id, outcome=outcome, reason=reason, commit_sha=pushed,
+                               cost_usd=shard.get("cost_usd") or 0.0)
+            store.record_campaign_outcome(name, t["repository"], "failed" if outcome == "failed" else "pr-updated",
+                                          reason=f"fix round {fix['round']}: {outcome}" + (f" ({reason})" if reason
+                                                                                          else ""), run_id=run_id)
+            results.append({"repository": t["repository"], "round": fix["round"], "outcome": outcome})
+            print(f"{t['repository']}: fix round {fix['round']}: {outcome}")
+        return results
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, retries=1, retry_delay=pendulum.duration(seconds=5))
+    def merge_green(params: dict | None = None, run_id: str | None = None) -> list[dict]:
+        """auto_merge: the campaign's pull requests with passing checks and an approving review, merged."""
+        if not params["auto_merge"]:
+            return []
+        from airflow_provider_worktree.core.campaigns.run import auto_merge
+        from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
+
+        store = ShardStatusHook().get_store()
+        results = auto_merge(store, forge_of_run(store, run_id), params["campaign"], f"campaign/{params['campaign']}",
+                             run_id=run_id)
+        for r in results:
+            print(f"{r['repository']}: {r['result']} ({r['reason']})")
+        return results
+
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=0)
     def summary(params: dict | None = None, run_id: str | None = None) -> dict:
         """The campaign's table beside the shard database; fails when a repository failed."""
@@ -203,4 +306,6 @@ with DAG(
                                  f"retry-failed {name}` to see the plan. See {path}")
         return {**result, "path": path}
 
-    publish >> summary()
+    fixes = push_fixes(targets)
+    maintain >> fixes
+    publish >> fixes >> merge_green() >> summary()

@@ -68,3 +68,43 @@ def campaign_selection(spec: Any, *, github_conn_id: str | None = None, gitlab_c
                           "'airflow-provider-worktree[github]'") from None
     client = GithubHook(github_conn_id=github_conn_id or DEFAULT_CONN["github"]).get_conn()
     return select.select_from_github(client, include_forks=spec.include_forks, **spec.query)
+
+
+def push_head(forge: Any, forge_name: str, conn_id: str, repository: str, head: str, *, repo: str | None = None,
+              git_worktree_conn_id: str = "git_worktree_default", source: str | None = None,
+              logger: Any = None) -> str | None:
+    """Push the local branch ``head`` (or the commit ``source``) to ``head`` on the forge's clone URL as a
+    compare-and-swap (``--force-with-lease`` at the sha the forge has), the token only in git's environment.
+    Returns the sha pushed; None when the forge's head already has the same files (nothing is pushed, the
+    pull request keeps its head and its checks, and the local branch goes back to the forge's commit)."""
+    from airflow.sdk import BaseHook
+
+    from airflow_provider_worktree.core.git.command import run_git
+    from airflow_provider_worktree.core.git.urls import credential_env
+    from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
+
+    url = forge.clone_url(repository)
+    manager = GitWorktreeHook(git_worktree_conn_id=git_worktree_conn_id, repo=repo).get_manager()
+    token = BaseHook.get_connection(conn_id or DEFAULT_CONN[forge_name]).password
+    if token:
+        user = "x-access-token" if forge_name == "github" else "oauth2"
+        manager.git_env.update(credential_env(user, token, url, base_env=manager.git_env))
+    if source:
+        run_git(["update-ref", f"refs/heads/{head}", source], cwd=manager.repo_path)
+    expect = manager.remote_branch_sha(head, url)
+    if expect and _same_tree(manager.repo_path, head, expect):
+        run_git(["update-ref", f"refs/heads/{head}", expect], cwd=manager.repo_path)
+        if logger is not None:
+            logger.info("%s has the same content as the forge's %s: not pushed", head, expect[:12])
+        return None
+    manager.push(head, remote=url, expect=expect)
+    return run_git(["rev-parse", f"refs/heads/{head}"], cwd=manager.repo_path).stdout.strip()
+
+
+def _same_tree(repo_path: str, branch: str, sha: str) -> bool:
+    """``branch`` and the commit ``sha`` hold the same files (False when ``sha`` is not in this repository)."""
+    from airflow_provider_worktree.core.git.command import run_git
+
+    trees = [run_git(["rev-parse", "--verify", "--quiet", f"{ref}^{{tree}}"], cwd=repo_path, check=False)
+             for ref in (f"refs/heads/{branch}", sha)]
+    return all(t.returncode == 0 for t in trees) and trees[0].stdout.strip() == trees[1].stdout.strip()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_provider_worktree.core.errors import ConfigurationError
+from airflow_provider_worktree.hooks.forges import push_head
 from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
 from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 from airflow_provider_worktree.version_compat import AirflowFailException, AirflowSkipException
@@ -173,18 +174,8 @@ class ChangesetPublishOperator(BaseOperator):
             raise AirflowSkipException(f"campaign {self.campaign}: not opened now: {reason}; the next run opens it")
 
     def _push_head(self, forge: Any, conn_id: str) -> None:
-        """Push ``head`` to the repository's clone URL as a compare-and-swap, the token in git's environment."""
-        from airflow.sdk import BaseHook
-
-        from airflow_provider_worktree.core.git.urls import credential_env
-
-        url = forge.clone_url(self.repository)
-        manager = GitWorktreeHook(git_worktree_conn_id=self.git_worktree_conn_id, repo=self.repo).get_manager()
-        token = BaseHook.get_connection(conn_id).password
-        if token:
-            user = "x-access-token" if self.forge == "github" else "oauth2"
-            manager.git_env.update(credential_env(user, token, url, base_env=manager.git_env))
-        manager.push(self.head, remote=url, expect=manager.remote_branch_sha(self.head, url))
+        push_head(forge, self.forge, conn_id, self.repository, self.head, repo=self.repo,
+                  git_worktree_conn_id=self.git_worktree_conn_id, logger=self.log)
 
 
 def _run_url(context: Any) -> str | None:

@@ -63,3 +63,39 @@ def markdown(summary: Mapping[str, Any], run_id: str) -> str:
         lines.append(f"| {r['repository']} | {r['outcome']} | {r['completed']} | {r['failed']} | {r['url'] or '-'} "
                      f"| ${r['cost_usd']:.4f} | {(r['reason'] or '').replace('|', '/')[:200]} |")
     return "\n".join(lines) + "\n"
+
+
+def auto_merge(store: Any, forge_of: Any, campaign: str, head: str, *, run_id: str | None = None,
+               require_approval: bool = True, method: str | None = None) -> list[dict[str, Any]]:
+    """Merge the campaign's pull requests whose checks pass and whose review allows it (approved; or, without
+    ``require_approval``, anything but changes requested), each synced from the forge first; drafts are never
+    merged. Each merge tries the methods in turn (:func:`~airflow_provider_worktree.core.forge.actions.run_bulk`).
+    Merged repositories get the outcome ``merged``; one that fails keeps its outcome, with the reason logged in the
+    result. Returns one result per changeset considered."""
+    from airflow_provider_worktree.core.forge.actions import run_bulk
+    from airflow_provider_worktree.core.forge.types import ForgeError
+
+    results, ready = [], []
+    for row in store.changesets():
+        if row["head"] != head or row["external_state"] != "open" or not row["number"]:
+            continue
+        try:
+            synced = store.record_changeset(forge_of(row["forge"]).sync(row["repository"], row["number"],
+                                                                        row["head"]).to_dict())
+        except ForgeError as exc:
+            store.record_changeset_failure(row["forge"], row["repository"], row["head"], str(exc))
+            results.append({"repository": row["repository"], "result": "failed", "reason": f"not synced: {exc}"})
+            continue
+        review_ok = synced["review"] == "approved" or (not require_approval and synced["review"] != "changes_requested")
+        why = ("a draft" if synced["publication"] == "draft" else f"checks {synced['checks']}"
+               if synced["checks"] != "passing" else f"review {synced['review']}" if not review_ok else "")
+        if why:
+            results.append({"repository": row["repository"], "result": "waiting", "reason": why})
+        else:
+            ready.append(synced)
+    for res in run_bulk("merge", ready, forge_of, store, method=method):
+        results.append({"repository": res.repository, "result": res.result, "reason": res.reason, "url": res.url})
+        if res.result == "ok":
+            store.record_campaign_outcome(campaign, res.repository, "merged", reason=res.reason, run_id=run_id,
+                                          url=res.url)
+    return results

@@ -9,8 +9,8 @@ from typing import Any
 from airflow_provider_worktree.core.errors import ConfigurationError
 
 #: What became of a repository in a campaign's last run.
-OUTCOMES = ("no-diff", "pr-opened", "pr-updated", "pr-closed", "committed", "failed", "rate-limited", "skipped",
-            "paced")
+OUTCOMES = ("no-diff", "pr-opened", "pr-updated", "pr-closed", "committed", "merged", "failed", "rate-limited",
+            "skipped", "paced")
 #: The outcome of a publish, from the changeset's ``action``.
 OUTCOME_OF_ACTION = {"created": "pr-opened", "updated": "pr-updated", "unchanged": "pr-updated",
                      "readied": "pr-updated", "closed": "pr-closed"}

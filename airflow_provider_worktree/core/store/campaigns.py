@@ -12,6 +12,8 @@ from typing import Any
 from airflow_provider_worktree.core.store._common import _norm_ts, _ts, bound_error
 
 _REPO_COLUMNS = ("campaign", "repository", "location", "outcome", "reason", "run_id", "url", "updated_at")
+_ROUND_COLUMNS = ("forge", "repository", "head", "round_no", "kind", "cause", "run_id", "outcome", "reason",
+                  "commit_sha", "cost_usd", "created_at")
 
 
 class CampaignRecords:
@@ -74,3 +76,29 @@ class CampaignRecords:
         sql += " ORDER BY repository"
         rows = self._tx(lambda cur: self._q(cur, sql, params).fetchall(), write=False)
         return [{c: _norm_ts(v) for c, v in zip(_REPO_COLUMNS, r)} for r in rows]
+
+    def record_round(self, forge: str, repository: str, head: str, round_no: int, *, kind: str, cause: str,
+                     run_id: str | None, outcome: str, reason: str | None = None, commit_sha: str | None = None,
+                     cost_usd: float = 0.0) -> None:
+        """One fix round of a pull request (``kind`` ``checks`` or ``review``; ``cause``: the failing checks or the
+        review that set it off); a round already recorded is replaced (its task retried)."""
+        now = _ts(self._now())
+        values = (kind, cause, run_id, outcome, bound_error(reason) if reason else None, commit_sha,
+                  float(cost_usd or 0.0), now)
+        self._tx(lambda cur: self._q(
+            cur, "INSERT INTO changeset_rounds (forge, repository, head, round_no, kind, cause, run_id, outcome, "
+                 "reason, commit_sha, cost_usd, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                 "ON CONFLICT (forge, repository, head, round_no) DO UPDATE SET kind = ?, cause = ?, run_id = ?, "
+                 "outcome = ?, reason = ?, commit_sha = ?, cost_usd = ?, created_at = ?",
+            (forge, repository, head, int(round_no), *values, *values)))
+
+    def rounds(self, *, head: str | None = None, repository: str | None = None) -> list[dict[str, Any]]:
+        """Fix rounds, by repository and round."""
+        sql, params = f"SELECT {', '.join(_ROUND_COLUMNS)} FROM changeset_rounds WHERE 1 = 1", []
+        if head:
+            sql, params = sql + " AND head = ?", [*params, head]
+        if repository:
+            sql, params = sql + " AND repository = ?", [*params, repository]
+        sql += " ORDER BY repository, round_no"
+        rows = self._tx(lambda cur: self._q(cur, sql, params).fetchall(), write=False)
+        return [{c: _norm_ts(v) for c, v in zip(_ROUND_COLUMNS, r)} for r in rows]

@@ -205,7 +205,8 @@ def _migrate_5_to_6(d: _Dialect, cur: Any) -> None:
 
 
 def _migrate_6_to_7(d: _Dialect, cur: Any) -> None:
-    """Version 7: ``campaigns`` (name, spec as JSON) and ``campaign_repositories`` (the last outcome per repository)."""
+    """Version 7: ``campaigns`` (name, spec as JSON), ``campaign_repositories`` (the last outcome per repository) and
+    ``changeset_rounds`` (each fix round of a pull request: what set it off, its outcome, commit and cost)."""
     ts = d.ts_type
     cur.execute(f"""CREATE TABLE campaigns (
     name TEXT PRIMARY KEY,
@@ -223,6 +224,21 @@ def _migrate_6_to_7(d: _Dialect, cur: Any) -> None:
     url TEXT,
     updated_at {ts},
     PRIMARY KEY (campaign, repository)
+)""")
+    cur.execute(f"""CREATE TABLE changeset_rounds (
+    forge TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    head TEXT NOT NULL,
+    round_no INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    cause TEXT,
+    run_id TEXT,
+    outcome TEXT NOT NULL,
+    reason TEXT,
+    commit_sha TEXT,
+    cost_usd {d.real_type} NOT NULL DEFAULT 0,
+    created_at {ts},
+    PRIMARY KEY (forge, repository, head, round_no)
 )""")
 
 

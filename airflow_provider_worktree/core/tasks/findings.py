@@ -8,8 +8,11 @@ One parser per output a linter documents, picked from the output itself:
 - ``path:line[:col]: message`` lines: flake8's default format, ruff's ``concise``, pycodestyle, mypy, pyflakes,
   shellcheck's ``gcc`` format, most compilers. Lines that are not findings (ruff's "Found 4 errors." and
   "[*] 2 fixable", flake8's ``--count`` total, mypy's "Success"/"Found N errors in M files") do not count.
+- ruff's default ("full") format: a ``CODE message`` line, then `` --> path:line:col`` (the snippet below it and
+  the summary do not count).
 - Anything else: each non-empty line is one finding (the fallback, as before), unless a ``finding_pattern``
-  is given, which then decides.
+  is given, which then decides. What linters print when all is well ("All checks passed!", mypy's "Success:
+  no issues found", pylint's rating and rules) is never a finding.
 
 Hand-written: no library reads several linters' outputs; the formats are each linter's documented ones.
 """
@@ -26,6 +29,11 @@ __all__ = ["Finding", "parse_findings"]
 
 # path:line[:col]: message -- the path has no colon-space, the message starts after the position.
 _LINE_RE = re.compile(r"^(?P<path>[^\s:][^:]*?):(?P<line>\d+)(?::(?P<col>\d+))?:\s*(?P<message>.+)$")
+# ruff's default ("full") format: "CODE message" on one line, " --> path:line:col" on the next.
+_ARROW_RE = re.compile(r"^\s*-->\s*(?P<path>[^\s:][^:]*?):(?P<line>\d+):(?P<col>\d+)\s*$")
+_HEAD_RE = re.compile(r"^(?P<code>[A-Z]+[0-9]+)\s+(?:\[\*\]\s+)?(?P<message>.+)$")
+# What linters print when there is nothing to report: never a finding.
+_CLEAN_RE = re.compile(r"^(All checks passed!|Success: no issues found.*|Your code has been rated at .*|[-=*]+)$")
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,18 @@ def parse_findings(output: str, *, prefixes: Sequence[str] = (),
         if found is not None:
             return found
     lines = [ln for ln in output.splitlines() if ln.strip()]
+    arrows = [(i, _ARROW_RE.match(ln)) for i, ln in enumerate(lines)]
+    if pattern is None and any(m for _, m in arrows):
+        out = []
+        for i, m in arrows:
+            if m is None:
+                continue
+            head = _HEAD_RE.match(lines[i - 1].strip()) if i else None
+            out.append(Finding(_strip(m.group("path"), prefixes), int(m.group("line")),
+                               head.group("code") if head else "", head.group("message") if head else ""))
+        return out
+    if pattern is None:
+        lines = [ln for ln in lines if not _CLEAN_RE.match(ln.strip())]
     if pattern is not None:
         lines = [ln for ln in lines if pattern.search(ln)]
     located = [(ln, _LINE_RE.match(ln.strip())) for ln in lines]
