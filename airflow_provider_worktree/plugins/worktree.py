@@ -40,6 +40,6 @@ class WorktreePlugin(AirflowPlugin):
     external_views = [
         {"name": "Worktree shards", "href": "worktree/", "url_route": "worktree", "destination": "nav",
          "nav_top_level": True},
-        {"name": "Shards", "href": "worktree/#/run/{RUN_ID}", "url_route": "worktree-run",
+        {"name": "Shards", "href": "worktree/?embed=run#/run/{RUN_ID}", "url_route": "worktree-run",
          "destination": "dag_run"},
     ]

@@ -8,8 +8,9 @@ process, which Airflow records on the task instance).
 
 Access goes through the api-server's auth manager with the Airflow UI's own token (its ``_token`` cookie or an
 ``Authorization: Bearer`` header): every JSON view needs read access to DAGs (and to the run's DAG when Airflow
-knows it); the one action, resetting stale shards, needs the permission to clear task instances of the run's DAG
-and ``[worktree] ui_allow_reset = True``. The page itself (HTML, script, style) holds no shard data.
+knows it; a changeset whose run is a DAG run the user may not read is left out); the one action, resetting
+stale shards, needs the permission to clear task instances of the run's DAG and ``[worktree] ui_allow_reset =
+True``. The page itself (HTML, script, style) holds no shard data.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, Response
 
 from airflow_provider_worktree.core.errors import WorktreeProviderError
+from airflow_provider_worktree.core.forge.types import EXTERNAL_STATES
 from airflow_provider_worktree.core.store import ShardNotFound, ShardStore, connection_factory
 from airflow_provider_worktree.hooks.shard_status import DEFAULT_CONN_ID, ShardStatusHook
 from airflow_provider_worktree.ui import data
@@ -294,6 +296,18 @@ def create_app() -> FastAPI:
             attempt["log_path"] = _log_path(dag_id, run_id, tis, attempt.get("worker_id"))
         return _json(view)
 
+    @app.get("/api/batches")
+    def batches(run_id: str, user: Any = Depends(dag_reader)) -> Response:
+        """The run's Message Batches (batch mode): each batch's id, part, status, request counts, submitted and
+        ended times and the spend of its entries; the entries' states (as `airflow-worktree batches`)."""
+        store = _store()
+        dag_id = _dag_ids([run_id]).get(run_id)
+        if not _readable(user, dag_id):
+            raise HTTPException(403, f"Forbidden: you may not read DAG {dag_id}")
+        view = data.batches_view(store, run_id)  # no database yet: no batch
+        view["database"] = store.description if store is not None else None
+        return _json(view)
+
     @app.get("/api/health")
     def health(run_id: str | None = None, user: Any = Depends(dag_reader),
                stale_after: float | None = stale_q) -> Response:
@@ -311,6 +325,47 @@ def create_app() -> FastAPI:
                                 stale_after_s=_stale_after(stale_after))
         view["database"] = store.description
         return _json(view)
+
+    def readable_changesets(user: Any, store: Any, repository: str | None, state: str | None,
+                            run_id: str | None) -> dict[str, Any]:
+        """The changesets view, without those whose run belongs to a DAG the user may not read."""
+        if state is not None and state not in EXTERNAL_STATES:
+            raise HTTPException(400, f"state must be one of {', '.join(EXTERNAL_STATES)}, got {state!r}")
+        if store is None:
+            return {"changesets": [], **data.changesets_summary([]), "database": None}
+        view = data.changesets_view(store, repository=repository or None, state=state, run_id=run_id or None)
+        dag_ids = _dag_ids(sorted({c["run_id"] for c in view["changesets"] if c["run_id"]}))
+        readable = {d for d in set(dag_ids.values()) if _can(user, "GET", d)}
+        kept = [{**c, "dag_id": dag_ids.get(c["run_id"])} for c in view["changesets"]
+                if dag_ids.get(c["run_id"]) is None or dag_ids[c["run_id"]] in readable]
+        if len(kept) != len(view["changesets"]):
+            view = {**view, **data.changesets_summary(kept)}
+        view["changesets"] = kept
+        view["database"] = store.description
+        return view
+
+    repository_q = Query(None, description="only the changesets of this repository (owner/name)")
+    run_q = Query(None, description="only the changesets the run last published")
+
+    @app.get("/api/changesets")
+    def changesets(user: Any = Depends(dag_reader), repository: str | None = repository_q,
+                   state: str | None = Query(None, description="only changesets in this external state: "
+                                             + ", ".join(EXTERNAL_STATES)),
+                   run_id: str | None = run_q) -> Response:
+        """The pull/merge requests runs published: states, link, failures, the cost of the run that published."""
+        return _json(readable_changesets(user, _store(), repository, state, run_id))
+
+    @app.get("/api/changesets/burndown")
+    def changesets_burndown(user: Any = Depends(dag_reader), repository: str | None = repository_q,
+                            run_id: str | None = run_q,
+                            days: int = Query(data.BURNDOWN_MAX_DAYS, ge=1, le=data.BURNDOWN_MAX_DAYS,
+                                              description="the last days shown, today included")) -> Response:
+        """Per UTC day, how many changesets were draft, open, merged and closed at its end (see data.burndown)."""
+        store = _store()
+        view = readable_changesets(user, store, repository, None, run_id)
+        out = data.burndown(view["changesets"], max_days=days)
+        out["database"] = view["database"]
+        return _json(out)
 
     @app.post("/api/run/reset-stale")
     def reset_stale(request: Request, run_id: str, user: Any = Depends(dag_reader),

@@ -4,15 +4,19 @@ Thin over the core: the per-run figures come from :func:`core.report.build_repor
 :func:`core.health.check_health` (the same thresholds as ``airflow-worktree check``), the rows from
 :class:`core.store.ShardStore`. Every token figure, duration and cost is also given as text (``*_text``,
 ``figures``), worded by :mod:`core.health.figures` exactly as ``airflow-worktree report`` and the Markdown report
-word them: the page prints those texts and formats no figure itself. The api-server app (``ui.app``) adds what
-only Airflow knows (the DAG of a run, links to task instances) and the access checks; ``bench/bench_ui.py`` times
-these functions.
+word them: the page prints those texts and formats no figure itself. The Changesets page reads
+:meth:`ShardStore.changesets` with each one's run cost (:func:`changesets_view`) and a burndown derived from the
+rows (:func:`burndown`). A run in batch mode has its Message Batches and their entries' spend
+(:func:`batches_view`, what ``airflow-worktree batches`` prints). The api-server app (``ui.app``) adds what only
+Airflow knows (the DAG of a run, links to task instances) and the access checks; ``bench/bench_ui.py`` times these
+functions.
 """
 
 from __future__ import annotations
 
+import datetime as _dt
 import time
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from airflow_provider_worktree.core.sandbox.proc import truncate_middle
 from airflow_provider_worktree.core.health.figures import (
@@ -29,13 +33,22 @@ from airflow_provider_worktree.core.store import STATUSES
 from airflow_provider_worktree.core.health import METRICS, Thresholds, check_health, format_value, jsonable, \
     to_epoch
 
-__all__ = ["DEFAULT_STALE_AFTER_S", "NO_SHARDS", "runs_view", "run_view", "shard_view", "health_view", "health_summary",
-           "run_figures"]
+__all__ = ["DEFAULT_STALE_AFTER_S", "NO_SHARDS", "NO_CHANGESETS", "BURNDOWN_SERIES", "BURNDOWN_MAX_DAYS", "runs_view",
+           "run_view", "shard_view", "health_view", "health_summary", "run_figures", "changeset_stage",
+           "changesets_view", "changesets_summary", "burndown", "batches_view"]
 
 #: A running shard whose heartbeat is older than this is stale: the default of ``airflow-worktree check``.
 DEFAULT_STALE_AFTER_S = 3600.0
 _ERROR_CHARS = 300  # the error shown in a run's table; the shard page has it whole
 _TAIL_CHARS = 4000  # verify output tail on the shard page
+#: What the Changesets page says when the database records no changeset.
+NO_CHANGESETS = "No run published a pull request yet: set the publish Param to draft"
+#: The burndown's series, bottom of the stack first; a changeset's stage (:func:`changeset_stage`) names it.
+BURNDOWN_SERIES = ("merged", "closed", "open", "draft")
+#: The most days the burndown covers (the last ones, today included).
+BURNDOWN_MAX_DAYS = 90
+#: The ``shard_attempts`` attempt number holding a shard's batch spend (``core.store.batches.BATCH_ATTEMPT``).
+_BATCH_ATTEMPT = 0
 
 
 class _RowCache:
@@ -204,7 +217,9 @@ def run_view(store: Any, run_id: str, *, stale_after_s: float = DEFAULT_STALE_AF
 def shard_view(store: Any, run_id: str, shard_id: str, *, stale_after_s: float = DEFAULT_STALE_AFTER_S,
                now: float | None = None) -> dict[str, Any]:
     """One shard: its row (files, diffstat, result summary, error), the verify output tail, and every attempt
-    when the store keeps them (``attempts`` is None when it does not). Raises ``ShardNotFound``."""
+    when the store keeps them (``attempts`` is None when it does not; attempt 0, status ``batch``, is the spend of
+    the shard's Message Batches entry: ``batch`` true and its ``batch_id``), and ``batch``: the shard's batch entry
+    (state, part, batch id) or None when the shard was not in batch mode. Raises ``ShardNotFound``."""
     now = time.time() if now is None else now
     row = dict(store.get_shard(run_id, shard_id))
     summary = row.get("result_summary") if isinstance(row.get("result_summary"), Mapping) else {}
@@ -212,8 +227,14 @@ def shard_view(store: Any, run_id: str, shard_id: str, *, stale_after_s: float =
     heartbeat = to_epoch(row.get("heartbeat_at"))
     list_attempts = getattr(store, "list_attempts", None)
     attempts = list_attempts(run_id, shard_id) if callable(list_attempts) else None
+    batch = _shard_batch(store, run_id, shard_id)
     if attempts is not None:
-        attempts = [{**a, "tokens_text": format_tokens_short(a), "cost_text": format_cost(a.get("cost_usd"))}
+        # the fencing token stays in the database: a reader of the dashboard has no use for it
+        attempts = [{**{k: v for k, v in a.items() if k != "lease_token"},
+                     "started_at": to_epoch(a.get("started_at")), "ended_at": to_epoch(a.get("ended_at")),
+                     "tokens_text": format_tokens_short(a), "cost_text": format_cost(a.get("cost_usd")),
+                     "batch": a.get("attempt") == _BATCH_ATTEMPT and a.get("status") == "batch",
+                     "batch_id": batch["batch_id"] if batch and a.get("attempt") == _BATCH_ATTEMPT else None}
                     for a in attempts]
     heartbeat_age = round(now - heartbeat, 1) if heartbeat is not None and row["status"] == "running" else None
     stale = row["status"] == "running" and any(
@@ -249,6 +270,7 @@ def shard_view(store: Any, run_id: str, shard_id: str, *, stale_after_s: float =
             "output_tail": truncate_middle(str(verify.get("output_tail") or ""), _TAIL_CHARS)},
         "result_summary": {k: v for k, v in summary.items() if k != "verify"},
         "attempts": attempts,
+        "batch": batch,
     })
 
 
@@ -289,3 +311,194 @@ def health_view(store: Any, *, run_id: str | None = None, worktree_root: str | N
                           if m in ("active_worktrees", "disk_free_pct") else "not measurable here"}
                          for m, spec in METRICS.items() if m not in measured],
     })
+
+
+# ------------------------------------------------------------------------------------------- changesets
+def changeset_stage(row: Mapping[str, Any]) -> str:
+    """Where a changeset is, in one word: ``merged`` or ``closed`` (its external state), else ``draft`` (a draft
+    pull request), ``open`` (published, ready for review) or ``unpublished`` (nothing on the forge yet)."""
+    if row.get("external_state") in ("merged", "closed"):
+        return str(row["external_state"])
+    publication = row.get("publication")
+    return {"draft": "draft", "published": "open"}.get(publication, "unpublished")
+
+
+def _utc_day(value: Any) -> _dt.date | None:
+    epoch = to_epoch(value)
+    return None if epoch is None else _dt.datetime.fromtimestamp(epoch, _dt.timezone.utc).date()
+
+
+def changesets_view(store: Any, *, repository: str | None = None, state: str | None = None,
+                    run_id: str | None = None) -> dict[str, Any]:
+    """The recorded changesets (optionally of one repository, one external state, one run), by repository and head
+    branch: their states, stage (:func:`changeset_stage`), url, failures and last error, and the cost of the run
+    that last published each (the sum of that run's shard costs, as on the Runs page: ``cost_usd``, ``cost_text``
+    and ``cost_title``, the latter marked when the run used the offline test double, also said by ``offline``;
+    None and "" when the run has no shard in this database). ``message``: what to say when
+    there is none."""
+    rows = store.changesets(repository=repository, state=state)
+    if run_id:
+        rows = [r for r in rows if r.get("run_id") == run_id]
+    runs = {r["run_id"]: float(r.get("cost_usd") or 0.0) for r in store.runs()} if rows else {}
+    offline = {run: any_offline(store.list_shards(run_id=run))
+               for run in {r.get("run_id") for r in rows} if run in runs}
+    out = []
+    for r in rows:
+        run = r.get("run_id")
+        cost = runs.get(run) if run else None
+        out.append({**{k: r.get(k) for k in ("forge", "repository", "head", "base", "number", "url", "title",
+                                             "publication", "external_state", "review", "checks", "head_sha",
+                                             "run_id", "last_action", "last_error")},
+                    "failures": int(r.get("failures") or 0),
+                    "stage": changeset_stage(r),
+                    "created_at": to_epoch(r.get("created_at")),
+                    "updated_at": to_epoch(r.get("updated_at")),
+                    "synced_at": to_epoch(r.get("synced_at")),
+                    "cost_usd": cost,
+                    "cost_text": format_cost(cost) if cost is not None else "",
+                    "cost_title": format_cost(cost, offline.get(run, False)) if cost is not None else "",
+                    "offline": offline.get(run, False)})
+    return {"changesets": out, **changesets_summary(out)}
+
+
+def changesets_summary(changesets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Of the changesets of a view: ``total``, ``counts`` per stage, the ``repositories`` and the ``message``
+    when there is none."""
+    changesets = list(changesets)
+    counts = dict.fromkeys(("draft", "open", "merged", "closed", "unpublished"), 0)
+    for c in changesets:
+        counts[c["stage"]] += 1
+    return {"total": len(changesets), "counts": counts, "repositories": sorted({c["repository"] for c in changesets}),
+            "message": None if changesets else NO_CHANGESETS}
+
+
+def burndown(rows: Iterable[Mapping[str, Any]], *, today: _dt.date | None = None,
+             max_days: int = BURNDOWN_MAX_DAYS) -> dict[str, Any]:
+    """Per UTC day, how many changesets were draft, open, merged and closed at the end of that day.
+
+    The changesets table keeps each changeset's current state and two timestamps (``created_at``: first
+    recorded; ``updated_at``: last recorded change), not its history, so the series is derived from those:
+
+    - a changeset counts from the day of its ``created_at`` on (not before);
+    - one whose external state is ``merged`` or ``closed`` counts as such from the day of its ``updated_at``
+      (the merge or close, or a later sync or failure of it: so that day may be later than the merge, never
+      earlier), and before that day as its publication says: ``draft``, or ``open`` when published;
+    - an open one counts as ``draft`` or ``open`` (published) by its current publication on every day since it
+      was created (a draft later marked ready counts as open from its first day: the table does not keep when
+      it was marked);
+    - an unpublished one (nothing on the forge) counts in no series before it is merged or closed
+      (``uncounted``: how many are in no series today), nor does one without ``created_at``.
+
+    Days run from the first ``created_at`` day to ``today`` (UTC today by default), at most the last
+    ``max_days`` (capped at :data:`BURNDOWN_MAX_DAYS`; ``truncated`` says so; changesets created before the first
+    day shown count in it). Returns ``{"series", "days": [{"date", "draft", "open", "merged", "closed"}], "from",
+    "to", "truncated", "total", "uncounted", "message"}``.
+    """
+    today = today or _dt.datetime.now(_dt.timezone.utc).date()
+    max_days = max(1, min(int(max_days), BURNDOWN_MAX_DAYS))
+    spans = []  # (created day, terminal day or None, stage before it or None, terminal stage or None)
+    total = 0
+    for r in rows:
+        total += 1
+        created = _utc_day(r.get("created_at"))
+        if created is None:
+            continue
+        stage = changeset_stage(r)
+        before = {"draft": "draft", "published": "open"}.get(r.get("publication"))
+        if stage in ("merged", "closed"):
+            spans.append((created, max(created, _utc_day(r.get("updated_at")) or created), before, stage))
+        else:
+            spans.append((created, None, before, None))
+    days: list[dict[str, Any]] = []
+    first = min((s[0] for s in spans), default=None)
+    truncated = False
+    if first is not None and first <= today:
+        start = today - _dt.timedelta(days=max_days - 1)
+        truncated = first < start
+        day = max(first, start)
+        while day <= today:
+            counts = dict.fromkeys(BURNDOWN_SERIES, 0)
+            for created, end, before, terminal in spans:
+                if created > day:
+                    continue
+                stage = terminal if end is not None and end <= day else before
+                if stage:
+                    counts[stage] += 1
+            days.append({"date": day.isoformat(), **counts})
+            day += _dt.timedelta(days=1)
+    uncounted = total - (sum(days[-1][s] for s in BURNDOWN_SERIES) if days else 0)
+    return {"series": list(BURNDOWN_SERIES), "days": days, "from": days[0]["date"] if days else None,
+            "to": days[-1]["date"] if days else None, "truncated": truncated, "total": total,
+            "uncounted": uncounted, "message": None if total else NO_CHANGESETS}
+
+
+# ------------------------------------------------------------------------------------------- batches
+def _shard_batch(store: Any, run_id: str, shard_id: str) -> dict[str, Any] | None:
+    """The shard's batch entry as the shard page shows it, or None (not in batch mode, or a store without
+    batch records)."""
+    entry_of = getattr(store, "batch_entry", None)
+    entry = entry_of(run_id, shard_id) if callable(entry_of) else None
+    if not entry:
+        return None
+    batch_id = None
+    if entry.get("part") is not None:
+        batch_id = next((p["batch_id"] for p in store.batch_parts(run_id) if p["part"] == entry["part"]), None)
+    return {"status": entry["status"], "part": entry.get("part"), "batch_id": batch_id,
+            "custom_id": entry.get("custom_id"), "reason": entry.get("reason"),
+            "cost_usd": float(entry.get("cost_usd") or 0.0), "cost_text": format_cost(entry.get("cost_usd"))}
+
+
+def _counts_text(counts: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k} {int(v):,}" for k, v in counts.items() if v) or "-"
+
+
+def batches_view(store: Any, run_id: str) -> dict[str, Any]:
+    """A run's Message Batches (the store's ``shard_batches``) and what became of its shards' entries
+    (``batch_entries``): what ``airflow-worktree batches --run-id`` prints, JSON-safe.
+
+    ``parts``: one per batch, by part: ``part, batch_id, status, requests, model, request_counts`` (what the API
+    last said) with ``request_counts_text``, ``created_at`` (submitted), ``ended_at``, ``collected_at`` (epoch
+    seconds), ``entries`` (state -> count of the part's entries) and their spend at batch prices (``cost_usd``,
+    ``cost_text``, ``tokens_text``). Then the run's ``entries`` (state -> count) with ``entries_text``,
+    ``interactive`` and ``over_budget`` (shard ids: not sent), ``collected`` (nothing left to wait for), the
+    entries' total ``cost_usd``/``cost_text`` and ``batch_mode`` (whether the run used batch mode at all)."""
+    parts_of = getattr(store, "batch_parts", None)
+    parts = parts_of(run_id) if callable(parts_of) else []
+    entries = store.batch_entries(run_id) if callable(parts_of) else []
+    counts: dict[str, int] = {}
+    by_part: dict[Any, list[dict[str, Any]]] = {}
+    for e in entries:
+        counts[e["status"]] = counts.get(e["status"], 0) + 1
+        by_part.setdefault(e.get("part"), []).append(e)
+    out_parts = []
+    for p in parts:
+        mine = by_part.get(p["part"], [])
+        part_counts: dict[str, int] = {}
+        for e in mine:
+            part_counts[e["status"]] = part_counts.get(e["status"], 0) + 1
+        cost = round(sum(float(e.get("cost_usd") or 0.0) for e in mine), 6)
+        usage = {k: sum(int(e.get(k) or 0) for e in mine)
+                 for k in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")}
+        request_counts = dict(p.get("request_counts") or {})
+        out_parts.append({
+            "part": p["part"], "batch_id": p.get("batch_id"), "status": p.get("status"),
+            "requests": int(p.get("requests") or 0), "model": p.get("model"),
+            "request_counts": request_counts, "request_counts_text": _counts_text(request_counts),
+            "created_at": to_epoch(p.get("created_at")), "ended_at": to_epoch(p.get("ended_at")),
+            "collected_at": to_epoch(p.get("collected_at")),
+            "entries": part_counts, "entries_text": _counts_text(part_counts),
+            "cost_usd": cost, "cost_text": format_cost(cost), "tokens_text": format_tokens_short(usage),
+            "tokens_title": format_tokens(usage)})
+    cost = round(sum(float(e.get("cost_usd") or 0.0) for e in entries), 6)
+    return {
+        "run_id": run_id,
+        "batch_mode": bool(parts or entries),
+        "collected": all(p["status"] == "collected" for p in parts) if parts else bool(entries),
+        "parts": out_parts,
+        "entries": counts,
+        "entries_text": _counts_text(counts),
+        "interactive": sorted(e["shard_id"] for e in entries if e["status"] == "interactive"),
+        "over_budget": sorted(e["shard_id"] for e in entries if e["status"] == "over_budget"),
+        "cost_usd": cost,
+        "cost_text": format_cost(cost),
+    }
