@@ -113,15 +113,16 @@ def test_one_run_over_three_repositories_opens_one_pull_request_each_and_a_rerun
 
 
 @pytest.mark.timeout(900)
-def test_a_red_pull_request_gets_a_fix_round_with_the_checks_output_pushed_and_commented(tmp_path):
+def test_a_red_pull_request_gets_fix_rounds_for_its_checks_and_its_review(tmp_path):
     """fix_red: a lint check fails on the campaign's pull request; the round gives its output to the model (the
     offline server's request log shows it), runs the lint task (real ruff) on the files the pull request changed,
-    pushes the verified fix onto the pull request's head, comments, and records the round."""
+    pushes the verified fix onto the pull request's head, comments, and records the round. Then a review comment
+    gets round 2 and a reply in its thread; an answered comment starts no round."""
     home = tmp_path / "airflow-home"
     (home / "dags").mkdir(parents=True)
     shutil.copy(ROOT / "airflow_provider_worktree" / "example_dags" / f"{DAG_ID}.py", home / "dags")
-    model_log = tmp_path / "model-requests.jsonl"
-    with OfflineGitHub(tmp_path / "forge") as gh, OfflineMessagesServer(request_log=model_log) as srv:
+    model_log, log = tmp_path / "model-requests.jsonl", tmp_path / "forge-requests.jsonl"
+    with OfflineGitHub(tmp_path / "forge", request_log=log) as gh, OfflineMessagesServer(request_log=model_log) as srv:
         source = make_repo(tmp_path / "svc", {"pkg/__init__.py": "",
                                               "pkg/core.py": "import os\n\n\ndef total(xs):\n"
                                                              "    # TODO: handle an empty list\n    return sum(xs)\n"})
@@ -156,7 +157,25 @@ def test_a_red_pull_request_gets_a_fix_round_with_the_checks_output_pushed_and_c
         prompts = model_log.read_text()
         assert "F401" in prompts and "Fix round 1" in prompts, "the failing check's output never reached the model"
 
-        # the new head has no failing check: a second fix_red run does nothing
-        out = _dags_test(env, {**conf, "fix_red": True, "fix_task": "lint", "lint_command": "ruff check"})
+        # a review requests changes on a line: round 2 gives the comment (with its file and line) to the model and
+        # answers it in its thread
+        cid = gh.add_review_comment(full, 1, "pkg/core.py", 3, "Please document what total() returns.", login="lead")
+        fix_docs = {**conf, "fix_red": True, "fix_task": "docstrings"}
+        out = _dags_test(env, fix_docs)
+        assert _run_state(out) == "success", out[-6000:]
+        (pr2,) = gh.pulls(full)
+        assert pr2["head_sha"] != pr["head_sha"], "the review round was not pushed"
+        rounds = store.rounds(head="campaign/sweep")
+        assert [(r["round_no"], r["kind"], r["outcome"]) for r in rounds] == [(1, "checks", "pushed"),
+                                                                              (2, "review", "pushed")]
+        assert rounds[1]["cause"] == "review: 1 comment(s)"
+        replies = [c for c in pr2["review_comments"] if c.get("in_reply_to_id") == cid]
+        assert len(replies) == 1 and replies[0]["body"].startswith("Fix round 2: pushed; changed `pkg/core.py`")
+        assert "pkg/core.py:3 (lead): Please document what total() returns." in model_log.read_text()
+
+        # the comment is answered and the new head has no failing check: another fix_red run does nothing
+        out = _dags_test(env, fix_docs)
         assert _run_state(out) == "success", out[-4000:]
-        assert len(store.rounds(head="campaign/sweep")) == 1 and gh.pulls(full)[0]["head_sha"] == pr["head_sha"]
+        assert len(store.rounds(head="campaign/sweep")) == 2 and gh.pulls(full)[0]["head_sha"] == pr2["head_sha"]
+    checked, problems = githubapi.check_log(log)
+    assert checked > 0 and not problems, "\n".join(problems[:20])

@@ -74,8 +74,9 @@ with DAG(
                             description="Merge each pull request whose checks pass and whose review approved it "
                                         "(squash, else merge, else rebase); drafts are never merged"),
         "fix_red": Param(False, type="boolean",
-                         description="Fix on red: each open pull request whose checks fail gets a round on its branch "
-                                     "(the failing checks' output to the model), pushed and commented"),
+                         description="Fix on red: each open pull request whose checks fail or whose review requested "
+                                     "changes gets a round on its branch (the checks' output and the review comments "
+                                     "to the model), pushed, commented, each review comment answered"),
         "max_fix_rounds": Param(3, type="integer", minimum=1, description="Fix rounds per pull request at most"),
         "fix_task": Param("custom", type="string", enum=TASKS,
                           description="The task of a fix round (lint with lint_command for lint checks)"),
@@ -132,7 +133,7 @@ with DAG(
             targets = [t for t in targets if t.repository in red]
             for r in red.values():
                 print(f"{r['row']['repository']}: " + (r.get("reason") or f"fix round {r['round']} "
-                                                       f"({cause_of(r['failing'])})"))
+                                                       f"({cause_of(r['failing'], r['comments'])})"))
         out = []
         for t in targets:
             base = spec.base or t.default_branch or params["base_branch"]
@@ -148,7 +149,8 @@ with DAG(
                     print(f"{t.repository}: {len(shards)} shard(s) ({plan.summary()})")
                 else:
                     shards = [fix_shard(path, fix, repo_prefix(t.repository), params["fix_task"], base)]
-                    prompt, base_ref = fix_prompt(fix["failing"], fix["round"]), fix["row"]["head_sha"]
+                    prompt = fix_prompt(fix["failing"], fix["round"], fix["comments"])
+                    base_ref = fix["row"]["head_sha"]
             except Exception as exc:  # noqa: BLE001 - recorded as the repository's outcome, with the reason
                 store.record_campaign_outcome(name, t.repository, "failed", reason=f"not planned: {exc}",
                                               run_id=run_id, location=t.location)
@@ -158,8 +160,10 @@ with DAG(
             out.append({"repository": t.repository, "path": path, "forge": t.forge or spec.forge, "base": base,
                         "head": spec.head, "prefix": repo_prefix(t.repository), "shards": shards,
                         "task": spec.task, "prompt": prompt, "base_ref": base_ref, "task_options": options,
-                        "fix": None if fix is None else {"round": fix["round"], "cause": cause_of(fix["failing"]),
-                                                         "number": fix["row"]["number"]}})
+                        "fix": None if fix is None else {
+                            "round": fix["round"], "kind": fix["kind"], "number": fix["row"]["number"],
+                            "cause": cause_of(fix["failing"], fix["comments"]),
+                            "comments": [c["id"] for c in fix["comments"]]}})
         return out
 
     @task(retries=0)
@@ -225,7 +229,7 @@ with DAG(
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=1, retry_delay=pendulum.duration(seconds=5))
     def push_fixes(targets: list[dict], params: dict | None = None, run_id: str | None = None) -> list[dict]:
         """fix_red: each round's verified commit pushed onto its pull request's head, a comment, the round recorded."""
-        from airflow_provider_worktree.core.campaigns.fixes import round_comment
+        from airflow_provider_worktree.core.campaigns.fixes import reply_text, round_comment
         from airflow_provider_worktree.core.forge.actions import run_bulk
         from airflow_provider_worktree.core.forge.types import ForgeError
         from airflow_provider_worktree.core.health.report import build_report
@@ -253,8 +257,14 @@ with DAG(
                                  offline=rep["totals"].get("offline", False))
             row = next(r for r in store.changesets() if r["repository"] == t["repository"] and r["head"] == t["head"])
             run_bulk("comment", [row], forge_of, store, body=text)
-            store.record_round(t["forge"], t["repository"], t["head"], fix["round"], kind="checks", cause=fix["cause"],
-                               run_id=run_id, outcome=outcome, reason=reason, commit_sha=pushed,
+            for cid in fix["comments"]:  # each review comment answered in its thread
+                try:
+                    forge_of(t["forge"]).reply(t["repository"], fix["number"], cid,
+                                               reply_text(fix["round"], outcome, shard.get("files_changed") or []))
+                except ForgeError as exc:
+                    print(f"{t['repository']}: reply to review comment {cid} failed: {exc}")
+            store.record_round(t["forge"], t["repository"], t["head"], fix["round"], kind=fix["kind"],
+                               cause=fix["cause"], run_id=run_id, outcome=outcome, reason=reason, commit_sha=pushed,
                                cost_usd=shard.get("cost_usd") or 0.0)
             store.record_campaign_outcome(name, t["repository"], "failed" if outcome == "failed" else "pr-updated",
                                           reason=f"fix round {fix['round']}: {outcome}" + (f" ({reason})" if reason

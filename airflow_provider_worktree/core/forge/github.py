@@ -227,6 +227,29 @@ class GitHubForge:
             raise self._error(f"read pull request #{number} of {repository}", exc) from None
         return self._remember(key, repo, pr, changeset)
 
+    def review_comments(self, repository: str, number: int) -> list[dict[str, Any]]:
+        """The pull request's review comments (``id``, ``path``, ``line``, ``body``, ``user``, ``in_reply_to``)."""
+        try:
+            pr = self._repo(repository).get_pull(number)
+            return [{"id": c.id, "path": c.path, "line": c.line or c.original_line, "body": c.body or "",
+                     "user": c.user.login if c.user else None,
+                     "in_reply_to": c.in_reply_to_id} for c in pr.get_review_comments()]
+        except ForgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(f"read the review comments of #{number} of {repository}", exc) from None
+
+    def reply(self, repository: str, number: int, comment_id: int, body: str) -> None:
+        """Answer one review comment in its thread (a paced write)."""
+        try:
+            pr = self._repo(repository).get_pull(number)
+        except ForgeError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._error(f"read pull request #{number} of {repository}", exc) from None
+        self._write(f"reply to review comment {comment_id} on #{number}",
+                    lambda: pr.create_review_comment_reply(comment_id, body))
+
     def _remember(self, key: tuple[str, int], repo: Any, pr: Any, changeset: Changeset) -> Changeset:
         self._seen[key] = (repo, pr, changeset)
         return changeset

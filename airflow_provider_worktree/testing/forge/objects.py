@@ -129,6 +129,24 @@ def review(api: str, web: str, full_name: str, number: int, r: dict[str, Any], a
             "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}}}
 
 
+def review_comment(api: str, web: str, full_name: str, number: int, c: dict[str, Any],
+                   author: dict[str, Any]) -> dict[str, Any]:
+    """A pull request review comment (``pull-request-review-comment``): on ``path`` at ``line`` of the head."""
+    u = f"{api}/repos/{full_name}/pulls/comments/{c['id']}"
+    html = f"{web}/{full_name}/pull/{number}#discussion_r{c['id']}"
+    out = {"id": c["id"], "node_id": node_id("review_comment", c["id"]), "url": u, "html_url": html,
+           "pull_request_review_id": c["review_id"], "diff_hunk": c.get("diff_hunk", "@@ -1 +1 @@"),
+           "path": c["path"], "line": c["line"], "original_line": c["line"], "side": "RIGHT",
+           "subject_type": "line", "commit_id": c["commit_id"], "original_commit_id": c["commit_id"],
+           "user": author, "body": c["body"], "created_at": c["created_at"], "updated_at": c["created_at"],
+           "pull_request_url": f"{api}/repos/{full_name}/pulls/{number}", "author_association": "MEMBER",
+           "_links": {"self": {"href": u}, "html": {"href": html},
+                      "pull_request": {"href": f"{api}/repos/{full_name}/pulls/{number}"}}}
+    if c.get("in_reply_to_id"):
+        out["in_reply_to_id"] = c["in_reply_to_id"]
+    return out
+
+
 def combined_status(api: str, full_name: str, sha: str, statuses: list[dict[str, Any]],
                     repo_obj: dict[str, Any]) -> dict[str, Any]:
     states = {s["state"] for s in statuses}

@@ -141,6 +141,52 @@ class PullHandlers:
         pr["reviewers"] += [w for w in wanted if w not in pr["reviewers"]]
         return 201, self._pull_obj(repo, pr, full=False)
 
+    def add_review_comment(self, full_name: str, number: int, path: str, line: int, body: str,
+                           login: str = "reviewer") -> int:
+        """A review requesting changes with one comment on ``path`` at ``line`` of the head; returns its id."""
+        with self._lock:
+            pr = self.repos[full_name]["pulls"][number]
+            review = {"id": next(self._ids), "body": "", "state": "CHANGES_REQUESTED", "login": login,
+                      "commit_id": pr["head_sha"], "submitted_at": now()}
+            pr["reviews"].append(review)
+            comment = {"id": next(self._ids), "review_id": review["id"], "path": path, "line": int(line),
+                       "body": body, "login": login, "commit_id": pr["head_sha"], "created_at": now()}
+            pr.setdefault("review_comments", []).append(comment)
+            pr["updated_at"] = now()
+            self._generation += 1
+            return comment["id"]
+
+    def _list_review_comments(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        if int(params.get("page", 1)) > 1:
+            return 200, []
+        full = f"{repo['owner']}/{repo['name']}"
+        return 200, [objects.review_comment(self.api_url, self.web_url, full, pr["number"], c, self._user(c["login"]))
+                     for c in pr.get("review_comments", [])]
+
+    def _get_review_comment(self, o: str, r: str, cid: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo = self._repo(o, r)
+        for pr in repo["pulls"].values():
+            for c in pr.get("review_comments", []):
+                if c["id"] == int(cid):
+                    return 200, objects.review_comment(self.api_url, self.web_url, f"{repo['owner']}/{repo['name']}",
+                                                       pr["number"], c, self._user(c["login"]))
+        raise ForgeError(404, "Not Found")
+
+    def _reply_review_comment(self, o: str, r: str, n: str, cid: str, params: dict, body: Any) -> tuple[int, Any]:
+        repo, pr = self._pr(o, r, n)
+        parent = next((c for c in pr.get("review_comments", []) if c["id"] == int(cid)), None)
+        if parent is None:
+            raise ForgeError(404, "Not Found")
+        if not (body or {}).get("body"):
+            raise ForgeError(422, "Validation Failed", [{"resource": "PullRequestReviewComment", "field": "body",
+                                                        "code": "missing_field"}])
+        c = {**parent, "id": next(self._ids), "body": body["body"], "login": self.owner, "created_at": now(),
+             "in_reply_to_id": parent["id"]}
+        pr["review_comments"].append(c)
+        return 201, objects.review_comment(self.api_url, self.web_url, f"{repo['owner']}/{repo['name']}",
+                                           pr["number"], c, self._user(c["login"]))
+
     def _list_reviews(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
         repo, pr = self._pr(o, r, n)
         if int(params.get("page", 1)) > 1:
