@@ -145,6 +145,22 @@ def test_options_defaults_param_flags_and_conf():
     o = options.parse_args(["--batch", "--batch-delay", "2"])
     assert o.batch and o.batch_delay == 2.0 and o.conf("/r")["mode"] == "batch"
     assert options.parse_args([]).publish == "" and options.parse_args(["--publish", "gitlab"]).publish == "gitlab"
+    # --repos N (issue 20): a campaign over N demo repositories, 8 modules in the first by default; 1 is today's run
+    o = options.parse_args(["--repos", "3"])
+    assert (o.repos, o.modules, o.publish) == (3, 8, "")
+    assert options.parse_args(["--repos", "3", "--modules", "2", "--publish", "gitlab"]).modules == 2
+    assert (options.parse_args(["--repos", "1"]).repos, options.parse_args(["--repos", "1"]).modules) == (1, 30)
+    assert options.parse_args([]).repos == 1
+    run = SmokeRun(options.parse_args(["--repos", "2", "--task", "docstrings", "--parallel", "4", "--conf",
+                                       '{"max_input_tokens": 9}']), output.Out(color=False))
+    run.forge_info = {"web_url": "http://127.0.0.1:1", "repositories": ["octo-org/demo-1", "octo-org/demo-2"]}
+    run.publish_conf = {"publish": "draft", "forge": "github"}
+    assert run.campaign and run.dag_id == "campaign_maintenance" and run.campaign_head == "campaign/smoke-docstrings"
+    assert run.run_conf() == {"campaign": "smoke-docstrings", "task": "docstrings", "max_files_per_shard": 2,
+                              "repositories": ["http://127.0.0.1:1/octo-org/demo-1.git",
+                                               "http://127.0.0.1:1/octo-org/demo-2.git"],
+                              "parallel_limit": 4, "publish": "draft", "forge": "github", "max_input_tokens": 9}
+    assert not SmokeRun(options.parse_args(["--repos", "1"]), output.Out(color=False)).campaign
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -162,6 +178,15 @@ def test_options_defaults_param_flags_and_conf():
     (["--repo"], "--repo needs a value"),
     (["--no-such-flag"], "unknown option --no-such-flag"),
     (["--batch-delay", "soon"], "--batch-delay must be a number of seconds"),
+    (["--repos", "0"], "--repos must be a positive integer"),
+    (["--repos", "3", "--repo", "/tmp"], "--repos 3 and --repo /tmp cannot go together"),
+    (["--repo", "/tmp", "--repos", "1"], "--repos 1 and --repo /tmp cannot go together"),
+    (["--repos", "3", "--publish", "none"], "--repos 3 publishes one pull request per repository"),
+    (["--repos", "3", "--batch"], "the campaign DAG has no batch mode"),
+    (["--repos", "3", "--max-shards", "4"], "--max-shards does not apply to the campaign DAG"),
+    (["--repos", "3", "--min-completed=90"], "--min-completed does not apply to the campaign DAG"),
+    (["--repos", "3", "--include", "src/**"], "the campaign DAG has no Param for --include"),
+    (["--repos", "3", "--task", "lint"], "the campaign DAG has no lint_command Param"),
 ])
 def test_bad_options_are_usage_errors(argv, message):
     with pytest.raises(constants.UsageError, match=re.escape(message)):
@@ -228,12 +253,14 @@ def test_help_and_bad_arguments():
     out = _run(["--help"])
     assert out.returncode == 0
     for flag in ("--repo", "--home", "--real-api", "--sequential", "--keep-going", "--mode", "--task",
-                 "--lint-command", "--isolation", "--min-completed", "--include"):
+                 "--lint-command", "--isolation", "--min-completed", "--include", "--repos"):
         assert flag in out.stdout
     bad = _run(["--mode", "bogus"])
     assert bad.returncode == 2 and "--mode must be" in bad.stderr
     assert _run(["--parallel", "0"]).returncode == 2
     assert _run(["--no-such-flag"]).returncode == 2
+    both = _run(["--repos", "3", "--repo", str(PROJECT)])
+    assert both.returncode == 2 and "--repos 3 and --repo" in both.stderr and both.stdout == ""
 
 
 def test_a_bad_repository_is_refused_before_any_setup(tmp_path: Path):
@@ -376,6 +403,48 @@ def test_smoke_run_publishes_to_gitlab_and_a_second_run_updates_the_same_merge_r
     assert (row["publication"], row["external_state"]) == ("draft", "open")
     requests = [json.loads(x) for x in (home / "forge-requests.jsonl").read_text().splitlines()]
     assert any(r["method"] == "PUT" and "/merge_requests/" in r["path"] for r in requests), "no update in place"
+    assert watch.leftovers() == []
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(600)
+def test_smoke_run_campaign_over_three_repositories_opens_three_pull_requests_and_a_rerun_updates_them(tmp_path: Path):
+    """Issue 20, item 8: ``--repos 3 --publish github`` runs ONE campaign_maintenance run over three demo
+    repositories on the offline GitHub under the scheduler: one draft pull request each on campaign/<name>, each
+    body with its own shards only; a second run updates the three (pr-updated) and opens none."""
+    pytest.importorskip("github", reason="PyGithub is not installed (pip install 'airflow-provider-worktree[github]')")
+    pytest.importorskip("airflow.providers.github", reason="apache-airflow-providers-github is not installed")
+    home = tmp_path / "smoke"
+    rc, watch = _run_watched(["--home", str(home), "--python", sys.executable, "--repos", "3", "--publish", "github",
+                              "--modules", "2", "--metadata-db", "sqlite"], tmp_path / "out.txt", timeout=540)
+    log = (tmp_path / "out.txt").read_text()
+    assert rc == 0, log[-6000:]
+    for line in ("[SUCCESS] DAG campaign_maintenance is registered",
+                 "[SUCCESS] 3 demo repositories generated under",
+                 "[SUCCESS] offline github TEST DOUBLE at", "with octo-org/demo-1, octo-org/demo-2, octo-org/demo-3",
+                 "[SUCCESS] one run, 6 shards, all completed: demo-1 1, demo-2 2, demo-3 3",
+                 "[SUCCESS] 3 changesets, one per repository, each with a pull request on head campaign/smoke-todo",
+                 "[SUCCESS] the body of octo-org/demo-3#1 lists its 3 shard(s) and none of the other repositories'",
+                 "[SUCCESS] the body of octo-org/demo-1#1 holds no secret",
+                 "shows 3 pull requests created in all, one per repository, each on head campaign/smoke-todo",
+                 "[SUCCESS] the campaign summary: ", "[INFO] second run of the same conf",
+                 "updated the 3 pull requests in place (outcomes pr-updated) and opened none",
+                 "[SUCCESS] no worktree left", "==> Campaign smoke-todo: 3 pull requests",
+                 "[SUCCESS] smoke run passed"):
+        assert line in log, f"missing {line!r} in:\n{log[-6000:]}"
+    assert "[ERROR]" not in log
+    for n in (1, 2, 3):  # each pull request opened by the first run, then updated by the second
+        opened = re.findall(rf"\[SUCCESS\] pull request for octo-org/demo-{n}: (http://127\.0\.0\.1:\d+/octo-org/"
+                            rf"demo-{n}/pull/\d+) \(draft, open, head campaign/smoke-todo pushed.*campaign outcome "
+                            rf"(pr-\w+)$", log, re.MULTILINE)
+        assert [o for _, o in opened] == ["pr-opened", "pr-updated"] and opened[0][0] == opened[1][0], opened
+        end = rf"^    octo-org/demo-{n}  {re.escape(opened[0][0])}  pr-updated$"  # the results printed at the end
+        assert re.search(end, log, re.MULTILINE), log[-3000:]
+    summaries = sorted((home / "reports").glob("campaign-smoke-todo-*.md"))
+    assert len(summaries) == 2 and all(f"    summary: {p}" in log for p in summaries)
+    requests = [json.loads(x) for x in (home / "forge-requests.jsonl").read_text().splitlines()]
+    created = [r for r in requests if r["method"] == "POST" and r["status"] == 201 and r["path"].endswith("/pulls")]
+    assert sorted(r["path"] for r in created) == [f"/api/v3/repos/octo-org/demo-{n}/pulls" for n in (1, 2, 3)]
     assert watch.leftovers() == []
 
 

@@ -359,3 +359,51 @@ def test_no_changeset_yet_says_how_to_publish(ui, browser, tmp_path):
         page.screenshot(path=str(tmp_path / "changesets-empty.png"))
     finally:
         page.context.close()
+
+
+def seed_campaign(db: str) -> None:
+    """One campaign run over two repositories (each repository's shards prefixed, as the campaign DAG does):
+    acme/api's pull request merged, acme/web's open; and one changeset of no campaign."""
+    from airflow_provider_worktree.core.campaigns.run import repo_prefix
+
+    store = ShardStore.open(db)
+    api, web = repo_prefix("acme/api"), repo_prefix("acme/web")
+    store.register_shards("camp_run", [api + "a", api + "b", web + "a"])
+    for shard, cost in ((api + "a", 0.01), (api + "b", 0.02), (web + "a", 0.5)):
+        store.complete(store.assign_shard("camp_run", "w:1", shard), input_tokens=1, output_tokens=1, cost_usd=cost)
+    store.record_changeset(_changeset("acme/api", 7, head="campaign/sweep", state="merged"), run_id="camp_run")
+    store.record_changeset(_changeset("acme/web", 8, head="campaign/sweep"), run_id="camp_run")
+    store.record_changeset(_changeset("acme/web", 9), run_id="camp_run")
+
+
+def test_changesets_group_by_campaign_with_each_repositorys_own_cost(tmp_path):
+    db = str(tmp_path / "shard_status.db")
+    seed_campaign(db)
+    view = data.changesets_view(ShardStore.open(db))
+    by = {(c["repository"], c["number"]): c for c in view["changesets"]}
+    assert by[("acme/api", 7)]["campaign"] == "sweep" and by[("acme/web", 9)]["campaign"] is None
+    assert by[("acme/api", 7)]["cost_usd"] == pytest.approx(0.03), "only acme/api's shards of the campaign run"
+    assert by[("acme/web", 8)]["cost_usd"] == pytest.approx(0.5)
+    assert by[("acme/web", 9)]["cost_usd"] == pytest.approx(0.53), "not a campaign: the run's whole cost"
+    (group,) = view["campaigns"]
+    assert (group["campaign"], group["total"], group["counts"]["merged"], group["counts"]["open"]) == ("sweep", 2, 1, 1)
+    assert group["cost_usd"] == pytest.approx(0.53) and group["cost_per_merged_usd"] == pytest.approx(0.53)
+
+
+@browser_test
+@pytest.mark.integration
+def test_the_page_groups_a_campaigns_pull_requests(ui, browser, tmp_path):
+    db = str(tmp_path / "shard_status.db")
+    seed_campaign(db)
+    ui.set_connection("shard_status_default", conn_type="sqlite", host=db)
+    page = _open(ui, browser, "viewer")
+    try:
+        row = page.locator('table[data-testid="campaigns"] tr[data-campaign="sweep"]')
+        assert row.get_by_test_id("cost-per-merged").inner_text() == "$0.5300"
+        row.locator("button").click()  # picks the campaign filter
+        shown = [r.get_attribute("data-changeset") for r in page.locator("tbody#changeset-rows tr").all()]
+        assert shown == ["acme/api#7", "acme/web#8"], shown
+        assert page.get_by_test_id("changeset-campaign").input_value() == "sweep"
+        page.screenshot(path=str(tmp_path / "changesets-campaign.png"), full_page=True)
+    finally:
+        page.close()

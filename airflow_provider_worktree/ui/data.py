@@ -28,6 +28,7 @@ from airflow_provider_worktree.core.health.figures import (
     format_tokens,
     format_tokens_short,
 )
+from airflow_provider_worktree.core.campaigns.run import repo_prefix
 from airflow_provider_worktree.core.health.report import build_report
 from airflow_provider_worktree.core.store import STATUSES
 from airflow_provider_worktree.core.health import METRICS, Thresholds, check_health, format_value, jsonable, \
@@ -47,6 +48,8 @@ NO_CHANGESETS = "No run published a pull request yet: set the publish Param to d
 BURNDOWN_SERIES = ("merged", "closed", "open", "draft")
 #: The most days the burndown covers (the last ones, today included).
 BURNDOWN_MAX_DAYS = 90
+#: The head branch of a campaign's changesets: ``campaign/<name>`` (``core.campaigns.types.CampaignSpec.head``).
+CAMPAIGN_HEAD = "campaign/"
 #: The ``shard_attempts`` attempt number holding a shard's batch spend (``core.store.batches.BATCH_ATTEMPT``).
 _BATCH_ATTEMPT = 0
 
@@ -340,12 +343,17 @@ def changesets_view(store: Any, *, repository: str | None = None, state: str | N
     if run_id:
         rows = [r for r in rows if r.get("run_id") == run_id]
     runs = {r["run_id"]: float(r.get("cost_usd") or 0.0) for r in store.runs()} if rows else {}
-    offline = {run: any_offline(store.list_shards(run_id=run))
-               for run in {r.get("run_id") for r in rows} if run in runs}
+    shards = {run: store.list_shards(run_id=run) for run in {r.get("run_id") for r in rows} if run in runs}
+    offline = {run: any_offline(rows_) for run, rows_ in shards.items()}
     out = []
     for r in rows:
         run = r.get("run_id")
         cost = runs.get(run) if run else None
+        campaign = r["head"][len(CAMPAIGN_HEAD):] if str(r["head"]).startswith(CAMPAIGN_HEAD) else None
+        if campaign and run in shards:  # a campaign run spans repositories: this one's shards only
+            prefix = repo_prefix(r["repository"])
+            cost = round(sum(float(x.get("cost_usd") or 0.0) for x in shards[run]
+                             if str(x["shard_id"]).startswith(prefix)), 6)
         out.append({**{k: r.get(k) for k in ("forge", "repository", "head", "base", "number", "url", "title",
                                              "publication", "external_state", "review", "checks", "head_sha",
                                              "run_id", "last_action", "last_error")},
@@ -357,7 +365,7 @@ def changesets_view(store: Any, *, repository: str | None = None, state: str | N
                     "cost_usd": cost,
                     "cost_text": format_cost(cost) if cost is not None else "",
                     "cost_title": format_cost(cost, offline.get(run, False)) if cost is not None else "",
-                    "offline": offline.get(run, False)})
+                    "offline": offline.get(run, False), "campaign": campaign})
     return {"changesets": out, **changesets_summary(out)}
 
 
@@ -369,7 +377,28 @@ def changesets_summary(changesets: Iterable[Mapping[str, Any]]) -> dict[str, Any
     for c in changesets:
         counts[c["stage"]] += 1
     return {"total": len(changesets), "counts": counts, "repositories": sorted({c["repository"] for c in changesets}),
-            "message": None if changesets else NO_CHANGESETS}
+            "campaigns": campaigns_summary(changesets), "message": None if changesets else NO_CHANGESETS}
+
+
+def campaigns_summary(changesets: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per campaign (the changesets of a ``campaign/<name>`` head): counts per stage, the cost of its
+    repositories' shards in the runs that last published them, and the cost per merged change."""
+    by: dict[str, dict[str, Any]] = {}
+    for c in changesets:
+        if not c.get("campaign"):
+            continue
+        g = by.setdefault(c["campaign"], {"campaign": c["campaign"], "total": 0, "cost_usd": 0.0,
+                                          "counts": dict.fromkeys(("draft", "open", "merged", "closed",
+                                                                   "unpublished"), 0)})
+        g["total"] += 1
+        g["counts"][c["stage"]] += 1
+        g["cost_usd"] = round(g["cost_usd"] + float(c.get("cost_usd") or 0.0), 6)
+    for g in by.values():
+        merged = g["counts"]["merged"]
+        g["cost_per_merged_usd"] = round(g["cost_usd"] / merged, 6) if merged else None
+        g["cost_text"] = format_cost(g["cost_usd"])
+        g["cost_per_merged_text"] = format_cost(g["cost_per_merged_usd"]) if merged else "none merged yet"
+    return [by[k] for k in sorted(by)]
 
 
 def burndown(rows: Iterable[Mapping[str, Any]], *, today: _dt.date | None = None,

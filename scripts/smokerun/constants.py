@@ -7,6 +7,7 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parents[2]
 DAG_ID = "parallel_maintenance_poc"
 DAG_FILE = PROJECT / "airflow_provider_worktree" / "example_dags" / f"{DAG_ID}.py"
+CAMPAIGN_DAG_ID = "campaign_maintenance"  # --repos N: one campaign over N demo repositories
 PROG = "smoke_run.sh"
 TASKS = ("todo", "docstrings", "lint", "tests", "custom")
 MODES = ("scheduler", "executor", "sequential")
@@ -15,12 +16,26 @@ PUBLISH = ("github", "gitlab", "none")
 
 USAGE = f"""Usage: ./scripts/smoke_run.sh [options]
 
-Runs the example DAG {DAG_ID} on a clone of a repository and verifies the result.
+Runs the example DAG {DAG_ID} on a clone of a repository and verifies the result; with --repos N, the
+example DAG {CAMPAIGN_DAG_ID}: one campaign over N generated demo repositories.
 
 Options:
   --repo PATH         repository to maintain (cloned with --no-local into the smoke home; your checkout,
                       its branches and status are verified unchanged). Default: a generated demo repository
-  --modules N         modules in the generated demo repository (default 30, i.e. 15 shards of 2 files)
+  --modules N         modules in the generated demo repository (default 30, i.e. 15 shards of 2 files; with
+                      --repos: default 8 in the first repository and 2 more in each next one)
+  --repos N           N > 1: a campaign. Generates N demo repositories (demo-1 .. demo-N, same generator,
+                      different sizes), creates them on the offline forge, runs ONE campaign over their clone
+                      URLs with the DAG {CAMPAIGN_DAG_ID}, and checks: the run succeeded; one changeset per
+                      repository with a pull request on head campaign/smoke-<task>; each body holds only its own
+                      repository's shards and no secret; every outcome is pr-opened (airflow-worktree campaign
+                      show). Then it runs the same conf again: every outcome is pr-updated and the forge's
+                      request log shows N pull requests created in all. Prints the pull requests and the
+                      campaign summary (HOME/reports/campaign-<name>-<run>.md). Publishes on the offline GitHub
+                      unless --publish gitlab; not with --repo, --publish none, --batch, --min-completed,
+                      --max-shards or the Params the campaign DAG does not have (--include, --exclude,
+                      --lint-command, --verify-command, --runner, --model, --isolation, --max-cost-usd).
+                      --repos 1 is the one-repository run, as without --repos (--repo is refused with it too)
   --home DIR          AIRFLOW_HOME of the run (default: {PROJECT}/.smoke). Wiped at the start of the next
                       run (only if it is empty or was made by this script), kept afterwards for inspection
   --mode MODE         how the DAG runs:
@@ -53,6 +68,7 @@ Options:
                       double on loopback, git over HTTP), check it (one per repository, the report in its body,
                       no secret), then run again and check the same pull request was updated. Without the
                       flag the run publishes a draft to the offline GitHub once; none publishes nothing.
+                      With --repos N: the forge of the campaign (it always runs twice)
                       The forge's requests: HOME/forge-requests.jsonl
 
 The run's Params (see the DAG's doc; each one is passed in the run's conf):

@@ -65,6 +65,7 @@ class Options:
     venv: str = ""
     conf_json: str = ""
     publish: str = ""  # "": the default (a draft on the offline GitHub, one run); github, gitlab, none
+    repos: int = 1  # > 1: one campaign over that many demo repositories (the campaign_maintenance DAG)
     params: dict = field(default_factory=dict)  # Params given by their own flags
 
     def conf(self, repo: str) -> dict:
@@ -113,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("-h", "--help", action="store_true")
     add("--repo", type=_value("--repo"))
-    add("--modules", type=_positive_int("--modules"), default=30)
+    add("--modules", type=_positive_int("--modules"))
+    add("--repos", type=_positive_int("--repos"))
     add("--home", type=Path, default=PROJECT / ".smoke")
     add("--mode", type=_choice("--mode", MODES, "scheduler, executor or sequential"), default="scheduler")
     add("--sequential", dest="mode", action="store_const", const="sequential")
@@ -143,6 +145,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+#: --repos N: modules in the first demo repository when --modules is not given (2 more in each next one).
+CAMPAIGN_MODULES = 8
+#: What the campaign DAG has no Param for: refused with --repos N (flag -> how it shows in the options).
+_NOT_FOR_CAMPAIGN = (("--include", "include"), ("--exclude", "exclude"), ("--lint-command", "lint_command"),
+                     ("--verify-command", "verify_command"), ("--runner", "runner"), ("--model", "model"),
+                     ("--isolation", "isolation"), ("--max-cost-usd", "max_cost_usd"))
+
+
+def _given(argv: list[str], flag: str) -> bool:
+    return any(a == flag or a.startswith(flag + "=") for a in argv)
+
+
+def _campaign_problem(o: Options, ns: argparse.Namespace, argv: list[str]) -> None:
+    """--repos N: refuse what cannot go with it, naming the fix."""
+    if ns.repo:
+        raise UsageError(f"--repos {o.repos} and --repo {ns.repo} cannot go together: --repos generates its demo "
+                         "repositories; give --repo PATH alone (one repository) or --repos N alone (a campaign)")
+    if o.repos == 1:
+        return  # one repository: today's run
+    if o.publish == "none":
+        raise UsageError(f"--repos {o.repos} publishes one pull request per repository: --publish none cannot go "
+                         "with it; leave --publish out (the offline GitHub) or give github or gitlab")
+    if o.batch:
+        raise UsageError(f"--repos {o.repos}: the campaign DAG has no batch mode; leave --batch out")
+    for flag in ("--min-completed", "--max-shards"):
+        if _given(argv, flag):
+            raise UsageError(f"--repos {o.repos}: {flag} does not apply to the campaign DAG (it fails when any "
+                             "repository fails, and splits the shard budget itself); leave it out")
+    for flag, name in _NOT_FOR_CAMPAIGN:
+        if name in o.params:
+            raise UsageError(f"--repos {o.repos}: the campaign DAG has no Param for {flag}; leave it out (its "
+                             "Params: task, prompt, max_files_per_shard, parallel_limit; more with --conf)")
+
+
 def parse_args(argv: list[str]) -> Options | None:
     """The options, or None for --help. Raises UsageError naming the bad option."""
     if any(a in ("-h", "--help") for a in argv):
@@ -157,10 +193,16 @@ def parse_args(argv: list[str]) -> Options | None:
         params["max_files_per_shard"] = ns.max_files
     if ns.max_cost_usd is not None:
         params["max_cost_usd"] = ns.max_cost_usd
-    fields = {f: getattr(ns, f) for f in Options.__dataclass_fields__ if f != "params"}
-    o = Options(**{f: ("" if v is None else v) for f, v in fields.items()}, params=params)
+    fields = {f: getattr(ns, f) for f in Options.__dataclass_fields__ if f not in ("params", "modules", "repos")}
+    o = Options(**{f: ("" if v is None else v) for f, v in fields.items()}, params=params, repos=ns.repos or 1)
+    o.modules = ns.modules or (CAMPAIGN_MODULES if o.repos > 1 else Options.modules)
+    if ns.repos is not None:
+        _campaign_problem(o, ns, argv)
     if o.params.get("task", "todo") not in TASKS:
         raise UsageError(f"--task must be one of {', '.join(TASKS)}, got '{o.params['task']}'")
+    if o.repos > 1 and o.params.get("task") == "lint":
+        raise UsageError(f"--repos {o.repos}: the campaign DAG has no lint_command Param, so --task lint cannot run "
+                         "there; use todo, docstrings, tests or custom")
     if o.params.get("isolation", "auto") not in ("auto", "bwrap", "none"):
         raise UsageError(f"--isolation must be auto, bwrap or none, got '{o.params['isolation']}'")
     if o.params.get("runner", "api") not in ("api", "claude_code"):

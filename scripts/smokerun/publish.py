@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from smokerun.checks import shard_rows
+from smokerun.constants import Fatal
 
 #: The forge's repository for the clone (``<owner>/demo``; the double's default owner and group).
 REPO_NAME = "demo"
@@ -34,6 +35,8 @@ class PublishPhases:
             extra = "github" if self.publishing == "github" else "gitlab"
             missing = (f"the {self.publishing} client is not installed in {self.py} (pip install "
                        f"'airflow-provider-worktree[{extra}]')")
+            if self.campaign:  # a campaign's every check is about its pull requests
+                raise Fatal(f"--repos {self.o.repos}: {missing}")
             if self.o.publish:
                 out.error(f"--publish {self.publishing}: {missing}")
             else:
@@ -41,9 +44,10 @@ class PublishPhases:
             self.o.publish = "none"
             return
         info = self.slog / "forge.json"
+        repos = [arg for name, path in self.forge_repositories() for arg in ("--repo", f"{name}={path}")]
         popen = self.bg.start("offline-forge", self.slog / "offline_forge.log",
                               [self.py, "-m", "airflow_provider_worktree.testing.forge", self.publishing,
-                               "--root", str(self.home / "forge"), "--repo", f"{REPO_NAME}={self.clone}",
+                               "--root", str(self.home / "forge"), *repos,
                                "--request-log", str(self.home / "forge-requests.jsonl"), "--conn-file", str(info)],
                               self.env)
         for _ in range(300):
@@ -57,11 +61,21 @@ class PublishPhases:
         self.forge_info = json.loads(info.read_text())
         conn_var = f"AIRFLOW_CONN_{self.publishing.upper()}_DEFAULT"
         self.env[conn_var] = json.dumps(self.forge_info["connection"])
-        (repository,) = self.forge_info["repositories"]
-        self.publish_conf = {"publish": "draft", "forge": self.publishing, "forge_repository": repository}
-        out.success(f"offline {self.publishing} TEST DOUBLE at {self.forge_info['web_url']} with {repository} (a "
-                    f"mirror of the clone); {conn_var.removeprefix('AIRFLOW_CONN_').lower()} points at it; requests "
-                    f"logged to {self.home / 'forge-requests.jsonl'}")
+        repositories = self.forge_info["repositories"]
+        if self.campaign:
+            self.publish_conf = {"publish": "draft", "forge": self.publishing}
+            what = f"{', '.join(repositories)} (mirrors of the demo repositories)"
+        else:
+            (repository,) = repositories
+            self.publish_conf = {"publish": "draft", "forge": self.publishing, "forge_repository": repository}
+            what = f"{repository} (a mirror of the clone)"
+        out.success(f"offline {self.publishing} TEST DOUBLE at {self.forge_info['web_url']} with {what}; "
+                    f"{conn_var.removeprefix('AIRFLOW_CONN_').lower()} points at it; requests logged to "
+                    f"{self.home / 'forge-requests.jsonl'}")
+
+    def forge_repositories(self) -> list[tuple[str, Path]]:
+        """The forge's repositories (name, local repository it mirrors): the clone; with --repos N, the demo ones."""
+        return list(self.campaign_sources.items()) if self.campaign else [(REPO_NAME, self.clone)]
 
     # -- checks ---------------------------------------------------------------------------------------------------
     def _forge_get(self, path: str) -> dict:
@@ -102,21 +116,22 @@ class PublishPhases:
             out.error(f"{len(opened)} pull requests for {row['repository']} on the forge, expected one")
         return row, body
 
-    def _check_body(self, body: str) -> None:
+    def _check_body(self, body: str, whose: str = "its body") -> None:
+        """The body holds the run's report and no secret (``whose``: how the lines name it)."""
         out = self.out
         secrets = {"the forge token": self.forge_info["connection"]["password"],
                    "the model API key": json.loads(self.env["AIRFLOW_CONN_ANTHROPIC_DEFAULT"]).get("password") or "",
                    "the API's JWT secret": self.env.get("AIRFLOW__API_AUTH__JWT_SECRET", "")}
         leaked = [name for name, value in secrets.items() if value and value in body]
         if self.run_id in body and "shards" in body:
-            out.success(f"its body holds the run's report (run {self.run_id}, shards, tokens, cost)")
+            out.success(f"{whose} holds the run's report (run {self.run_id}, shards, tokens, cost)")
         else:
-            out.error(f"its body does not hold the report of run {self.run_id}:")
+            out.error(f"{whose} does not hold the report of run {self.run_id}:")
             out.indent(body[:1500], limit=20)
         if leaked:
-            out.error(f"its body holds {', '.join(leaked)}")
+            out.error(f"{whose} holds {', '.join(leaked)}")
         else:
-            out.success("its body holds no secret (forge token, model API key, JWT secret)")
+            out.success(f"{whose} holds no secret (forge token, model API key, JWT secret)")
 
     def check_publish(self) -> None:
         """One changeset for the repository, its body checked; with an explicit --publish, a second run of the same

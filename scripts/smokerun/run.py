@@ -23,7 +23,8 @@ from smokerun.checks import (
     shard_counts,
     shard_rows,
 )
-from smokerun.constants import DAG_ID, PROG, USAGE, Fatal, Interrupted, UsageError
+from smokerun.campaign import CampaignPhases
+from smokerun.constants import CAMPAIGN_DAG_ID, DAG_ID, PROG, USAGE, Fatal, Interrupted, UsageError
 from smokerun.options import Options, parse_args
 from smokerun.output import Out
 from smokerun.publish import PublishPhases
@@ -31,7 +32,7 @@ from smokerun.setup import SetupPhases
 from smokerun.verify import VerifyPhases
 
 
-class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
+class SmokeRun(SetupPhases, PublishPhases, VerifyPhases, CampaignPhases):
     """One smoke run: :meth:`main` runs the phases in order and always ends with :meth:`cleanup`."""
 
     def __init__(self, opts: Options, out: Out) -> None:
@@ -55,6 +56,7 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
         self.forge_info: dict = {}
         self.publish_conf: dict = {}
         self.services_started = False
+        self.dag_id = CAMPAIGN_DAG_ID if opts.repos > 1 else DAG_ID
 
     # -- small tools ------------------------------------------------------------------------------------
     def run(self, argv: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
@@ -103,18 +105,21 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
     def dag_run(self, again: bool = False) -> None:
         """Run the DAG once; ``again``: a second run with the same conf (the scheduler and api-server already up)."""
         out, o = self.out, self.o
-        self.conf = {**self.publish_conf, **o.conf(str(self.clone))}
+        self.run_id = ""  # airflow dags test names no run: RUN_FACTS then reads the newest (not the first run's)
+        self.conf = self.run_conf()
         conf = json.dumps(self.conf)
         out.info(f"conf: {conf}")
-        isolation = self.conf.get("isolation", "auto")
-        out.info(f"isolation configured: {isolation} (the run's records say which one was in force; see below)")
+        if not self.campaign:
+            isolation = self.conf.get("isolation", "auto")
+            out.info(f"isolation configured: {isolation} (the run's records say which one was in force; see below)")
         ok = False
         t0 = time.monotonic()
         run_log = self.slog / ("dag_run_2.log" if again else "dag_run.log")
         if o.mode == "sequential":
             out.warning("sequential mode: airflow dags test runs the mapped shards one at a time, so they will not "
                         "overlap")
-            popen = self.bg.start("dags-test", run_log, [*self.airflow, "dags", "test", DAG_ID, "-c", conf], self.env)
+            popen = self.bg.start("dags-test", run_log, [*self.airflow, "dags", "test", self.dag_id, "-c", conf],
+                                  self.env)
             ok = self.wait_run(popen, "airflow dags test")
         elif o.mode == "executor":
             if self.services_started or self._start_api_server():
@@ -125,7 +130,8 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
                 out.info(f"airflow dags test --use-executor: LocalExecutor with {o.parallel} slots (dags test "
                          "ignores the DAG's own limits)")
                 popen = self.bg.start("dags-test", run_log,
-                                      [*self.airflow, "dags", "test", DAG_ID, "-c", conf, "--use-executor"], self.env)
+                                      [*self.airflow, "dags", "test", self.dag_id, "-c", conf, "--use-executor"],
+                                      self.env)
                 ok = self.wait_run(popen, "airflow dags test --use-executor")
         elif again or self._start_api_server():
             if not again:
@@ -136,16 +142,16 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
                 if triggerer:
                     self.bg.start("triggerer", self.slog / "triggerer.log", [*self.airflow, "triggerer"], self.env)
                 out.success(f"airflow scheduler{', triggerer' if triggerer else ''} and dag-processor started")
-                if self.af("dags", "unpause", DAG_ID, log=self.slog / "unpause.log").returncode != 0:
-                    out.error(f"airflow dags unpause {DAG_ID} failed: see {self.slog / 'unpause.log'}")
-            trig = self.af("dags", "trigger", DAG_ID, "-c", conf, "-o", "json")
+                if self.af("dags", "unpause", self.dag_id, log=self.slog / "unpause.log").returncode != 0:
+                    out.error(f"airflow dags unpause {self.dag_id} failed: see {self.slog / 'unpause.log'}")
+            trig = self.af("dags", "trigger", self.dag_id, "-c", conf, "-o", "json")
             (self.slog / "trigger.err").write_text(trig.stderr)
             try:
                 self.run_id = json.loads(trig.stdout.strip().splitlines()[-1])[0]["dag_run_id"]
             except (ValueError, IndexError, KeyError, TypeError):
                 self.run_id = ""
             if not self.run_id:
-                out.error(f"airflow dags trigger {DAG_ID} failed:")
+                out.error(f"airflow dags trigger {self.dag_id} failed:")
                 out.indent((trig.stderr or trig.stdout)[-3000:], limit=25)
             else:
                 out.success(f"triggered run {self.run_id}")
@@ -153,10 +159,10 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
                 watcher = self.slog / "run_watcher.py"
                 watcher.write_text(RUN_WATCHER)
                 popen = self.bg.start("run-watcher", self.slog / ("run_watcher_2.log" if again else "run_watcher.log"),
-                                      [self.py, str(watcher), DAG_ID, self.run_id], self.env)
+                                      [self.py, str(watcher), self.dag_id, self.run_id], self.env)
                 ok = self.wait_run(popen, "scheduler run")
         secs = time.monotonic() - t0
-        facts = self.pyrun(RUN_FACTS, DAG_ID, self.run_id)
+        facts = self.pyrun(RUN_FACTS, self.dag_id, self.run_id)
         try:
             data = json.loads(facts.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
@@ -187,7 +193,7 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
             if bad:
                 report = self._report_failed_tasks if self._tolerated_failure() else out.error
                 report("task instances not successful; the error of each one's last attempt:")
-                root = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={self.run_id}"
+                root = self.home / "logs" / f"dag_id={self.dag_id}" / f"run_id={self.run_id}"
                 for task, idx, state, tries in bad:
                     sub = root / f"task_id={task}" / (f"map_index={idx}" if idx != -1 else "")
                     what, log = last_error_of(sub)
@@ -198,6 +204,12 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
             retried = [f"{t}[{m}] try {n}" for t, m, s, n in tis if n > 1]
             if retried:
                 out.warning("task instances that needed a retry: " + " ".join(retried))
+
+    def run_conf(self) -> dict:
+        """The DAG run's conf: the campaign's with --repos N, else the publish settings and the Params."""
+        if self.campaign:
+            return self.campaign_conf()
+        return {**self.publish_conf, **self.o.conf(str(self.clone))}
 
     def _report_failed_tasks(self, msg: str) -> None:
         self.out.warning(msg.replace("not successful", "failed (tolerated by --min-completed)"))
@@ -219,6 +231,8 @@ class SmokeRun(SetupPhases, PublishPhases, VerifyPhases):
         return bad <= {"maintain", "watch_shards", "report"} and "plan" not in bad
 
     def phases(self) -> list[tuple[str, object]]:
+        if self.campaign:
+            return self.campaign_phases()
         return [
             ("Pre-flight checks", self.preflight),
             ("Isolated AIRFLOW_HOME", self.isolated_home),

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from harness.processes import free_port
 from smokerun.checks import PROBE, fingerprint, git, version_tuple
-from smokerun.constants import DAG_FILE, DAG_ID, PROJECT, Fatal
+from smokerun.constants import DAG_FILE, PROJECT, Fatal
 
 
 class SetupPhases:
@@ -54,8 +54,9 @@ class SetupPhases:
         if version_tuple(af_ver) < (3, 0):
             raise Fatal(f"Airflow {af_ver} is installed but this provider needs Airflow 3: pip install -e '.[test]'")
         out.success(f"Apache Airflow {af_ver}, airflow-provider-worktree {pkg_ver}")
-        if not DAG_FILE.is_file():
-            raise Fatal(f"DAG file not found: {DAG_FILE} (run from a checkout of the project)")
+        dag_file = DAG_FILE.with_name(f"{self.dag_id}.py")
+        if not dag_file.is_file():
+            raise Fatal(f"DAG file not found: {dag_file} (run from a checkout of the project)")
         if shutil.which("sqlite3"):
             out.success(f"sqlite3 {self.run(['sqlite3', '--version']).stdout.split()[0]} for the shard database queries")
         else:
@@ -228,10 +229,11 @@ class SetupPhases:
             out.indent("\n".join(f"{e.get('filepath', '?')}\n{e.get('error', '')}" if isinstance(e, dict) else str(e)
                                  for e in errors), limit=40)
         listed = self.af("dags", "list", "-o", "plain").stdout
-        if re.search(rf"^{DAG_ID}\s", listed, re.M):
-            out.success(f"DAG {DAG_ID} is registered (airflow dags list)")
+        if re.search(rf"^{self.dag_id}\s", listed, re.M):
+            out.success(f"DAG {self.dag_id} is registered (airflow dags list)")
         else:
-            out.error(f"DAG {DAG_ID} is not registered: check 'python {DAG_FILE.relative_to(PROJECT)}' for errors")
+            dag_file = DAG_FILE.with_name(f"{self.dag_id}.py").relative_to(PROJECT)
+            out.error(f"DAG {self.dag_id} is not registered: check 'python {dag_file}' for errors")
         pool = os.environ.get("WORKTREE_MODEL_POOL", "")
         if pool and pool != "default_pool":
             if self.af("pools", "set", pool, str(self.o.parallel), "Claude model calls (smoke run)",

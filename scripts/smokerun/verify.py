@@ -12,7 +12,6 @@ from smokerun.checks import (
     shard_counts,
     shard_rows,
 )
-from smokerun.constants import DAG_ID
 
 
 class VerifyPhases:
@@ -204,7 +203,7 @@ class VerifyPhases:
             out.success(f"each of the {len(billed)} succeeded entries is billed once (attempt 0, batch prices)")
         else:
             out.error(f"batch spend rows do not match the succeeded entries: {billed} vs {entries}")
-        logs = self.home / "logs" / f"dag_id={DAG_ID}" / f"run_id={run}" / "task_id=submit_batch"
+        logs = self.home / "logs" / f"dag_id={self.dag_id}" / f"run_id={run}" / "task_id=submit_batch"
         text = "\n".join(p.read_text(errors="replace") for p in logs.rglob("*.log")) if logs.is_dir() else ""
         if "deferring while batch(es)" in text and "batch mode of run" in text:
             out.success("the submit task deferred while the batch ran, and resumed to collect it")
@@ -238,6 +237,9 @@ class VerifyPhases:
 
     def inspect_hint(self) -> None:
         assert self.home is not None
+        if self.campaign:
+            self.campaign_hint()
+            return
         self.out.heading("Inspect this run")
         self.out.indent(f"""\
 . {self.home}/env.sh    # AIRFLOW_HOME, DAGs folder, metadata database, PATH of this run
@@ -246,7 +248,7 @@ airflow-worktree report --db $AIRFLOW_HOME/shard_status.db --run-id '{self.run_i
 sqlite3 $AIRFLOW_HOME/shard_status.db "SELECT shard_id, status, started_at, completed_at, branch FROM shard_status ORDER BY started_at;"
 sqlite3 $AIRFLOW_HOME/shard_status.db "SELECT status, COUNT(*) FROM shard_status GROUP BY status;"
 git -C {self.clone} branch --list 'worktree/*'
-less {self.slog}/dag_run.log {self.slog}/scheduler.log   # whichever exists; task logs: $AIRFLOW_HOME/logs/dag_id={DAG_ID}/"""
+less {self.slog}/dag_run.log {self.slog}/scheduler.log   # whichever exists; task logs: $AIRFLOW_HOME/logs/dag_id={self.dag_id}/"""
                         + "".join(f"\n{line}" for line in self.publish_hint()))
 
     # -- driver -----------------------------------------------------------------------------------------

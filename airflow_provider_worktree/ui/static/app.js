@@ -7,7 +7,7 @@
 
 const STATUSES = ["pending", "running", "completed", "failed"];
 const main = document.getElementById("main");
-const state = { run: null, filter: "all", sort: { key: "shard_id", dir: 1 }, changesets: null, stage: "all", repo: "" };
+const state = { run: null, filter: "all", sort: { key: "shard_id", dir: 1 }, changesets: null, stage: "all", repo: "", campaign: "" };
 
 // Loaded as a DAG run's "Shards" tab (Airflow's external view worktree/?embed=run#/run/{RUN_ID}, in an iframe of
 // the DAG run's page): the page shows that run only, without the dashboard's own navigation. Without the query
@@ -440,27 +440,40 @@ async function showChangesets() {
     <p class="dim">The pull requests (GitHub) and merge requests (GitLab) runs published, as last recorded by a publish or a sync.</p>
     <h2 id="burndown-heading">Burndown</h2>
     <div id="burndown" data-testid="burndown"></div>
+    ${view.campaigns && view.campaigns.length ? `<h2>Campaigns</h2>
+    <div class="hscroll"><table class="campaigns" data-testid="campaigns"><thead><tr><th>Campaign</th><th class="num">Pull requests</th>
+      <th class="num">Draft</th><th class="num">Open</th><th class="num">Merged</th><th class="num">Closed</th><th class="num">Cost</th><th class="num">Cost per merged change</th></tr></thead>
+      <tbody>${view.campaigns.map((g) => `<tr data-campaign="${esc(g.campaign)}"><td><button class="linkish" data-pick-campaign="${esc(g.campaign)}">${esc(g.campaign)}</button></td>
+        <td class="num">${g.total}</td><td class="num">${g.counts.draft}</td><td class="num">${g.counts.open}</td><td class="num">${g.counts.merged}</td>
+        <td class="num">${g.counts.closed}</td><td class="num">${esc(g.cost_text)}</td><td class="num" data-testid="cost-per-merged">${esc(g.cost_per_merged_text)}</td></tr>`).join("")}</tbody></table></div>` : ""}
     <h2>Pull requests</h2>
     <div class="toolbar">
       <div class="filters" data-testid="changeset-filters">${["all", ...STAGES, ...(counts.unpublished ? ["unpublished"] : [])].map((f) =>
         `<button data-stage="${f}" class="${state.stage === f ? "active" : ""}">${f} ${f === "all" ? view.total : counts[f]}</button>`).join("")}</div>
       ${view.repositories.length > 1 ? `<label>Repository <select id="cs-repo" data-testid="changeset-repo"><option value="">all</option>${view.repositories.map((r) =>
         `<option value="${esc(r)}"${state.repo === r ? " selected" : ""}>${esc(r)}</option>`).join("")}</select></label>` : ""}
+      ${view.campaigns && view.campaigns.length ? `<label>Campaign <select id="cs-campaign" data-testid="changeset-campaign"><option value="">all</option>${view.campaigns.map((g) =>
+        `<option value="${esc(g.campaign)}"${state.campaign === g.campaign ? " selected" : ""}>${esc(g.campaign)}</option>`).join("")}</select></label>` : ""}
     </div>
     <div class="hscroll" id="changesets-box"><table class="changesets" data-testid="changesets"><thead><tr><th>Repository</th><th class="num">Number</th><th>Title</th>
       <th>Publication</th><th>State</th><th>Review</th><th>Checks</th><th class="num">Failures</th><th>Run</th><th class="num">Cost</th></tr></thead>
       <tbody id="changeset-rows"></tbody></table></div>
-    <p class="dim">Cost: every shard of the run that last published the changeset, summed (the Runs page's figure).</p>`;
+    <p class="dim">Cost: every shard of the run that last published the changeset, summed (the Runs page's figure); for a campaign's pull request, only its repository's shards of that run.</p>`;
   main.querySelectorAll("[data-stage]").forEach((b) => b.addEventListener("click", () => { state.stage = b.dataset.stage; renderChangesetRows(); }));
   const repo = document.getElementById("cs-repo");
   if (repo) repo.addEventListener("change", () => { state.repo = repo.value; renderChangesetRows(); });
+  const campaign = document.getElementById("cs-campaign");
+  const pick = (name) => { state.campaign = name; if (campaign) campaign.value = name; renderChangesetRows(); };
+  if (campaign) campaign.addEventListener("change", () => pick(campaign.value));
+  main.querySelectorAll("[data-pick-campaign]").forEach((b) => b.addEventListener("click", () => pick(b.dataset.pickCampaign)));
   drawBurndown(document.getElementById("burndown"), chart);
   renderChangesetRows();
 }
 
 function renderChangesetRows() {
   const view = state.changesets;
-  const shown = view.changesets.filter((c) => (state.stage === "all" || c.stage === state.stage) && (!state.repo || c.repository === state.repo));
+  const shown = view.changesets.filter((c) => (state.stage === "all" || c.stage === state.stage) && (!state.repo || c.repository === state.repo)
+    && (!state.campaign || c.campaign === state.campaign));
   const labels = runLabels(view.changesets.map((c) => c.run_id));
   const rows = shown.map((c) => `<tr data-changeset="${esc(c.repository + "#" + (c.number ?? c.head))}" data-stage="${esc(c.stage)}" data-repository="${esc(c.repository)}">
     <td class="wrap">${esc(c.repository)} <span class="badge">${esc(c.forge)}</span></td>
