@@ -183,3 +183,34 @@ def test_the_cli_lists_and_syncs_changesets(forge, git_repo, tmp_path, monkeypat
     assert "changes_requested" in synced.stdout and f"{forge.web_url}/{forge.full_name}/pull/{number}" in synced.stdout
     assert cli("changesets", "--db", db, "--review", "approved").stdout.startswith("No changeset")
     assert ShardStore.open(db).changesets()[0]["review"] == "changes_requested"
+
+
+def test_granularity_shard_opens_one_pull_request_per_accepted_shard_and_closes_a_vanished_one(forge, git_repo,
+                                                                                               tmp_path):
+    store = ShardStore.open(str(tmp_path / "shard_status.db"))
+
+    def run(run_id: str, shards: dict[str, str]) -> list[dict]:
+        """Each shard committed on its own branch from main, as the maintain tasks do."""
+        store.register_shards(run_id, [{"shard_id": s, "files": ["src/app.py"], "task": "todo"} for s in shards])
+        for shard_id, text in shards.items():
+            lease = store.assign_shard(run_id, "w:1", shard_id)
+            _git(git_repo, "checkout", "-q", "-B", f"worktree/{run_id}/{shard_id}", "main")
+            (git_repo / "src" / "app.py").write_text(text)
+            _git(git_repo, "commit", "-qam", f"todo: {shard_id}")
+            sha = _git(git_repo, "rev-parse", "HEAD")
+            store.complete(lease, branch=f"worktree/{run_id}/{shard_id}", commit_sha=sha, files_changed=["src/app.py"],
+                           input_tokens=1, output_tokens=1, cost_usd=0.01, summary={"offline": True})
+        _git(git_repo, "checkout", "-q", "main")
+        return _operator(git_repo, granularity="shard").execute({"run_id": run_id})
+
+    first = run("run-1", {"todo-aaaa": "def add(a, b):\n    return a + b\n", "todo-bbbb": "def sub(a, b):\n    pass\n"})
+    assert sorted(c["head"] for c in first) == [f"{HEAD}--todo-aaaa", f"{HEAD}--todo-bbbb"]
+    pulls = {p["head"]: p for p in forge.pulls(forge.full_name)}
+    assert "todo-aaaa" in pulls[f"{HEAD}--todo-aaaa"]["body"] and "todo-bbbb" not in pulls[f"{HEAD}--todo-aaaa"]["body"]
+    second = run("run-2", {"todo-aaaa": "def add(a: int, b: int) -> int:\n    return a + b\n"})
+    by = {c["head"]: c for c in second}
+    assert by[f"{HEAD}--todo-aaaa"]["number"] == pulls[f"{HEAD}--todo-aaaa"]["number"], "updated in place"
+    assert by[f"{HEAD}--todo-bbbb"]["external_state"] == "closed", "its shard's diff disappeared: closed"
+    assert len(forge.pulls(forge.full_name)) == 2
+    with pytest.raises(AirflowFailException, match="granularity='file'"):
+        _operator(git_repo, granularity="file").execute({"run_id": "run-2"})

@@ -215,3 +215,11 @@ def test_sync_reads_checks_and_keeps_the_failing_output(forge):
     red = gh.sync(forge.full_name, c.number, HEAD)
     assert red.checks == "failing" and red.extra["failing_checks"][0] == {
         "name": "tests", "summary": "2 failed", "text": "FAILED tests/test_app.py::test_add - assert 3 == 4"}
+
+
+def test_assignees_are_added_once_and_never_removed(forge):
+    gh = GitHubForge(_client(forge))
+    gh.publish(_spec(forge, assignees=("alice", "bob")))
+    gh.publish(_spec(forge, assignees=("bob",)))  # a re-run with fewer assignees removes none
+    (pr,) = forge.pulls(forge.full_name)
+    assert pr["assignees"] == ["alice", "bob"]

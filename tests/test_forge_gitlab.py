@@ -132,3 +132,14 @@ def test_the_operator_publishes_a_merge_request_and_closes_it_when_nothing_is_le
     assert [r["external_state"] for r in store.changesets()] == ["closed"]
     with pytest.raises(AirflowFailException, match="forge='bitbucket' is not one of"):
         ChangesetPublishOperator(**{**op, "forge": "bitbucket"}).execute({"run_id": RUN_1})
+
+
+def test_reviewers_and_assignees_by_username_and_an_unknown_one_left_out(forge, git_repo, caplog):
+    _push_head(forge, git_repo, "def add(a, b):\n    return a + b\n")
+    alice, bob = forge.add_user("alice"), forge.add_user("bob")
+    gl = GitLabForge(GitLabHook(gitlab_conn_id="gitlab_test").get_conn())
+    gl.publish(_spec(forge, reviewers=("alice", "nobody"), assignees=("bob",)))
+    gl.publish(_spec(forge, reviewers=("bob",), assignees=("bob",)))  # adds bob as reviewer, removes no one
+    (mr,) = forge.merge_requests(forge.path)
+    assert mr["reviewers"] == [alice, bob] and mr["assignees"] == [bob]
+    assert "GitLab knows no user 'nobody'" in caplog.text

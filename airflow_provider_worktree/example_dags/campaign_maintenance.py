@@ -229,48 +229,22 @@ with DAG(
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=1, retry_delay=pendulum.duration(seconds=5))
     def push_fixes(targets: list[dict], params: dict | None = None, run_id: str | None = None) -> list[dict]:
         """fix_red: each round's verified commit pushed onto its pull request's head, a comment, the round recorded."""
-        from airflow_provider_worktree.core.campaigns.fixes import reply_text, round_comment
-        from airflow_provider_worktree.core.forge.actions import run_bulk
-        from airflow_provider_worktree.core.forge.types import ForgeError
-        from airflow_provider_worktree.core.health.report import build_report
+        from airflow_provider_worktree.core.campaigns.fixes import finish_round
         from airflow_provider_worktree.hooks.forges import DEFAULT_CONN, push_head
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         store = ShardStatusHook().get_store()
-        forge_of, name, results = forge_of_run(store, run_id), params["campaign"], []
-        for t in (t for t in targets if t["fix"] is not None):
-            fix, rep = t["fix"], build_report(store, run_id, shard_prefix=t["prefix"])
-            (shard,) = rep["shards"] or [{"status": "missing", "commit_sha": None, "error_message": "never ran",
-                                          "files_changed": [], "cost_usd": 0.0}]
-            outcome, reason, pushed = "no change", shard.get("error_message"), None
-            try:
-                if shard["status"] == "failed" or shard["status"] not in ("completed",):
-                    outcome = "failed"
-                elif shard["commit_sha"]:
-                    pushed = push_head(forge_of(t["forge"]), t["forge"], DEFAULT_CONN[t["forge"]], t["repository"],
-                                       t["head"], repo=t["path"], source=shard["commit_sha"])
-                    outcome = "pushed" if pushed else "no change"
-            except ForgeError as exc:
-                outcome, reason = "failed", f"not pushed: {exc}"
-            text = round_comment(fix["round"], fix["cause"], outcome + (f": {reason}" if reason else ""),
-                                 shard.get("files_changed") or [], shard.get("cost_usd") or 0.0,
-                                 offline=rep["totals"].get("offline", False))
-            row = next(r for r in store.changesets() if r["repository"] == t["repository"] and r["head"] == t["head"])
-            run_bulk("comment", [row], forge_of, store, body=text)
-            for cid in fix["comments"]:  # each review comment answered in its thread
-                try:
-                    forge_of(t["forge"]).reply(t["repository"], fix["number"], cid,
-                                               reply_text(fix["round"], outcome, shard.get("files_changed") or []))
-                except ForgeError as exc:
-                    print(f"{t['repository']}: reply to review comment {cid} failed: {exc}")
-            store.record_round(t["forge"], t["repository"], t["head"], fix["round"], kind=fix["kind"],
-                               cause=fix["cause"], run_id=run_id, outcome=outcome, reason=reason, commit_sha=pushed,
-                               cost_usd=shard.get("cost_usd") or 0.0)
-            store.record_campaign_outcome(name, t["repository"], "failed" if outcome == "failed" else "pr-updated",
-                                          reason=f"fix round {fix['round']}: {outcome}" + (f" ({reason})" if reason
-                                                                                          else ""), run_id=run_id)
-            results.append({"repository": t["repository"], "round": fix["round"], "outcome": outcome})
-            print(f"{t['repository']}: fix round {fix['round']}: {outcome}")
+        forge_of = forge_of_run(store, run_id)
+
+        def push(t: dict, sha: str) -> str | None:
+            return push_head(forge_of(t["forge"]), t["forge"], DEFAULT_CONN[t["forge"]], t["repository"], t["head"],
+                             repo=t["path"], source=sha)
+
+        results = [finish_round(store, forge_of, t, params["campaign"], run_id, push)
+                   for t in targets if t["fix"] is not None]
+        for r in results:
+            print(f"{r['repository']}: fix round {r['round']}: {r['outcome']}" + (f" ({r['reason']})" if r["reason"]
+                                                                                   else ""))
         return results
 
     @task(trigger_rule=TriggerRule.ALL_DONE, retries=1, retry_delay=pendulum.duration(seconds=5))

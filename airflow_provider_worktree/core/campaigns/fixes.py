@@ -120,3 +120,43 @@ def fix_shard(repo_path: str, item: Mapping[str, Any], prefix: str, task_name: s
                                       cwd=repo_path).stdout.splitlines() if f)
     return {"shard_id": f"{prefix}fix-{item['round']}-{sha[:8]}", "task": task_name, "files": files,
             "priority": 0, "bytes": 0}
+
+
+def finish_round(store: Any, forge_of: Any, target: Mapping[str, Any], campaign: str, run_id: str,
+                 push: Any) -> dict[str, Any]:
+    """After a round's shard ran: its verified commit pushed onto the pull request's head (``push(target,
+    commit_sha)`` returns the sha pushed, or None when the forge's head already has those files), a comment on the
+    pull request, a reply to each review comment it answered, the round and the repository's outcome recorded."""
+    from airflow_provider_worktree.core.forge.actions import run_bulk
+    from airflow_provider_worktree.core.forge.types import ForgeError
+    from airflow_provider_worktree.core.health.report import build_report
+
+    fix, rep = target["fix"], build_report(store, run_id, shard_prefix=target["prefix"])
+    shard = rep["shards"][0] if rep["shards"] else {"status": "missing", "commit_sha": None,
+                                                    "error_message": "the round's shard never ran"}
+    files, cost = shard.get("files_changed") or [], float(shard.get("cost_usd") or 0.0)
+    outcome, reason, pushed = "no change", shard.get("error_message"), None
+    try:
+        if shard["status"] != "completed":
+            outcome = "failed"
+        elif shard["commit_sha"]:
+            pushed = push(target, shard["commit_sha"])
+            outcome = "pushed" if pushed else "no change"
+    except ForgeError as exc:
+        outcome, reason = "failed", f"not pushed: {exc}"
+    said = outcome + (f": {reason}" if reason else "")
+    row = next(r for r in store.changesets() if r["repository"] == target["repository"] and r["head"] == target["head"])
+    run_bulk("comment", [row], forge_of, store,
+             body=round_comment(fix["round"], fix["cause"], said, files, cost, offline=rep["totals"].get("offline")))
+    for cid in fix["comments"]:  # each review comment answered in its thread; one that fails stops none
+        try:
+            forge_of(target["forge"]).reply(target["repository"], fix["number"], cid,
+                                            reply_text(fix["round"], outcome, files))
+        except ForgeError as exc:
+            reason = (reason + "; " if reason else "") + f"reply to review comment {cid} failed: {exc}"
+    store.record_round(target["forge"], target["repository"], target["head"], fix["round"], kind=fix["kind"],
+                       cause=fix["cause"], run_id=run_id, outcome=outcome, reason=reason, commit_sha=pushed,
+                       cost_usd=cost)
+    store.record_campaign_outcome(campaign, target["repository"], "failed" if outcome == "failed" else "pr-updated",
+                                  reason=f"fix round {fix['round']}: {said}", run_id=run_id)
+    return {"repository": target["repository"], "round": fix["round"], "outcome": outcome, "reason": reason}

@@ -5,7 +5,8 @@ head is looked up first and updated in place (title, body; a draft is marked rea
 a ready pull request never goes back to draft). When none is open, one is
 created; GitHub's ``422 "A pull request already exists"`` (another worker created it between the lookup and the
 create) is read again as "already exists" and updated. A second pull request is never opened. Labels and
-reviewers are added, never removed.
+reviewers and
+assignees are added, never removed.
 
 Pacing: every write (create, edit, comment, labels, reviewers, merge) first takes a place from the shared limiter
 (GitHub's documented secondary limits, :data:`~airflow_provider_worktree.core.ratelimit.state.GITHUB_CONTENT_LIMITS`:
@@ -188,6 +189,10 @@ class GitHubForge:
         wanted = [r for r in spec.reviewers if r not in asked]
         if wanted:
             self._write(f"request reviewers on #{pr.number}", lambda: pr.create_review_request(reviewers=wanted))
+        assigned = {u.login for u in pr.assignees}
+        missing = [a for a in spec.assignees if a not in assigned]
+        if missing:
+            self._write(f"assign #{pr.number}", lambda: pr.add_to_assignees(*missing))
         self.log.info("changeset %s %s: pull request #%s %s", spec.repository, spec.head, pr.number, action)
         return self.changeset(repo, pr, spec.head, action)
 

@@ -77,6 +77,20 @@ class GitLabForge:
         except Exception as exc:  # noqa: BLE001
             raise self._error(f"project {path}", exc) from None
 
+    def _user_ids(self, usernames: tuple[str, ...]) -> list[int]:
+        """GitLab's user ids of ``usernames``; one GitLab does not know is left out with a warning."""
+        ids = []
+        for name in usernames:
+            try:
+                found = self.client.users.list(username=name, get_all=False)
+            except Exception as exc:  # noqa: BLE001
+                raise self._error(f"look up the user {name}", exc) from None
+            if found:
+                ids.append(found[0].id)
+            else:
+                self.log.warning("GitLab knows no user %r: not added as reviewer or assignee", name)
+        return ids
+
     def clone_url(self, repository: str) -> str:
         return self._project(repository).http_url_to_repo
 
@@ -107,9 +121,11 @@ class GitLabForge:
         draft = spec.draft and (mr is None or str(mr.title).startswith("Draft:"))
         title = (DRAFT + spec.title) if draft and not spec.title.startswith("Draft:") else spec.title
         action = "unchanged"
+        reviewers, assignees = self._user_ids(spec.reviewers), self._user_ids(spec.assignees)
         if mr is None:
             data = {"source_branch": spec.head, "target_branch": spec.base, "title": title,
                     "description": spec.body, "labels": ",".join(spec.labels)}
+            data.update({k: v for k, v in (("reviewer_ids", reviewers), ("assignee_ids", assignees)) if v})
             try:
                 mr = self._write(f"create the merge request {spec.repository} {spec.head} -> {spec.base}",
                                  lambda: project.mergerequests.create(data))
@@ -122,10 +138,17 @@ class GitLabForge:
                     raise
         changed = action != "created" and (mr.title != title or (mr.description or "") != spec.body)
         missing = [x for x in spec.labels if x not in (mr.labels or [])]
-        if changed or missing:
+        people = {}  # reviewers and assignees are added, never removed
+        for key, attr, ids in (("reviewer_ids", "reviewers", reviewers), ("assignee_ids", "assignees", assignees)):
+            have = [u["id"] for u in (getattr(mr, attr, None) or [])]
+            if action != "created" and set(ids) - set(have):
+                people[key] = have + [i for i in ids if i not in have]
+        if changed or missing or people:
             mr.title, mr.description = title, spec.body
             if missing:
                 mr.add_labels = ",".join(missing)
+            for key, ids in people.items():
+                setattr(mr, key, ids)
             self._write(f"update merge request !{mr.iid}", mr.save)
             action = "updated" if changed else action
         self.log.info("changeset %s %s: merge request !%s %s", spec.repository, spec.head, mr.iid, action)

@@ -35,6 +35,7 @@ class ChangesetSpec:
     draft: bool = True
     labels: tuple[str, ...] = ()
     reviewers: tuple[str, ...] = ()
+    assignees: tuple[str, ...] = ()
 
 
 @dataclass

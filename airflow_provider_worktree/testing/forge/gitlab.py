@@ -183,6 +183,7 @@ class OfflineGitLab(LoopbackForge):
             "work_in_progress": mr["title"].startswith("Draft:"), "source_branch": mr["source"],
             "target_branch": mr["target"], "sha": mr["sha"], "web_url": f"{self.url}/{path}/-/merge_requests/{mr['iid']}",
             "labels": list(mr["labels"]), "author": self._user(1), "reviewers": [self._user(u) for u in mr["reviewers"]],
+            "assignees": [self._user(u) for u in mr.get("assignees", [])],
             "created_at": mr["created_at"], "updated_at": mr["updated_at"], "merged_at": mr["merged_at"],
             "closed_at": mr["closed_at"], "detailed_merge_status": "mergeable" if mr["state"] == "opened" else "not_open",
             "head_pipeline": {"id": mr["iid"], "sha": mr["sha"], "status": mr["pipeline"]} if mr["pipeline"] else None,
@@ -260,7 +261,8 @@ class OfflineGitLab(LoopbackForge):
         labels = [x for x in str(body.get("labels") or "").split(",") if x]
         mr = {"id": next(self._ids), "iid": iid, "title": title, "description": body.get("description") or "",
               "state": "opened", "source": source, "target": target, "sha": sha, "labels": labels,
-              "reviewers": list(body.get("reviewer_ids") or []), "notes": [], "approved_by": [], "pipeline": None,
+              "reviewers": list(body.get("reviewer_ids") or []), "assignees": list(body.get("assignee_ids") or []),
+              "notes": [], "approved_by": [], "pipeline": None,
               "created_at": now(), "updated_at": now(), "merged_at": None, "closed_at": None}
         p["mrs"][iid] = mr
         return 201, self._mr_obj(p, mr)
@@ -275,7 +277,9 @@ class OfflineGitLab(LoopbackForge):
             if key in body:
                 mr[field] = body[key]
         mr["labels"] += [x for x in str(body.get("add_labels") or "").split(",") if x and x not in mr["labels"]]
-        mr["reviewers"] += [u for u in body.get("reviewer_ids") or [] if u not in mr["reviewers"]]
+        for key, field in (("reviewer_ids", "reviewers"), ("assignee_ids", "assignees")):  # GitLab: sets the list
+            if key in body:
+                mr[field] = [int(u) for u in body.get(key) or []]
         event = body.get("state_event")
         if event == "close" and mr["state"] == "opened":
             mr["state"], mr["closed_at"] = "closed", now()

@@ -129,6 +129,23 @@ def review(api: str, web: str, full_name: str, number: int, r: dict[str, Any], a
             "_links": {"html": {"href": html}, "pull_request": {"href": pr_url}}}
 
 
+def issue(api: str, web: str, full_name: str, pr: dict[str, Any], author: dict[str, Any],
+          people: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue side of a pull request (``issue``), as the issues endpoints answer for one."""
+    n, u = pr["number"], f"{api}/repos/{full_name}/issues/{pr['number']}"
+    assignees = [people[a] for a in pr["assignees"]]
+    return {"id": pr["id"], "node_id": node_id("issue", pr["id"]), "url": u, "repository_url": f"{api}/repos/{full_name}",
+            "labels_url": f"{u}/labels{{/name}}", "comments_url": f"{u}/comments", "events_url": f"{u}/events",
+            "html_url": f"{web}/{full_name}/pull/{n}", "number": n, "state": pr["state"], "title": pr["title"],
+            "body": pr["body"], "user": author, "labels": [label(api, full_name, name, lid) for name, lid in pr["labels"]],
+            "assignee": assignees[0] if assignees else None, "assignees": assignees, "milestone": None, "locked": False,
+            "comments": len(pr["comments"]), "closed_at": pr["closed_at"], "created_at": pr["created_at"],
+            "updated_at": pr["updated_at"], "author_association": "OWNER",
+            "pull_request": {"url": f"{api}/repos/{full_name}/pulls/{n}", "html_url": f"{web}/{full_name}/pull/{n}",
+                             "diff_url": f"{web}/{full_name}/pull/{n}.diff",
+                             "patch_url": f"{web}/{full_name}/pull/{n}.patch"}}
+
+
 def review_comment(api: str, web: str, full_name: str, number: int, c: dict[str, Any],
                    author: dict[str, Any]) -> dict[str, Any]:
     """A pull request review comment (``pull-request-review-comment``): on ``path`` at ``line`` of the head."""

@@ -164,6 +164,16 @@ class PullHandlers:
         return 200, [objects.review_comment(self.api_url, self.web_url, full, pr["number"], c, self._user(c["login"]))
                      for c in pr.get("review_comments", [])]
 
+    def _add_assignees(self, o: str, r: str, n: str, params: dict, body: Any) -> tuple[int, Any]:
+        """``POST .../issues/{n}/assignees``: as on GitHub, logins that cannot be assigned are ignored silently."""
+        repo, pr = self._pr(o, r, n)
+        pr["assignees"] += [a for a in (body or {}).get("assignees") or [] if isinstance(a, str)
+                            and a not in pr["assignees"]][:10 - len(pr["assignees"])]
+        pr["updated_at"] = now()
+        people = {login: self._user(login) for login in pr["assignees"]}
+        return 201, objects.issue(self.api_url, self.web_url, f"{repo['owner']}/{repo['name']}", pr,
+                                  self._user(pr["user"]), people)
+
     def _get_review_comment(self, o: str, r: str, cid: str, params: dict, body: Any) -> tuple[int, Any]:
         repo = self._repo(o, r)
         for pr in repo["pulls"].values():
