@@ -167,3 +167,13 @@ def real_repo_factory(tmp_path: Path):
     def _factory(name: str, version: str | None = None) -> Path:
         return real_repo(tmp_path / f"real-{name}", name, version)
     return _factory
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """A real Chromium (Debian's, driven by Playwright) for the browser tests of a module."""
+    import uihelpers
+
+    pw, chromium = uihelpers.launch_browser()
+    yield chromium
+    uihelpers.close_browser(pw, chromium)

@@ -63,13 +63,6 @@ def dag_run_id(ui):
     return run_id
 
 
-@pytest.fixture(scope="module")
-def browser():
-    pw, chromium = uihelpers.launch_browser()
-    yield chromium
-    uihelpers.close_browser(pw, chromium)
-
-
 @pytest.fixture
 def seeded(ui, dag_run_id, tmp_path):
     """A fresh SQLite shard database behind shard_status_default: the DAG run with shards of every kind, and a

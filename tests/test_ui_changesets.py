@@ -189,13 +189,6 @@ def ui(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    pw, chromium = uihelpers.launch_browser()
-    yield chromium
-    uihelpers.close_browser(pw, chromium)
-
-
 @pytest.fixture
 def today():
     """UTC today, once per test: the days seeded and the days expected are counted from the same day."""

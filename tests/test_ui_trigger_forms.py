@@ -25,13 +25,6 @@ def ui(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    pw, chromium = uihelpers.launch_browser()
-    yield chromium
-    uihelpers.close_browser(pw, chromium)
-
-
 def _runs(ui, dag_id: str) -> list[dict]:
     status, body = ui.request("GET", f"/api/v2/dags/{dag_id}/dagRuns", user="admin")
     assert status == 200, body

@@ -57,13 +57,6 @@ def ui(tmp_path_factory, worktree_root):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    pw, chromium = uihelpers.launch_browser()
-    yield chromium
-    uihelpers.close_browser(pw, chromium)
-
-
 def _dag_run(ui) -> str:
     status, body = ui.request("POST", "/api/v2/dags/worktree_health/dagRuns", user="admin",
                               body={"logical_date": None})
