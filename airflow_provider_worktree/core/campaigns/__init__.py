@@ -11,8 +11,8 @@
             pull requests have checks pending.
 
 The campaign's record (spec, per-repository outcomes) is kept by ``core.store`` (schema version 7).
-May import: ``core.errors``, ``core.forge`` (the changeset vocabulary and its bulk actions) and ``core.git`` (a fix
-round's files). Plain Python, no Airflow.
+May import: ``core.errors``, ``core.forge`` (the changeset vocabulary and its bulk actions), ``core.git`` (a fix
+round's files) and ``core.health`` (a run's report, one repository's shards). Plain Python, no Airflow.
 """
 
 from __future__ import annotations
