@@ -111,8 +111,9 @@ def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: 
 
     dags = tmp_path / "dags"
     placed = _run([str(bin_dir / "airflow-worktree"), "example-dags", str(dags)], env=env, cwd=tmp_path)
-    assert sorted(p.name for p in dags.glob("*.py")) == ["parallel_maintenance_poc.py", "worktree_health.py"]
-    assert "Copied 2 example DAG(s)" in placed.stdout
+    assert sorted(p.name for p in dags.glob("*.py")) == ["campaign_maintenance.py", "parallel_maintenance_poc.py",
+                                                         "worktree_health.py"]
+    assert "Copied 3 example DAG(s)" in placed.stdout
 
     env["AIRFLOW__CORE__DAGS_FOLDER"] = str(dags)
     _run([str(bin_dir / "airflow"), "db", "migrate"], env=env, cwd=tmp_path)
@@ -120,7 +121,7 @@ def test_wheel_installs_into_a_fresh_venv_and_works_there(dist: Path, tmp_path: 
     listed_dags = _run([str(bin_dir / "airflow"), "dags", "list", "--local", "-o", "json"], env=env,
                        cwd=tmp_path).stdout
     ids = {d["dag_id"] for d in json.loads(listed_dags[listed_dags.index("["):])}
-    assert {"parallel_maintenance_poc", "worktree_health"} <= ids
+    assert {"parallel_maintenance_poc", "worktree_health", "campaign_maintenance"} <= ids
     errors = _run([str(bin_dir / "airflow"), "dags", "list-import-errors", "--local", "-o", "json"], env=env,
                   cwd=tmp_path).stdout
     assert "parallel_maintenance_poc" not in errors and "worktree_health" not in errors
