@@ -11,10 +11,11 @@ from typing import Any
 from airflow_provider_worktree.cli.common import EXIT_ERROR, EXIT_OK, CliError
 from airflow_provider_worktree.cli.render import Render
 from airflow_provider_worktree.cli.target import _close, open_store
+from airflow_provider_worktree.core.forge.actions import ACTIONS as BULK_ACTIONS
 
 _FILTERS = (("state", "external_state"), ("review", "review"), ("checks", "checks"))
-ACTIONS = ("list", "sync", "ready", "comment", "close", "merge")
-WRITES = ("ready", "comment", "close", "merge")
+ACTIONS = ("list", "sync", *BULK_ACTIONS)
+WRITES = BULK_ACTIONS
 _STYLE = {"ok": "green", "failed": "red"}
 
 
@@ -59,21 +60,20 @@ def _body(args: argparse.Namespace) -> str | None:
     return getattr(args, "body", None)
 
 
-def _forges(rows: list[dict[str, Any]], conns: dict[str, str], store: Any = None) -> dict[str, Any]:
+def _forges(rows: list[dict[str, Any]], conns: dict[str, str], store: Any = None) -> Any:
     """The forge of every row's kind, from its Airflow connection (with ``store``, writes paced by the limiter
     every worker shares); a missing provider or connection stops the command with the fix, before any write."""
-    from airflow_provider_worktree.hooks.forges import forge_for, shared_limiter
+    from airflow_provider_worktree.hooks.forges import forge_resolver
 
-    forges: dict[str, Any] = {}
+    forge_of = forge_resolver(store, conns)
     for name in sorted({r["forge"] for r in rows if r["number"]}):
         try:
-            limiter = shared_limiter(store, name, conns.get(name)) if store is not None else None
-            forges[name] = forge_for(name, conns.get(name), limiter=limiter)
+            forge_of(name)
         except Exception as exc:  # noqa: BLE001 - a missing provider or connection, named with the fix
             raise CliError(f"{name} connection {conns.get(name)!r}: {exc}; create it (the token as password; GitHub "
                            "Enterprise host https://HOST/api/v3, GitLab host its URL) or pass "
                            f"--{name}-conn-id") from None
-    return forges
+    return forge_of
 
 
 def _sync(store: Any, rows: list[dict[str, Any]], conns: dict[str, str],
@@ -81,14 +81,14 @@ def _sync(store: Any, rows: list[dict[str, Any]], conns: dict[str, str],
     """Each changeset synced on its own: one failure does not stop the rest (it is recorded on its row)."""
     from airflow_provider_worktree.core.forge import ForgeError
 
-    forges = _forges(rows, conns)
+    forge_of = _forges(rows, conns)
     synced, failed = [], []
     for r in rows:
         if not r["number"]:
             continue
         try:
-            synced.append(store.record_changeset(forges[r["forge"]].sync(r["repository"], r["number"],
-                                                                         r["head"]).to_dict()))
+            synced.append(store.record_changeset(forge_of(r["forge"]).sync(r["repository"], r["number"],
+                                                                           r["head"]).to_dict()))
         except ForgeError as exc:
             store.record_changeset_failure(r["forge"], r["repository"], r["head"], str(exc))
             failed.append({"repository": r["repository"], "number": r["number"], "error": str(exc)})
@@ -110,8 +110,7 @@ def _bulk(args: argparse.Namespace, out: Render, store: Any, desc: str, rows: li
                             r["checks"], r["url"] or "-"] for r in rows], right=(1,))
         return data, f"{table}\n{out.level('info')} --dry-run: would {args.action} these {len(rows)} changeset(s); " \
                      "nothing was sent", EXIT_OK
-    forges = _forges(rows, conns, store)
-    results = [x.to_dict() for x in run_bulk(args.action, rows, forges.__getitem__, store, body=body,
+    results = [x.to_dict() for x in run_bulk(args.action, rows, _forges(rows, conns, store), store, body=body,
                                              method=args.method)]
     bad = sum(1 for x in results if x["result"] != "ok")
     data.update(results=results, failed=bad)

@@ -32,20 +32,6 @@ from airflow_provider_worktree.operators.changesets import ChangesetPublishOpera
 from airflow_provider_worktree.operators.maintenance import ClaudeMaintenanceOperator
 
 MAX_PARALLEL = int(os.environ.get("WORKTREE_MAX_PARALLEL", "32"))
-
-
-def forge_of_run(store, run_id):
-    """Each forge of the campaign from its default connection, writes paced by the shared limiter."""
-    from airflow_provider_worktree.hooks.forges import forge_for, shared_limiter
-
-    forges: dict = {}
-
-    def forge_of(name: str):
-        if name not in forges:
-            forges[name] = forge_for(name, limiter=shared_limiter(store, name, run_id=run_id))
-        return forges[name]
-
-    return forge_of
 TASKS = ["todo", "docstrings", "lint", "tests", "custom"]
 BUDGET = {"max_input_tokens": "{{ params.max_input_tokens }}", "max_output_tokens": "{{ params.max_output_tokens }}"}
 
@@ -97,7 +83,7 @@ with DAG(
         from airflow_provider_worktree.core.campaigns.types import RETRY_OUTCOMES
         from airflow_provider_worktree.core.planning import plan_repository
         from airflow_provider_worktree.core.tasks import get_task
-        from airflow_provider_worktree.hooks.forges import campaign_selection
+        from airflow_provider_worktree.hooks.forges import campaign_selection, forge_resolver
         from airflow_provider_worktree.hooks.git_worktree import GitWorktreeHook
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
         from airflow_provider_worktree.version_compat import conf
@@ -129,7 +115,7 @@ with DAG(
         red = {}
         if params["fix_red"]:  # fix on red: only the pull requests whose checks fail, one round each
             red = {r["row"]["repository"]: r for r in
-                   red_changesets(store, forge_of_run(store, run_id), spec.head, params["max_fix_rounds"])}
+                   red_changesets(store, forge_resolver(store, run_id=run_id), spec.head, params["max_fix_rounds"])}
             targets = [t for t in targets if t.repository in red]
             for r in red.values():
                 print(f"{r['row']['repository']}: " + (r.get("reason") or f"fix round {r['round']} "
@@ -230,11 +216,11 @@ with DAG(
     def push_fixes(targets: list[dict], params: dict | None = None, run_id: str | None = None) -> list[dict]:
         """fix_red: each round's verified commit pushed onto its pull request's head, a comment, the round recorded."""
         from airflow_provider_worktree.core.campaigns.fixes import finish_round
-        from airflow_provider_worktree.hooks.forges import DEFAULT_CONN, push_head
+        from airflow_provider_worktree.hooks.forges import DEFAULT_CONN, forge_resolver, push_head
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         store = ShardStatusHook().get_store()
-        forge_of = forge_of_run(store, run_id)
+        forge_of = forge_resolver(store, run_id=run_id)
 
         def push(t: dict, sha: str) -> str | None:
             return push_head(forge_of(t["forge"]), t["forge"], DEFAULT_CONN[t["forge"]], t["repository"], t["head"],
@@ -253,11 +239,12 @@ with DAG(
         if not params["auto_merge"]:
             return []
         from airflow_provider_worktree.core.campaigns.run import auto_merge
+        from airflow_provider_worktree.hooks.forges import forge_resolver
         from airflow_provider_worktree.hooks.shard_status import ShardStatusHook
 
         store = ShardStatusHook().get_store()
-        results = auto_merge(store, forge_of_run(store, run_id), params["campaign"], f"campaign/{params['campaign']}",
-                             run_id=run_id)
+        results = auto_merge(store, forge_resolver(store, run_id=run_id), params["campaign"],
+                             f"campaign/{params['campaign']}", run_id=run_id)
         for r in results:
             print(f"{r['repository']}: {r['result']} ({r['reason']})")
         return results

@@ -37,6 +37,22 @@ def forge_for(forge: str, conn_id: str | None = None, *, limiter: Any = None, lo
     return GitLabForge(GitLabHook(gitlab_conn_id=conn_id).get_conn(), limiter=limiter, logger=logger)
 
 
+def forge_resolver(store: Any = None, conns: dict[str, str] | None = None, *, run_id: str | None = None,
+                   logger: Any = None) -> Any:
+    """``name -> forge``: each forge made once, on its connection (``conns``: name -> connection id; the default
+    ones otherwise), its writes paced by the shared limiter when ``store`` is given."""
+    forges: dict[str, Any] = {}
+
+    def forge_of(name: str) -> Any:
+        if name not in forges:
+            conn_id = (conns or {}).get(name)
+            limiter = shared_limiter(store, name, conn_id, run_id=run_id, logger=logger) if store is not None else None
+            forges[name] = forge_for(name, conn_id, limiter=limiter, logger=logger)
+        return forges[name]
+
+    return forge_of
+
+
 def shared_limiter(store: Any, forge: str, conn_id: str | None = None, *, run_id: str | None = None,
                    logger: Any = None) -> Any:
     """The forge's write limiter shared through the shard database by every worker and CLI call on the same host:

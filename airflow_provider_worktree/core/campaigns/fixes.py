@@ -23,18 +23,13 @@ REPLY_MARK = "<!-- airflow-worktree fix round reply -->"
 def red_changesets(store: Any, forge_of: Any, head: str, max_rounds: int) -> list[dict[str, Any]]:
     """The open pull requests of ``head`` whose checks fail, each synced from the forge now, with the failing
     checks and the number of its next round; one that reached ``max_rounds`` is left out (and said so)."""
+    from airflow_provider_worktree.core.campaigns.run import sync_open
     from airflow_provider_worktree.core.forge.types import ForgeError
 
     out = []
-    for row in store.changesets():
-        if row["head"] != head or row["external_state"] != "open" or not row["number"]:
+    for row, synced, _error in sync_open(store, forge_of, head):
+        if synced is None:
             continue
-        try:
-            synced = forge_of(row["forge"]).sync(row["repository"], row["number"], row["head"])
-        except ForgeError as exc:
-            store.record_changeset_failure(row["forge"], row["repository"], row["head"], str(exc))
-            continue
-        store.record_changeset(synced.to_dict())
         comments = []
         if synced.review == "changes_requested" and hasattr(forge_of(row["forge"]), "review_comments"):
             try:

@@ -65,6 +65,26 @@ def markdown(summary: Mapping[str, Any], run_id: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def sync_open(store: Any, forge_of: Any, head: str) -> list[tuple[dict[str, Any], Any, str | None]]:
+    """The open changesets of ``head``, each synced from its forge now and recorded: ``(row, changeset, None)``, or
+    ``(row, None, error)`` when the sync failed (the failure is recorded on the row)."""
+    from airflow_provider_worktree.core.forge.types import ForgeError
+
+    out = []
+    for row in store.changesets():
+        if row["head"] != head or row["external_state"] != "open" or not row["number"]:
+            continue
+        try:
+            synced = forge_of(row["forge"]).sync(row["repository"], row["number"], row["head"])
+        except ForgeError as exc:
+            store.record_changeset_failure(row["forge"], row["repository"], row["head"], str(exc))
+            out.append((row, None, str(exc)))
+            continue
+        store.record_changeset(synced.to_dict())
+        out.append((row, synced, None))
+    return out
+
+
 def auto_merge(store: Any, forge_of: Any, campaign: str, head: str, *, run_id: str | None = None,
                require_approval: bool = True, method: str | None = None) -> list[dict[str, Any]]:
     """Merge the campaign's pull requests whose checks pass and whose review allows it (approved; or, without
@@ -73,19 +93,13 @@ def auto_merge(store: Any, forge_of: Any, campaign: str, head: str, *, run_id: s
     Merged repositories get the outcome ``merged``; one that fails keeps its outcome, with the reason logged in the
     result. Returns one result per changeset considered."""
     from airflow_provider_worktree.core.forge.actions import run_bulk
-    from airflow_provider_worktree.core.forge.types import ForgeError
 
     results, ready = [], []
-    for row in store.changesets():
-        if row["head"] != head or row["external_state"] != "open" or not row["number"]:
+    for row, synced, error in sync_open(store, forge_of, head):
+        if synced is None:
+            results.append({"repository": row["repository"], "result": "failed", "reason": f"not synced: {error}"})
             continue
-        try:
-            synced = store.record_changeset(forge_of(row["forge"]).sync(row["repository"], row["number"],
-                                                                        row["head"]).to_dict())
-        except ForgeError as exc:
-            store.record_changeset_failure(row["forge"], row["repository"], row["head"], str(exc))
-            results.append({"repository": row["repository"], "result": "failed", "reason": f"not synced: {exc}"})
-            continue
+        synced = synced.to_dict()
         review_ok = synced["review"] == "approved" or (not require_approval and synced["review"] != "changes_requested")
         why = ("a draft" if synced["publication"] == "draft" else f"checks {synced['checks']}"
                if synced["checks"] != "passing" else f"review {synced['review']}" if not review_ok else "")

@@ -178,14 +178,13 @@ class OfflineGitHub(LoopbackForge, PullHandlers, SearchHandlers):
     # -- HTTP ------------------------------------------------------------------------------------------------------
     def handle(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
                ) -> tuple[int, dict[str, str], Any]:
-        if path == "/api/graphql":
-            return self._graphql(method, path, query, headers, raw)
-        if not path.startswith("/api/v3/"):
+        if path != "/api/graphql" and not path.startswith("/api/v3/"):
             return self._git(method, path, query, headers, raw)
         body: Any = None
         try:
             body = json.loads(raw) if raw else None
-            status, out_headers, payload = self._api(method, path, query, headers, body)
+            call = self._graphql if path == "/api/graphql" else self._api
+            status, out_headers, payload = call(method, path, query, headers, body)
         except ForgeError as exc:
             status, out_headers, payload = exc.status, exc.headers, exc.body()
         except ValueError:
@@ -193,29 +192,20 @@ class OfflineGitHub(LoopbackForge, PullHandlers, SearchHandlers):
         self._log_exchange(method, path, query, status, body, payload)
         return status, out_headers, payload
 
-    def _graphql(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
+    def _graphql(self, method: str, path: str, query: str, headers: Mapping[str, str], body: Any,
                  ) -> tuple[int, dict[str, str], Any]:
         """``POST /api/graphql`` (GitHub Enterprise's GraphQL endpoint), for exactly one mutation:
         ``markPullRequestReadyForReview`` (what PyGithub's ``mark_ready_for_review`` sends). GraphQL's contract:
         ``200`` with ``{"data": ...}``, or ``{"data": null|{...}, "errors": [{"type", "message", "path"}]}``; a
         bad token is REST's ``401 Bad credentials``. Gated like REST writes (faults, the secondary limit)."""
-        body: Any = None
-        try:
-            body = json.loads(raw) if raw else {}
-            if method != "POST":
-                raise ForgeError(404, "Not Found")
-            with self._lock:
-                lost = self._gate("POST", path, headers)
-                payload = self._graphql_mutation(body)
-                if lost is not None:
-                    raise lost
-            status, out_headers = 200, self._rate_headers()
-        except ForgeError as exc:
-            status, out_headers, payload = exc.status, exc.headers, exc.body()
-        except ValueError:
-            status, out_headers, payload = 400, {}, {"message": "Problems parsing JSON", "documentation_url": DOCS}
-        self._log_exchange(method, path, query, status, body, payload)
-        return status, out_headers, payload
+        if method != "POST":
+            raise ForgeError(404, "Not Found")
+        with self._lock:
+            lost = self._gate("POST", path, headers)
+            payload = self._graphql_mutation(body or {})
+            if lost is not None:
+                raise lost
+        return 200, self._rate_headers(), payload
 
     def _git(self, method: str, path: str, query: str, headers: Mapping[str, str], raw: bytes,
              ) -> tuple[int, dict[str, str], Any]:
